@@ -1,0 +1,85 @@
+# add_lesson() and add_mp_test(): one line per program.
+#
+#   add_lesson(<name> [NO_VERDICT] [TIMEOUT <s>] [LIBS <targets>...]
+#              [INTERRUPT <args>...])
+#
+# builds <name>.c of the current folder into build/<folder>/<name>, linked
+# with lib/ (mp) and pthreads, and registers the lesson's harness tests
+# (tests/lesson_check.c), labelled with the chapter and "lesson":
+#   <folder>/<name>:run     a bare run exits 0 and prints "result: ... OK"
+#                           (NO_VERDICT: a lesson that checks nothing)
+#   <folder>/<name>:help    --help exits 0 and prints usage
+#   <folder>/<name>:badopt  an unknown option exits 2 with a message
+#   <folder>/<name>:sigint  (with INTERRUPT) run with <args>, interrupted with
+#                           SIGINT once it has forked: must clean up and exit 130
+# Every one of them also fails if the run leaves a process or a named IPC
+# object behind.  A lesson's own tests hold a lock named after it, so they
+# never run at the same time, even under ctest -j.
+
+function(mp_lesson_tests name dir chapter)
+  cmake_parse_arguments(T "NO_VERDICT" "TIMEOUT" "INTERRUPT" ${ARGN})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 120)
+  endif()
+  set(verdict --verdict)
+  if(T_NO_VERDICT)
+    set(verdict "")
+  endif()
+  set(check $<TARGET_FILE:lesson_check>)
+  set(prog $<TARGET_FILE:${name}>)
+  add_test(NAME ${dir}/${name}:run
+           COMMAND ${check} run ${verdict} --timeout ${T_TIMEOUT} -- ${prog})
+  add_test(NAME ${dir}/${name}:help COMMAND ${check} help -- ${prog})
+  add_test(NAME ${dir}/${name}:badopt COMMAND ${check} badopt -- ${prog})
+  set(tests ${dir}/${name}:run ${dir}/${name}:help ${dir}/${name}:badopt)
+  if(T_INTERRUPT)
+    add_test(NAME ${dir}/${name}:sigint
+             COMMAND ${check} sigint --timeout ${T_TIMEOUT} -- ${prog} ${T_INTERRUPT})
+    list(APPEND tests ${dir}/${name}:sigint)
+  endif()
+  math(EXPR ctest_timeout "${T_TIMEOUT} + 30")  # the harness times out first
+  set_tests_properties(${tests} PROPERTIES
+    LABELS "${chapter};lesson" RESOURCE_LOCK ${name}
+    TIMEOUT ${ctest_timeout})
+endfunction()
+
+function(add_lesson name)
+  cmake_parse_arguments(L "NO_VERDICT" "TIMEOUT" "LIBS;INTERRUPT" ${ARGN})
+  file(RELATIVE_PATH dir ${PROJECT_SOURCE_DIR} ${CMAKE_CURRENT_SOURCE_DIR})
+  string(REGEX REPLACE "/.*" "" chapter "${dir}")
+
+  add_executable(${name} ${name}.c)
+  target_link_libraries(${name} PRIVATE mp Threads::Threads ${L_LIBS})
+  # Where the lesson's files live, for a Python twin or a data file beside it.
+  target_compile_definitions(${name} PRIVATE
+    MP_LESSON_DIR="${CMAKE_CURRENT_SOURCE_DIR}")
+
+  set(pass "")
+  if(L_NO_VERDICT)
+    set(pass NO_VERDICT)
+  endif()
+  if(L_TIMEOUT)
+    list(APPEND pass TIMEOUT ${L_TIMEOUT})
+  endif()
+  if(L_INTERRUPT)
+    list(APPEND pass INTERRUPT ${L_INTERRUPT})
+  endif()
+  mp_lesson_tests(${name} ${dir} ${chapter} ${pass})
+endfunction()
+
+#   add_mp_test(<name> [LIBS <targets>...])
+# builds tests/<name>.c with CMocka and registers it, labelled "tests" and
+# "unit", run through the same harness (exit 0, nothing left behind).
+function(add_mp_test name)
+  cmake_parse_arguments(T "" "TIMEOUT" "LIBS" ${ARGN})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 300)
+  endif()
+  add_executable(${name} ${name}.c)
+  target_link_libraries(${name} PRIVATE mp PkgConfig::CMOCKA Threads::Threads ${T_LIBS})
+  add_test(NAME tests/${name}
+           COMMAND $<TARGET_FILE:lesson_check> run --timeout ${T_TIMEOUT} -- $<TARGET_FILE:${name}>)
+  math(EXPR ctest_timeout "${T_TIMEOUT} + 30")
+  set_tests_properties(tests/${name} PROPERTIES
+    LABELS "tests;unit" RESOURCE_LOCK ${name} TIMEOUT ${ctest_timeout})
+endfunction()

@@ -1,0 +1,444 @@
+/* lib/mp_util.c -- see mp_util.h */
+#define _GNU_SOURCE
+#include "mp_util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <mqueue.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static pid_t main_pid;
+static int64_t start_ns;
+
+/* Runs before main(): the program's own pid and the narration clock's
+ * origin.  Forked children inherit both, which is what lets them tell that
+ * they are children and print times on the parent's scale. */
+__attribute__((constructor)) static void mp_util_init(void)
+{
+	main_pid = getpid();
+	start_ns = mp_now_ns();
+}
+
+bool mp_is_main_process(void)
+{
+	return getpid() == main_pid;
+}
+
+/* ---- errors ----------------------------------------------------------- */
+
+static _Noreturn void die_with(int err, const char *fmt, va_list ap)
+{
+	char msg[512];
+
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	const char *name = strerrorname_np(err);
+	fprintf(stderr, "%s: %s: %s (%s)\n", program_invocation_short_name,
+		msg, name ? name : "?", strerror(err));
+	if (mp_is_main_process())
+		exit(EXIT_FAILURE);
+	fflush(stdout);  /* the child's own lines; never the parent's */
+	_exit(EXIT_FAILURE);
+}
+
+void mp_die(const char *fmt, ...)
+{
+	int err = errno;
+	va_list ap;
+
+	va_start(ap, fmt);
+	die_with(err, fmt, ap);
+}
+
+void mp_die_en(int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	die_with(err, fmt, ap);
+}
+
+/* ---- narration -------------------------------------------------------- */
+
+int64_t mp_now_ns(void)
+{
+	struct timespec ts;
+
+	/* Cannot fail with a valid clock id and pointer; checked all the same. */
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
+		mp_die("clock_gettime");
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+double mp_elapsed_s(int64_t since_ns)
+{
+	return (double)(mp_now_ns() - since_ns) / 1e9;
+}
+
+void mp_say(const char *role, const char *fmt, ...)
+{
+	char line[1024];
+	double ms = (double)(mp_now_ns() - start_ns) / 1e6;
+	int len = snprintf(line, sizeof line, "[%s %jd +%.1fms] ", role,
+			   (intmax_t)getpid(), ms);
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line + len, sizeof line - (size_t)len, fmt, ap);
+	va_end(ap);
+	/* One fputs of the whole line: several processes share this stdout. */
+	if (fputs(line, stdout) == EOF || fputc('\n', stdout) == EOF ||
+	    fflush(stdout) == EOF)
+		mp_die("writing to stdout");
+}
+
+/* ---- options ---------------------------------------------------------- */
+
+static _Noreturn void usage_error(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
+
+static void usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", program_invocation_short_name);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry '%s --help' for more information.\n",
+		program_invocation_short_name);
+	exit(2);
+}
+
+static void print_usage(const char *summary, const struct mp_opt *opts,
+			size_t n)
+{
+	printf("Usage: %s [options]\n%s\n\nOptions:\n",
+	       program_invocation_short_name, summary);
+	for (size_t i = 0; i < n; i++) {
+		const struct mp_opt *o = &opts[i];
+		char left[64];
+
+		if (!o->help)
+			continue;
+		switch (o->kind) {
+		case MP_OPT_LONG:
+			snprintf(left, sizeof left, "--%s N", o->name);
+			printf("  %-22s %s (default %ld, range %.0f..%.0f)\n",
+			       left, o->help, *(long *)o->value, o->min,
+			       o->max);
+			break;
+		case MP_OPT_DOUBLE:
+			snprintf(left, sizeof left, "--%s X", o->name);
+			printf("  %-22s %s (default %g, range %g..%g)\n", left,
+			       o->help, *(double *)o->value, o->min, o->max);
+			break;
+		case MP_OPT_FLAG:
+			snprintf(left, sizeof left, "--%s", o->name);
+			printf("  %-22s %s\n", left, o->help);
+			break;
+		case MP_OPT_STRING: {
+			const char *def = *(const char **)o->value;
+
+			snprintf(left, sizeof left, "--%s S", o->name);
+			printf("  %-22s %s (default %s)\n", left, o->help,
+			       def ? def : "none");
+			break;
+		}
+		}
+	}
+	printf("  %-22s %s\n", "-h, --help", "print this help and exit");
+	if (fflush(stdout) == EOF)
+		mp_die("writing to stdout");
+}
+
+static void set_value(const struct mp_opt *o, const char *text)
+{
+	char *end;
+
+	errno = 0;
+	if (o->kind == MP_OPT_STRING) {
+		*(const char **)o->value = text;
+		return;
+	}
+	if (o->kind == MP_OPT_LONG) {
+		long v = strtol(text, &end, 10);
+
+		if (end == text || *end != '\0' || errno == ERANGE)
+			usage_error("--%s: '%s' is not a whole number",
+				    o->name, text);
+		if ((double)v < o->min || (double)v > o->max)
+			usage_error("--%s: %ld is out of range %.0f..%.0f",
+				    o->name, v, o->min, o->max);
+		*(long *)o->value = v;
+		return;
+	}
+	double v = strtod(text, &end);
+
+	if (end == text || *end != '\0' || errno == ERANGE || !isfinite(v))
+		usage_error("--%s: '%s' is not a number", o->name, text);
+	if (v < o->min || v > o->max)
+		usage_error("--%s: %g is out of range %g..%g", o->name, v,
+			    o->min, o->max);
+	*(double *)o->value = v;
+}
+
+void mp_parse_options(int argc, char *argv[], const char *summary,
+		      const struct mp_opt *opts, size_t n)
+{
+	for (int i = 1; i < argc; i++) {
+		const char *arg = argv[i];
+
+		if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+			print_usage(summary, opts, n);
+			exit(EXIT_SUCCESS);
+		}
+		if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0')
+			usage_error("unexpected argument '%s'", arg);
+
+		const char *name = arg + 2;
+		const char *eq = strchr(name, '=');
+		size_t len = eq ? (size_t)(eq - name) : strlen(name);
+		const struct mp_opt *o = NULL;
+
+		for (size_t k = 0; k < n && !o; k++)
+			if (strlen(opts[k].name) == len &&
+			    strncmp(opts[k].name, name, len) == 0)
+				o = &opts[k];
+		if (!o)
+			usage_error("unknown option '%s'", arg);
+		if (o->kind == MP_OPT_FLAG) {
+			if (eq)
+				usage_error("--%s takes no value", o->name);
+			*(bool *)o->value = true;
+		} else if (eq) {
+			set_value(o, eq + 1);
+		} else if (i + 1 < argc) {
+			set_value(o, argv[++i]);
+		} else {
+			usage_error("--%s needs a value", o->name);
+		}
+	}
+}
+
+/* ---- children --------------------------------------------------------- */
+
+int mp_waitpid(pid_t pid)
+{
+	int status;
+
+	while (waitpid(pid, &status, 0) == -1)
+		if (errno != EINTR)
+			mp_die("waitpid(%jd)", (intmax_t)pid);
+	return status;
+}
+
+int mp_wait_all(void)
+{
+	int reaped = 0, bad = 0, status;
+	pid_t pid;
+
+	for (;;) {
+		pid = waitpid(-1, &status, 0);
+		if (pid == -1) {
+			if (errno == EINTR)
+				continue;
+			if (errno == ECHILD)
+				break;
+			mp_die("waitpid(-1)");
+		}
+		reaped++;
+		if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+			continue;
+		bad++;
+		if (WIFEXITED(status))
+			fprintf(stderr, "%s: child %jd exited with status %d\n",
+				program_invocation_short_name, (intmax_t)pid,
+				WEXITSTATUS(status));
+		else if (WIFSIGNALED(status))
+			fprintf(stderr, "%s: child %jd was killed by %s\n",
+				program_invocation_short_name, (intmax_t)pid,
+				sigabbrev_np(WTERMSIG(status)) ?
+				sigabbrev_np(WTERMSIG(status)) : "a signal");
+	}
+	if (bad) {
+		errno = ECHILD;
+		mp_die("%d of %d children failed", bad, reaped);
+	}
+	return reaped;
+}
+
+pid_t mp_fork(void)
+{
+	if (fflush(stdout) == EOF)
+		mp_die("fflush(stdout)");
+	pid_t pid = fork();
+
+	if (pid == -1)
+		mp_die("fork");
+	return pid;
+}
+
+/* ---- IPC names and a clean stop --------------------------------------- */
+
+void mp_ipc_name(char *buf, size_t size, const char *what)
+{
+	snprintf(buf, size, "/mpp-%s-%s-%jd", program_invocation_short_name,
+		 what, (intmax_t)getpid());
+}
+
+enum { MAX_CLEANUPS = 16 };
+
+static struct cleanup {
+	void (*fn)(void *);
+	void *arg;
+	pid_t owner;  /* the process that registered it; children inherit the
+			 table but must not unlink their parent's objects */
+} cleanups[MAX_CLEANUPS];
+static volatile sig_atomic_t ncleanups;
+
+int mp_atcleanup(void (*fn)(void *), void *arg)
+{
+	if (ncleanups == MAX_CLEANUPS) {
+		errno = ENOMEM;
+		return -1;
+	}
+	cleanups[ncleanups] = (struct cleanup){ fn, arg, getpid() };
+	ncleanups++;  /* after the entry is complete: a signal may come now */
+	return 0;
+}
+
+int mp_cancel_cleanup(void (*fn)(void *), void *arg)
+{
+	for (int i = ncleanups - 1; i >= 0; i--) {
+		if (cleanups[i].fn != fn || cleanups[i].arg != arg ||
+		    cleanups[i].owner != getpid())
+			continue;
+		cleanups[i].fn = NULL;  /* a hole: skipped by the handler */
+		while (ncleanups > 0 && cleanups[ncleanups - 1].fn == NULL)
+			ncleanups--;
+		return 0;
+	}
+	errno = ENOENT;
+	return -1;
+}
+
+void mp_cleanup_shm(void *name)
+{
+	shm_unlink(name);  /* best effort: it may be gone already */
+}
+
+void mp_cleanup_sem(void *name)
+{
+	sem_unlink(name);
+}
+
+void mp_cleanup_mq(void *name)
+{
+	mq_unlink(name);
+}
+
+/* Digits of a non-negative number, for the signal handler below, where
+ * snprintf() is not allowed (it is not async-signal-safe). */
+static long parse_pid(const char **p)
+{
+	long v = -1;
+
+	while (**p == ' ' || **p == '\n')
+		(*p)++;
+	for (; **p >= '0' && **p <= '9'; (*p)++)
+		v = (v < 0 ? 0 : v * 10) + (**p - '0');
+	return v;
+}
+
+/* Send sig to every child of every thread of this process.  The kernel lists
+ * them in /proc/self/task/TID/children.  Only async-signal-safe calls here:
+ * open, read, close, kill and the raw getdents64 (opendir() may allocate). */
+static void signal_children(int sig)
+{
+	char buf[4096];
+	int dfd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (dfd == -1)
+		return;
+	for (;;) {
+		long n = syscall(SYS_getdents64, dfd, buf, sizeof buf);
+
+		if (n <= 0)
+			break;
+		for (long off = 0; off < n;) {
+			struct dirent64 *d = (struct dirent64 *)(buf + off);
+			char path[300], list[4096];
+			size_t k = strlen(d->d_name);
+
+			off += d->d_reclen;
+			if (d->d_name[0] == '.')
+				continue;
+			memcpy(path, d->d_name, k);
+			memcpy(path + k, "/children", sizeof "/children");
+			int fd = openat(dfd, path, O_RDONLY | O_CLOEXEC);
+
+			if (fd == -1)
+				continue;
+			ssize_t len = read(fd, list, sizeof list - 1);
+
+			close(fd);
+			if (len <= 0)
+				continue;
+			list[len] = '\0';
+			const char *p = list;
+			for (long pid; (pid = parse_pid(&p)) > 0;)
+				kill((pid_t)pid, sig);
+		}
+	}
+	close(dfd);
+}
+
+static void on_stop_signal(int sig)
+{
+	signal_children(SIGTERM);
+	while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
+		;  /* reap every child, including ones that ended earlier */
+	pid_t self = getpid();
+
+	for (int i = ncleanups - 1; i >= 0; i--)
+		if (cleanups[i].fn && cleanups[i].owner == self)
+			cleanups[i].fn(cleanups[i].arg);
+	_exit(128 + sig);
+}
+
+void mp_stop_on_signals(void)
+{
+	struct sigaction sa = { .sa_handler = on_stop_signal };
+
+	/* Block the other stop signal while one is handled, so the handler
+	 * runs once. */
+	if (sigemptyset(&sa.sa_mask) == -1 ||
+	    sigaddset(&sa.sa_mask, SIGINT) == -1 ||
+	    sigaddset(&sa.sa_mask, SIGTERM) == -1)
+		mp_die("sigset");
+	MP_CHECK(sigaction(SIGINT, &sa, NULL));
+	MP_CHECK(sigaction(SIGTERM, &sa, NULL));
+}
+
+/* ---- Python twins ----------------------------------------------------- */
+
+const char *mp_python3(void)
+{
+#ifdef MP_PYTHON3
+	return MP_PYTHON3[0] ? MP_PYTHON3 : NULL;
+#else
+	return NULL;
+#endif
+}

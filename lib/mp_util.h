@@ -1,0 +1,161 @@
+/* lib/mp_util.h -- what every lesson needs and none of them teaches
+ *
+ * Error exits, narration, option parsing, a monotonic clock, reaping of
+ * children, IPC names, and a clean stop on Ctrl-C.  Python hides all of this
+ * inside multiprocessing; in C it is a few lines each, collected here so that
+ * a lesson can show only the calls it is about.
+ *
+ * Conventions (the same as the system calls a lesson teaches):
+ *  - functions that can fail return 0 / -1 with errno set, unless documented
+ *    otherwise;
+ *  - "die" means: print one line to stderr and exit(1) -- or _exit(1) when
+ *    called in a forked child, so that the child never runs the parent's
+ *    atexit handlers or flushes the parent's stdio buffers a second time.
+ */
+#ifndef MP_UTIL_H
+#define MP_UTIL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* ---- errors ----------------------------------------------------------- */
+
+/* Print "prog: <message>: ENAME (description)" for the current errno, then
+ * exit(1) in the main process or _exit(1) in a forked child. */
+_Noreturn void mp_die(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
+
+/* The same for calls that return an error number instead of setting errno
+ * (every pthread_* call, posix_spawn): pass that number as err. */
+_Noreturn void mp_die_en(int err, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Check a call that returns -1 and sets errno (most system calls). */
+#define MP_CHECK(call)                                                    \
+	do {                                                              \
+		if ((call) == -1)                                         \
+			mp_die("%s:%d: %s", __FILE__, __LINE__, #call);   \
+	} while (0)
+
+/* Check a call that returns 0 or an error number (pthread_*, posix_spawn).
+ * These do not set errno, so perror() after them prints the wrong thing. */
+#define MP_CHECK_PT(call)                                                 \
+	do {                                                              \
+		int mp_en_ = (call);                                      \
+		if (mp_en_ != 0)                                          \
+			mp_die_en(mp_en_, "%s:%d: %s", __FILE__,          \
+				  __LINE__, #call);                       \
+	} while (0)
+
+/* True in the process that started the program, false in forked children. */
+bool mp_is_main_process(void);
+
+/* ---- narration -------------------------------------------------------- */
+
+/* Print "[role pid +12.3ms] message" on stdout and flush it at once, so that
+ * lines from several processes interleave in the order they were written.
+ * The clock starts when the program starts; children share the origin. */
+void mp_say(const char *role, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Nanoseconds on CLOCK_MONOTONIC (never jumps with the wall clock). */
+int64_t mp_now_ns(void);
+
+/* Seconds since program start, for figures printed by lessons. */
+double mp_elapsed_s(int64_t since_ns);
+
+/* ---- options ---------------------------------------------------------- */
+
+enum mp_opt_kind { MP_OPT_LONG, MP_OPT_DOUBLE, MP_OPT_FLAG, MP_OPT_STRING };
+
+/* One command-line option "--name VALUE" (or "--name=VALUE", or "--name"
+ * alone for a flag).  The variable it points to holds the default before
+ * parsing and the value after.  Numbers outside [min, max] are refused. */
+struct mp_opt {
+	const char *name;  /* without the leading "--" */
+	enum mp_opt_kind kind;
+	void *value;       /* long *, double *, bool * or const char ** */
+	double min, max;   /* range, for LONG and DOUBLE */
+	const char *help;  /* one line; NULL hides the option from --help */
+};
+
+#define MP_OPT_L(nm, ptr, lo, hi, text) \
+	{ (nm), MP_OPT_LONG, (ptr), (double)(lo), (double)(hi), (text) }
+#define MP_OPT_D(nm, ptr, lo, hi, text) \
+	{ (nm), MP_OPT_DOUBLE, (ptr), (lo), (hi), (text) }
+#define MP_OPT_F(nm, ptr, text) { (nm), MP_OPT_FLAG, (ptr), 0, 1, (text) }
+#define MP_OPT_S(nm, ptr, text) { (nm), MP_OPT_STRING, (ptr), 0, 0, (text) }
+
+/* Parse argv against opts[0..n-1].  "--help" or "-h" prints
+ *   Usage: prog [options]
+ *   <summary>
+ *     --name N   help (default D, range LO..HI)
+ * on stdout and exits 0.  An unknown option, a missing or malformed value, a
+ * value out of range or a stray argument prints one line naming the problem
+ * and a hint on stderr, and exits 2. */
+void mp_parse_options(int argc, char *argv[], const char *summary,
+		      const struct mp_opt *opts, size_t n);
+
+/* ---- children --------------------------------------------------------- */
+
+/* Wait for every child of this process.  Returns how many were reaped.
+ * Dies, naming the pid and what happened, if any child exited non-zero or was
+ * killed by a signal (after reaping the others).  Retries on EINTR. */
+int mp_wait_all(void);
+
+/* waitpid() that retries on EINTR and dies on any other error; returns the
+ * raw status for WIFEXITED() and friends. */
+int mp_waitpid(pid_t pid);
+
+/* fflush(stdout) and fork(); dies if fork fails.  Flushing first matters:
+ * under a pipe stdout is fully buffered, and a child would print the parent's
+ * pending output a second time. */
+pid_t mp_fork(void);
+
+/* ---- IPC names and a clean stop --------------------------------------- */
+
+/* Write "/mpp-<program>-<what>-<pid>" into buf (NUL-terminated, truncated to
+ * size): names of shm segments, semaphores and message queues carry the
+ * program and the pid, so two runs at once never share or unlink each
+ * other's objects, and a leftover can be traced to whoever made it. */
+void mp_ipc_name(char *buf, size_t size, const char *what);
+
+/* Stop cleanly on SIGINT and SIGTERM.  Call it once, early in main, before
+ * forking: the handler is inherited by forked children.  On the signal, the
+ * handler (in whichever process receives it)
+ *   1. sends SIGTERM to every child of this process (Python's terminate()),
+ *   2. reaps them all (each child does the same for its own children),
+ *   3. runs the cleanups this process registered with mp_atcleanup(),
+ *      newest first (unlinking its named IPC objects),
+ *   4. _exits with 128 + the signal number, as a shell reports it.
+ * Cleanups run inside a signal handler, so they may only call
+ * async-signal-safe functions: unlink-style calls are fine; printf, malloc
+ * and free are not.  A child that blocks or ignores SIGTERM would make the
+ * handler wait for it: don't, or handle the signal yourself. */
+void mp_stop_on_signals(void);
+
+/* Register fn(arg) to run on a signal stop (see above).  Cleanups run only on
+ * a signal stop: on a normal exit the lesson cleans up in plain sight.  They
+ * run in the process that registered them, never in a forked child that
+ * inherited the list.  Up to 16; returns -1 with ENOMEM beyond that. */
+int mp_atcleanup(void (*fn)(void *), void *arg);
+
+/* Remove a cleanup this process registered with the same fn and arg, once
+ * the lesson has done that cleanup itself (-1 with ENOENT if none matches). */
+int mp_cancel_cleanup(void (*fn)(void *), void *arg);
+
+/* Ready-made cleanups for mp_atcleanup(): arg is the object's name. */
+void mp_cleanup_shm(void *name);  /* shm_unlink(name) */
+void mp_cleanup_sem(void *name);  /* sem_unlink(name) */
+void mp_cleanup_mq(void *name);   /* mq_unlink(name) */
+
+/* ---- Python twins ----------------------------------------------------- */
+
+/* Path of the python3 found when the project was configured, or NULL when
+ * none was found (then lessons print their C figures alone and say so). */
+const char *mp_python3(void);
+
+#endif

@@ -1,0 +1,495 @@
+/* tests/lesson_check.c -- the lesson harness: runs one lesson and checks the
+ * command-line contract of DESIGN.md
+ *
+ * Usage: lesson_check MODE [--verdict] [--timeout S] [--after S] -- PROGRAM [ARGS...]
+ *   run     exit status 0; with --verdict, at least one "result: ... OK" line
+ *           on stdout and no "result:" line that does not end in OK
+ *   help    PROGRAM --help: exit 0 and "Usage:" on stdout
+ *   badopt  PROGRAM --no-such-option: exit 2, stderr names the option
+ *   sigint  waits until the program has a child process (or --after S
+ *           seconds), sends it SIGINT, and wants exit status 130 (128+SIGINT)
+ *           from a clean exit, not death by the signal
+ * In every mode, afterwards: no process started by the run is left (they are
+ * found by a marker in their environment), and no new entry in /dev/shm or
+ * /dev/mqueue and no new SysV IPC object (see leftovers()).  Exits 0 when all
+ * checks pass, 1 otherwise, printing what failed.
+ */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TAG_VAR "MPP_LESSON_CHECK_TAG"
+
+static int failures;
+
+static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("lesson_check: FAIL: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	failures++;
+}
+
+static _Noreturn void die(const char *what)
+{
+	fprintf(stderr, "lesson_check: %s: %s\n", what, strerror(errno));
+	exit(2);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
+		die("clock_gettime");
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- a snapshot of named IPC ---------------------------------------- */
+
+enum { MAX_NAMES = 4096 };
+struct names { int n; char *v[MAX_NAMES]; };
+
+static void add_name(struct names *s, const char *name)
+{
+	if (s->n < MAX_NAMES && (s->v[s->n] = strdup(name)) != NULL)
+		s->n++;
+}
+
+static void list_dir(struct names *s, const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	if (!d)
+		return;  /* /dev/mqueue may not be mounted: nothing to see */
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.') {
+			char full[512];
+
+			snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
+			add_name(s, full);
+		}
+	closedir(d);
+}
+
+/* SysV objects: "/proc/sysvipc/shm key=... id=..." per line after the
+ * header, so a new object shows up as a new line key+id. */
+static void list_sysv(struct names *s, const char *file)
+{
+	FILE *f = fopen(file, "r");
+	char line[512];
+
+	if (!f)
+		return;
+	if (fgets(line, sizeof line, f))  /* header */
+		while (fgets(line, sizeof line, f)) {
+			char key[32], id[32], entry[600];
+
+			if (sscanf(line, "%31s %31s", key, id) == 2) {
+				snprintf(entry, sizeof entry, "%s key=%s id=%s",
+					 file, key, id);
+				add_name(s, entry);
+			}
+		}
+	fclose(f);
+}
+
+static void snapshot(struct names *s)
+{
+	s->n = 0;
+	list_dir(s, "/dev/shm");
+	list_dir(s, "/dev/mqueue");
+	list_sysv(s, "/proc/sysvipc/shm");
+	list_sysv(s, "/proc/sysvipc/sem");
+	list_sysv(s, "/proc/sysvipc/msg");
+}
+
+static bool has_name(const struct names *s, const char *name)
+{
+	for (int i = 0; i < s->n; i++)
+		if (strcmp(s->v[i], name) == 0)
+			return true;
+	return false;
+}
+
+/* What a run leaves behind.  Under ctest -j other programs of the course run
+ * at the same time, and each names its objects "mpp-<program>-...".  So a
+ * new entry counts against this program when it carries this program's
+ * name, or when it does not follow the naming rule at all. SysV objects are
+ * not named; the course makes none, so every new one is reported. */
+static void leftovers(const struct names *before, const char *prog)
+{
+	struct names after;
+	char mine[300];
+
+	snprintf(mine, sizeof mine, "mpp-%s-", prog);
+	snapshot(&after);
+	for (int i = 0; i < after.n; i++) {
+		const char *e = after.v[i];
+
+		if (!has_name(before, e) &&
+		    (strstr(e, mine) || !strstr(e, "mpp-")))
+			fail("left behind: %s", e);
+		free(after.v[i]);
+	}
+}
+
+/* ---- processes of the run --------------------------------------------- */
+
+/* Does /proc/PID/environ hold TAG_VAR=tag?  Children inherit the
+ * environment, through fork and exec, so the tag marks the whole tree. */
+static bool tagged(const char *pid, const char *tag)
+{
+	char path[300], buf[65536];
+	char want[128];
+	int fd;
+	ssize_t len;
+
+	snprintf(path, sizeof path, "/proc/%s/environ", pid);
+	snprintf(want, sizeof want, TAG_VAR "=%s", tag);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd == -1)
+		return false;
+	len = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (len <= 0)
+		return false;  /* gone, a zombie, or not ours to read */
+	buf[len] = '\0';
+	for (ssize_t off = 0; off < len; off += (ssize_t)strlen(buf + off) + 1)
+		if (strcmp(buf + off, want) == 0)
+			return true;
+	return false;
+}
+
+/* Count (and with kill_them, SIGKILL) the processes that carry the tag. */
+static int tagged_processes(const char *tag, bool kill_them, bool report)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	int found = 0;
+
+	if (!d)
+		die("opendir /proc");
+	while ((e = readdir(d)) != NULL) {
+		pid_t pid = (pid_t)strtol(e->d_name, NULL, 10);
+
+		if (!isdigit((unsigned char)e->d_name[0]) || pid == getpid() ||
+		    !tagged(e->d_name, tag))
+			continue;
+		found++;
+		if (report) {
+			char path[300], comm[64] = "?";
+			FILE *f;
+
+			snprintf(path, sizeof path, "/proc/%s/comm", e->d_name);
+			if ((f = fopen(path, "r"))) {
+				if (fgets(comm, sizeof comm, f))
+					comm[strcspn(comm, "\n")] = '\0';
+				fclose(f);
+			}
+			fail("process %s (%s) of the run is still running",
+			     e->d_name, comm);
+		}
+		if (kill_them)
+			kill(pid, SIGKILL);
+	}
+	closedir(d);
+	return found;
+}
+
+/* ---- running the program ---------------------------------------------- */
+
+struct run {
+	pid_t pid;
+	int out, err;              /* read ends of its stdout and stderr */
+	char *outbuf, *errbuf;     /* everything it printed */
+	size_t outlen, errlen;
+	int status;
+};
+
+static void append(char **buf, size_t *len, const char *data, size_t n)
+{
+	char *p = realloc(*buf, *len + n + 1);
+
+	if (!p)
+		die("realloc");
+	memcpy(p + *len, data, n);
+	*len += n;
+	p[*len] = '\0';
+	*buf = p;
+}
+
+static void start(struct run *r, char **argv, const char *tag)
+{
+	int o[2], e[2];
+
+	if (pipe2(o, O_CLOEXEC) == -1 || pipe2(e, O_CLOEXEC) == -1)
+		die("pipe2");
+	if (setenv(TAG_VAR, tag, 1) == -1)
+		die("setenv");
+	fflush(stdout);
+	r->pid = fork();
+	if (r->pid == -1)
+		die("fork");
+	if (r->pid == 0) {
+		if (dup2(o[1], STDOUT_FILENO) == -1 ||
+		    dup2(e[1], STDERR_FILENO) == -1)
+			_exit(127);
+		execvp(argv[0], argv);
+		dprintf(STDERR_FILENO, "exec %s: %s\n", argv[0],
+			strerror(errno));
+		_exit(127);
+	}
+	if (close(o[1]) == -1 || close(e[1]) == -1)
+		die("close");
+	r->out = o[0];
+	r->err = e[0];
+}
+
+/* Collect the program's output and its exit status.  Output is read until
+ * both pipes close, or for at most 1 s after the program exited (an orphaned
+ * grandchild may hold a pipe open: the leftover check reports it).  Returns
+ * false if the program is still running at the deadline. */
+static bool finish(struct run *r, double deadline, bool exited)
+{
+	char buf[65536];
+	double stop = deadline;
+
+	while (r->out != -1 || r->err != -1) {
+		if (!exited) {
+			pid_t w = waitpid(r->pid, &r->status, WNOHANG);
+
+			if (w == -1 && errno != EINTR)
+				die("waitpid");
+			if (w == r->pid) {
+				exited = true;
+				stop = now_s() + 1.0;
+			}
+		}
+		struct pollfd p[2] = { { r->out, POLLIN, 0 },
+				       { r->err, POLLIN, 0 } };
+		double left = stop - now_s();
+
+		if (left <= 0)
+			break;
+		int n = poll(p, 2, left > 0.1 ? 100 : (int)(left * 1000) + 1);
+
+		if (n == -1 && errno != EINTR)
+			die("poll");
+		for (int i = 0; i < 2 && n > 0; i++) {
+			if (!p[i].revents)
+				continue;
+			ssize_t len = read(p[i].fd, buf, sizeof buf);
+			int *fd = i == 0 ? &r->out : &r->err;
+
+			if (len > 0 && i == 0)
+				append(&r->outbuf, &r->outlen, buf, (size_t)len);
+			else if (len > 0)
+				append(&r->errbuf, &r->errlen, buf, (size_t)len);
+			else {
+				close(*fd);  /* a read end at EOF: nothing to lose */
+				*fd = -1;
+			}
+		}
+	}
+	while (!exited && now_s() < deadline) {
+		pid_t w = waitpid(r->pid, &r->status, WNOHANG);
+
+		if (w == r->pid)
+			exited = true;
+		else if (w == -1 && errno != EINTR)
+			die("waitpid");
+		else
+			nanosleep(&(struct timespec){ 0, 10000000 }, NULL);
+	}
+	return exited;
+}
+
+static bool has_child(pid_t pid)
+{
+	char path[64], buf[64];
+	int fd;
+	ssize_t len;
+
+	snprintf(path, sizeof path, "/proc/%jd/task/%jd/children",
+		 (intmax_t)pid, (intmax_t)pid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return false;
+	len = read(fd, buf, sizeof buf);
+	close(fd);
+	return len > 0;
+}
+
+static void check_verdict(const char *out)
+{
+	int ok = 0;
+
+	for (const char *line = out; line && *line;) {
+		const char *end = strchr(line, '\n');
+		size_t len = end ? (size_t)(end - line) : strlen(line);
+
+		if (strncmp(line, "result: ", 8) == 0) {
+			if (len >= 3 && strncmp(line + len - 3, " OK", 3) == 0)
+				ok++;
+			else
+				fail("verdict line is not OK: %.*s", (int)len,
+				     line);
+		}
+		line = end ? end + 1 : NULL;
+	}
+	if (!ok)
+		fail("no 'result: ... OK' line on stdout");
+}
+
+static void describe(const char *what, int status)
+{
+	if (WIFEXITED(status))
+		fprintf(stderr, "lesson_check: %s exited with status %d\n",
+			what, WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		fprintf(stderr, "lesson_check: %s was killed by %s\n", what,
+			sigabbrev_np(WTERMSIG(status)));
+}
+
+int main(int argc, char *argv[])
+{
+	const char *mode = argc > 1 ? argv[1] : "";
+	bool verdict = false;
+	double timeout = 120, after = 2.0;
+	int i = 2;
+
+	for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
+		if (strcmp(argv[i], "--verdict") == 0)
+			verdict = true;
+		else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc)
+			timeout = strtod(argv[++i], NULL);
+		else if (strcmp(argv[i], "--after") == 0 && i + 1 < argc)
+			after = strtod(argv[++i], NULL);
+		else
+			break;
+	}
+	if (i >= argc || strcmp(argv[i], "--") != 0 || i + 1 >= argc ||
+	    timeout <= 0) {
+		fprintf(stderr, "usage: lesson_check run|help|badopt|sigint "
+				"[--verdict] [--timeout S] [--after S] -- "
+				"PROGRAM [ARGS...]\n");
+		return 2;
+	}
+
+	/* The program's arguments, with the mode's own added. */
+	char **prog = calloc((size_t)(argc - i) + 2, sizeof *prog);
+	int np = 0;
+
+	if (!prog)
+		die("calloc");
+	for (int k = i + 1; k < argc; k++)
+		prog[np++] = argv[k];
+	if (strcmp(mode, "help") == 0)
+		prog[np++] = "--help";
+	else if (strcmp(mode, "badopt") == 0)
+		prog[np++] = "--no-such-option";
+	else if (strcmp(mode, "run") != 0 && strcmp(mode, "sigint") != 0) {
+		fprintf(stderr, "lesson_check: unknown mode '%s'\n", mode);
+		return 2;
+	}
+
+	const char *base = strrchr(prog[0], '/') ? strrchr(prog[0], '/') + 1
+						 : prog[0];
+	char tag[64];
+	struct names before;
+	struct run r = { 0 };
+
+	snprintf(tag, sizeof tag, "%jd-%jd", (intmax_t)getpid(),
+		 (intmax_t)time(NULL));
+	snapshot(&before);
+	double t0 = now_s(), deadline = t0 + timeout;
+
+	start(&r, prog, tag);
+	bool exited = false;
+
+	if (strcmp(mode, "sigint") == 0) {
+		/* Mid-run means: it has forked, or has run for --after s. */
+		while (!exited && !has_child(r.pid) && now_s() < t0 + after) {
+			exited = waitpid(r.pid, &r.status, WNOHANG) == r.pid;
+			nanosleep(&(struct timespec){ 0, 5000000 }, NULL);
+		}
+		if (!exited)
+			nanosleep(&(struct timespec){ 0, 50000000 }, NULL);
+		if (exited || kill(r.pid, SIGINT) == -1)
+			fail("the program ended before it could be interrupted");
+	}
+	if (!finish(&r, deadline, exited)) {
+		fail("still running after %.0f s: killed", timeout);
+		kill(r.pid, SIGKILL);
+		waitpid(r.pid, &r.status, 0);
+		exited = false;
+	} else {
+		exited = true;
+	}
+	double took = now_s() - t0;
+
+	if (r.outbuf && fwrite(r.outbuf, 1, r.outlen, stdout) != r.outlen)
+		die("fwrite");
+	if (r.errbuf)
+		fprintf(stdout, "--- stderr ---\n%s", r.errbuf);
+	fflush(stdout);
+	printf("--- %s: %s took %.2f s\n", mode, base, took);
+
+	if (exited && strcmp(mode, "run") == 0) {
+		if (!WIFEXITED(r.status) || WEXITSTATUS(r.status) != 0) {
+			describe(base, r.status);
+			fail("a bare run must exit 0");
+		}
+		if (verdict)
+			check_verdict(r.outbuf);
+	} else if (exited && strcmp(mode, "help") == 0) {
+		if (!WIFEXITED(r.status) || WEXITSTATUS(r.status) != 0)
+			fail("--help must exit 0");
+		if (!r.outbuf || !strstr(r.outbuf, "Usage:"))
+			fail("--help must print 'Usage:' on stdout");
+	} else if (exited && strcmp(mode, "badopt") == 0) {
+		if (!WIFEXITED(r.status) || WEXITSTATUS(r.status) != 2)
+			fail("an unknown option must exit 2");
+		if (!r.errbuf || !strstr(r.errbuf, "--no-such-option"))
+			fail("stderr must name the unknown option");
+	} else if (exited) { /* sigint */
+		if (!WIFEXITED(r.status) || WEXITSTATUS(r.status) != 130) {
+			describe(base, r.status);
+			fail("on SIGINT it must clean up and exit 130");
+		}
+	}
+
+	/* The run's processes: its children must have been reaped by it. */
+	if (tagged_processes(tag, true, true) > 0)
+		nanosleep(&(struct timespec){ 0, 100000000 }, NULL);
+	leftovers(&before, base);
+	for (int k = 0; k < before.n; k++)
+		free(before.v[k]);
+	free(r.outbuf);
+	free(r.errbuf);
+	free(prog);
+	if (failures)
+		return 1;
+	printf("lesson_check: %s %s: all checks passed\n", mode, base);
+	return 0;
+}

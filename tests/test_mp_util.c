@@ -1,0 +1,563 @@
+/* tests/test_mp_util.c -- lib/mp_util: errors, narration, options, reaping,
+ * IPC names and the clean stop on signals.
+ *
+ * Anything that exits (a bad option, mp_die, a signal stop) runs in a forked
+ * child; the parent collects its exit status and what it printed, and makes
+ * every assertion itself.
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
+
+#include "mp.h"
+
+/* ---- running a function in a child and capturing what it says --------- */
+
+struct outcome {
+	int status;       /* raw waitpid status */
+	char out[4096];   /* its stdout */
+	char err[4096];   /* its stderr */
+};
+
+/* Read fd to EOF into buf (NUL-terminated, truncated to size). */
+static void slurp(int fd, char *buf, size_t size)
+{
+	size_t len = 0;
+	ssize_t n;
+
+	while ((n = read(fd, buf + len, size - 1 - len)) > 0 ||
+	       (n == -1 && errno == EINTR))
+		if (n > 0)
+			len += (size_t)n;
+	buf[len] = '\0';
+	assert_int_equal(close(fd), 0);
+}
+
+/* Run fn(arg) in a child whose stdout and stderr are pipes; fn must not
+ * return normally (if it does, the child exits 99).  alarm(10) bounds it. */
+static void run_child(void (*fn)(void *), void *arg, struct outcome *r)
+{
+	int out[2], err[2];
+
+	assert_int_equal(pipe(out), 0);
+	assert_int_equal(pipe(err), 0);
+	pid_t pid = mp_fork();
+
+	if (pid == 0) {
+		alarm(10);
+		if (dup2(out[1], STDOUT_FILENO) == -1 ||
+		    dup2(err[1], STDERR_FILENO) == -1)
+			_exit(98);
+		close(out[0]);
+		close(err[0]);
+		close(out[1]);
+		close(err[1]);
+		fn(arg);
+		_exit(99);
+	}
+	assert_int_equal(close(out[1]), 0);
+	assert_int_equal(close(err[1]), 0);
+	/* Small outputs: a pipe holds 64 KiB, so reading one after the other
+	 * cannot deadlock. */
+	slurp(out[0], r->out, sizeof r->out);
+	slurp(err[0], r->err, sizeof r->err);
+	r->status = mp_waitpid(pid);
+}
+
+static void assert_exited(const struct outcome *r, int code)
+{
+	assert_true(WIFEXITED(r->status));
+	assert_int_equal(WEXITSTATUS(r->status), code);
+}
+
+/* ---- options ---------------------------------------------------------- */
+
+struct cli {
+	long procs;
+	double ratio;
+	bool csv;
+	const char *name;
+};
+
+static void parse(struct cli *c, int argc, char **argv)
+{
+	const struct mp_opt opts[] = {
+		MP_OPT_L("procs", &c->procs, 1, 64, "worker processes"),
+		MP_OPT_D("ratio", &c->ratio, 0, 1, "a fraction"),
+		MP_OPT_F("csv", &c->csv, "print CSV"),
+		MP_OPT_S("name", &c->name, "a label"),
+		MP_OPT_L("secret", &c->procs, 0, 1, NULL),
+	};
+
+	mp_parse_options(argc, argv, "A test program.", opts,
+			 sizeof opts / sizeof opts[0]);
+}
+
+static void test_options_set_values_in_both_spellings(void **state)
+{
+	(void)state;
+	struct cli c = { 4, 0.25, false, NULL };
+	char *argv[] = { "prog", "--procs", "8", "--ratio=0.5", "--csv",
+			 "--name", "x y", NULL };
+
+	parse(&c, 7, argv);
+	assert_int_equal(c.procs, 8);
+	assert_true(c.ratio == 0.5);
+	assert_true(c.csv);
+	assert_string_equal(c.name, "x y");
+}
+
+static void test_options_keep_defaults_when_absent(void **state)
+{
+	(void)state;
+	struct cli c = { 4, 0.25, false, "dflt" };
+	char *argv[] = { "prog", NULL };
+
+	parse(&c, 1, argv);
+	assert_int_equal(c.procs, 4);
+	assert_true(c.ratio == 0.25);
+	assert_false(c.csv);
+	assert_string_equal(c.name, "dflt");
+}
+
+/* argv for parse_in_child, NULL-terminated */
+static void parse_in_child(void *arg)
+{
+	char **argv = arg;
+	int argc = 0;
+	struct cli c = { 4, 0.25, false, NULL };
+
+	while (argv[argc])
+		argc++;
+	parse(&c, argc, argv);
+	_exit(0);
+}
+
+static void expect_usage_error(char **argv, const char *first_line)
+{
+	struct outcome r;
+	char want[512];
+
+	run_child(parse_in_child, argv, &r);
+	assert_exited(&r, 2);
+	snprintf(want, sizeof want,
+		 "test_mp_util: %s\nTry 'test_mp_util --help' for more "
+		 "information.\n", first_line);
+	assert_string_equal(r.err, want);
+	assert_string_equal(r.out, "");
+}
+
+static void test_options_refuse_bad_input_with_exit_2(void **state)
+{
+	(void)state;
+	char *unknown[] = { "p", "--nope", NULL };
+	char *range[] = { "p", "--procs", "0", NULL };
+	char *range_hi[] = { "p", "--procs=65", NULL };
+	char *word[] = { "p", "--procs", "12x", NULL };
+	char *empty[] = { "p", "--procs=", NULL };
+	char *dbl[] = { "p", "--ratio", "1.5", NULL };
+	char *nan[] = { "p", "--ratio", "nan", NULL };
+	char *missing[] = { "p", "--procs", NULL };
+	char *stray[] = { "p", "extra", NULL };
+	char *flagval[] = { "p", "--csv=1", NULL };
+
+	expect_usage_error(unknown, "unknown option '--nope'");
+	expect_usage_error(range, "--procs: 0 is out of range 1..64");
+	expect_usage_error(range_hi, "--procs: 65 is out of range 1..64");
+	expect_usage_error(word, "--procs: '12x' is not a whole number");
+	expect_usage_error(empty, "--procs: '' is not a whole number");
+	expect_usage_error(dbl, "--ratio: 1.5 is out of range 0..1");
+	expect_usage_error(nan, "--ratio: 'nan' is not a number");
+	expect_usage_error(missing, "--procs needs a value");
+	expect_usage_error(stray, "unexpected argument 'extra'");
+	expect_usage_error(flagval, "--csv takes no value");
+}
+
+static void test_help_prints_usage_and_exits_0(void **state)
+{
+	(void)state;
+	char *argv[] = { "p", "--procs", "9", "--help", NULL };
+	struct outcome r;
+
+	run_child(parse_in_child, argv, &r);
+	assert_exited(&r, 0);
+	assert_string_equal(r.err, "");
+	assert_string_equal(r.out,
+		"Usage: test_mp_util [options]\n"
+		"A test program.\n"
+		"\n"
+		"Options:\n"
+		"  --procs N              worker processes (default 9, range 1..64)\n"
+		"  --ratio X              a fraction (default 0.25, range 0..1)\n"
+		"  --csv                  print CSV\n"
+		"  --name S               a label (default none)\n"
+		"  -h, --help             print this help and exit\n");
+}
+
+/* ---- errors ----------------------------------------------------------- */
+
+static void die_enoent(void *arg)
+{
+	(void)arg;
+	printf("before");  /* a child's own buffered line: flushed by mp_die */
+	errno = ENOENT;
+	mp_die("open %s", "x.txt");
+}
+
+static void die_pthread_style(void *arg)
+{
+	(void)arg;
+	pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+
+	MP_CHECK_PT(pthread_mutex_lock(&m));
+	MP_CHECK_PT(pthread_mutex_trylock(&m));  /* EBUSY, as a return value */
+	_exit(0);
+}
+
+static void test_die_names_errno_and_exits_1_in_a_child(void **state)
+{
+	(void)state;
+	struct outcome r;
+
+	run_child(die_enoent, NULL, &r);
+	assert_exited(&r, 1);
+	assert_string_equal(r.err, "test_mp_util: open x.txt: ENOENT "
+				   "(No such file or directory)\n");
+	assert_string_equal(r.out, "before");
+
+	run_child(die_pthread_style, NULL, &r);
+	assert_exited(&r, 1);
+	assert_non_null(strstr(r.err, "pthread_mutex_trylock(&m): EBUSY "
+				      "(Device or resource busy)\n"));
+}
+
+static void report_main_process(void *arg)
+{
+	(void)arg;
+	_exit(mp_is_main_process() ? 1 : 0);
+}
+
+static void test_is_main_process_only_in_the_parent(void **state)
+{
+	(void)state;
+	struct outcome r;
+
+	assert_true(mp_is_main_process());
+	run_child(report_main_process, NULL, &r);
+	assert_exited(&r, 0);
+}
+
+/* ---- narration and clock ---------------------------------------------- */
+
+static void say_something(void *arg)
+{
+	(void)arg;
+	mp_say("worker", "n=%d", 5);
+	_exit(0);
+}
+
+static void test_say_prefixes_role_pid_and_time(void **state)
+{
+	(void)state;
+	struct outcome r;
+	char role[16], text[16];
+	long pid = 0;
+	double ms = -1;
+
+	run_child(say_something, NULL, &r);
+	assert_exited(&r, 0);
+	assert_int_equal(sscanf(r.out, "[%15s %ld +%lfms] %15s", role, &pid,
+				&ms, text), 4);
+	assert_string_equal(role, "worker");
+	assert_true(pid > 0 && pid != getpid());
+	assert_true(ms >= 0);
+	assert_string_equal(text, "n=5");
+	assert_int_equal(r.out[strlen(r.out) - 1], '\n');
+}
+
+static void test_now_ns_is_monotonic_and_counts_sleep(void **state)
+{
+	(void)state;
+	int64_t a = mp_now_ns();
+	struct timespec ts = { 0, 20 * 1000 * 1000 };
+
+	assert_int_equal(nanosleep(&ts, NULL), 0);
+	int64_t b = mp_now_ns();
+
+	/* A sleep lasts at least what was asked; no upper bound asserted. */
+	assert_true(b - a >= 20 * 1000 * 1000);
+	assert_true(mp_elapsed_s(a) >= 0.020);
+}
+
+/* ---- children --------------------------------------------------------- */
+
+static void test_wait_all_reaps_every_child(void **state)
+{
+	(void)state;
+	for (int i = 0; i < 5; i++)
+		if (mp_fork() == 0)
+			_exit(0);
+	assert_int_equal(mp_wait_all(), 5);
+	assert_int_equal(mp_wait_all(), 0);  /* none left */
+}
+
+static void wait_for_failing_children(void *arg)
+{
+	(void)arg;
+	if (mp_fork() == 0)
+		_exit(0);
+	pid_t bad = mp_fork();
+
+	if (bad == 0)
+		_exit(3);
+	printf("%jd", (intmax_t)bad);
+	fflush(stdout);
+	mp_wait_all();  /* must die: one child exited 3 */
+	_exit(0);
+}
+
+static void test_wait_all_dies_on_a_failed_child(void **state)
+{
+	(void)state;
+	struct outcome r;
+	char want[sizeof r.out + 256];
+
+	run_child(wait_for_failing_children, NULL, &r);
+	assert_exited(&r, 1);
+	snprintf(want, sizeof want,
+		 "test_mp_util: child %s exited with status 3\n"
+		 "test_mp_util: 1 of 2 children failed: ECHILD "
+		 "(No child processes)\n", r.out);
+	assert_string_equal(r.err, want);
+}
+
+static void test_waitpid_returns_the_raw_status(void **state)
+{
+	(void)state;
+	pid_t pid = mp_fork();
+
+	if (pid == 0)
+		_exit(7);
+	int status = mp_waitpid(pid);
+
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 7);
+
+	pid = mp_fork();
+	if (pid == 0) {
+		raise(SIGKILL);
+		_exit(0);
+	}
+	status = mp_waitpid(pid);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGKILL);
+}
+
+/* With stdout fully buffered, print, mp_fork, and let the grandchild leave
+ * with exit() (which flushes its copy of the buffer).  If mp_fork flushed
+ * first, the text appears once; otherwise twice. */
+static void fork_with_pending_output(void *arg)
+{
+	(void)arg;
+	static char buf[BUFSIZ];
+
+	if (setvbuf(stdout, buf, _IOFBF, sizeof buf) != 0)
+		_exit(98);
+	printf("pending;");
+	pid_t pid = mp_fork();
+
+	if (pid == 0)
+		exit(0);
+	int status = mp_waitpid(pid);
+
+	fflush(stdout);
+	_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 97);
+}
+
+static void test_fork_flushes_stdout_first(void **state)
+{
+	(void)state;
+	struct outcome r;
+
+	run_child(fork_with_pending_output, NULL, &r);
+	assert_exited(&r, 0);
+	assert_string_equal(r.out, "pending;");
+}
+
+/* ---- IPC names and the clean stop ------------------------------------- */
+
+static void test_ipc_name_carries_program_what_and_pid(void **state)
+{
+	(void)state;
+	char name[64], want[64];
+
+	mp_ipc_name(name, sizeof name, "seg");
+	snprintf(want, sizeof want, "/mpp-test_mp_util-seg-%jd",
+		 (intmax_t)getpid());
+	assert_string_equal(name, want);
+	mp_ipc_name(name, 10, "seg");  /* truncated, still terminated */
+	assert_string_equal(name, "/mpp-test");
+}
+
+struct stop_case {
+	char kept[64], dropped[64];  /* two shm names the child creates */
+	int sig;
+};
+
+/* Install the stop handler, create two named segments, register cleanups
+ * for both and cancel one, start a grandchild that sleeps, then report
+ * "<grandchild pid>\n" and wait for the signal. */
+static void stop_victim(void *arg)
+{
+	struct stop_case *c = arg;
+
+	mp_stop_on_signals();
+	mp_ipc_name(c->kept, sizeof c->kept, "kept");
+	mp_ipc_name(c->dropped, sizeof c->dropped, "dropped");
+	if (!mp_shm_create(c->kept, 4096) || !mp_shm_create(c->dropped, 4096))
+		mp_die("mp_shm_create");
+	if (mp_atcleanup(mp_cleanup_shm, c->kept) == -1 ||
+	    mp_atcleanup(mp_cleanup_shm, c->dropped) == -1 ||
+	    mp_cancel_cleanup(mp_cleanup_shm, c->kept) == -1)
+		mp_die("mp_atcleanup");
+	pid_t grandchild = mp_fork();
+
+	if (grandchild == 0) {
+		close(STDOUT_FILENO);  /* the parent reads the pipe to EOF */
+		pause();
+		_exit(0);
+	}
+	printf("%jd\n", (intmax_t)grandchild);
+	fclose(stdout);  /* EOF for the parent: now it may send the signal */
+	for (;;)
+		pause();
+}
+
+static void check_stop(int sig)
+{
+	struct stop_case c = { .sig = sig };
+	int out[2];
+
+	assert_int_equal(pipe(out), 0);
+	pid_t pid = mp_fork();
+
+	if (pid == 0) {
+		alarm(10);
+		if (dup2(out[1], STDOUT_FILENO) == -1)
+			_exit(98);
+		close(out[0]);
+		close(out[1]);
+		stop_victim(&c);
+	}
+	assert_int_equal(close(out[1]), 0);
+	char line[64];
+
+	slurp(out[0], line, sizeof line);
+	char *end;
+	long grandchild = strtol(line, &end, 10);
+
+	assert_true(grandchild > 0 && *end == '\n');
+	assert_int_equal(kill(pid, sig), 0);
+	int status = mp_waitpid(pid);
+
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 128 + sig);
+	/* The grandchild was stopped and reaped by its parent: gone. */
+	assert_int_equal(kill((pid_t)grandchild, 0), -1);
+	assert_int_equal(errno, ESRCH);
+
+	/* The names were made in the child: rebuild them with its pid. */
+	char kept[64], dropped[64];
+
+	snprintf(kept, sizeof kept, "/mpp-test_mp_util-kept-%jd", (intmax_t)pid);
+	snprintf(dropped, sizeof dropped, "/mpp-test_mp_util-dropped-%jd",
+		 (intmax_t)pid);
+	assert_int_equal(shm_open(dropped, O_RDONLY, 0), -1);  /* cleaned up */
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(mp_shm_unlink(kept), 0);  /* its cleanup was cancelled */
+}
+
+static void test_stop_on_sigterm_reaps_children_and_runs_cleanups(void **state)
+{
+	(void)state;
+	check_stop(SIGTERM);
+}
+
+static void test_stop_on_sigint_exits_130(void **state)
+{
+	(void)state;
+	check_stop(SIGINT);
+}
+
+static void fill_cleanups(void *arg)
+{
+	(void)arg;
+	int n = 0;
+
+	while (mp_atcleanup(mp_cleanup_sem, "/x") == 0)
+		n++;
+	int full = errno == ENOMEM;
+
+	if (mp_cancel_cleanup(mp_cleanup_mq, "/x") == 0 || errno != ENOENT)
+		_exit(97);
+	printf("%d %d", n, full);
+	fflush(stdout);
+	_exit(0);
+}
+
+static void test_atcleanup_holds_16_then_enomem(void **state)
+{
+	(void)state;
+	struct outcome r;
+
+	run_child(fill_cleanups, NULL, &r);
+	assert_exited(&r, 0);
+	assert_string_equal(r.out, "16 1");
+}
+
+static void test_python3_is_what_configure_found(void **state)
+{
+	(void)state;
+	const char *py = mp_python3();
+
+	/* MP_EXPECT_PYTHON3 is CMake's find_program() result ("" if none). */
+	if (MP_EXPECT_PYTHON3[0] == '\0') {
+		assert_null(py);
+	} else {
+		assert_non_null(py);
+		assert_string_equal(py, MP_EXPECT_PYTHON3);
+		assert_int_equal(access(py, X_OK), 0);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_options_set_values_in_both_spellings),
+		cmocka_unit_test(test_options_keep_defaults_when_absent),
+		cmocka_unit_test(test_options_refuse_bad_input_with_exit_2),
+		cmocka_unit_test(test_help_prints_usage_and_exits_0),
+		cmocka_unit_test(test_die_names_errno_and_exits_1_in_a_child),
+		cmocka_unit_test(test_is_main_process_only_in_the_parent),
+		cmocka_unit_test(test_say_prefixes_role_pid_and_time),
+		cmocka_unit_test(test_now_ns_is_monotonic_and_counts_sleep),
+		cmocka_unit_test(test_wait_all_reaps_every_child),
+		cmocka_unit_test(test_wait_all_dies_on_a_failed_child),
+		cmocka_unit_test(test_waitpid_returns_the_raw_status),
+		cmocka_unit_test(test_fork_flushes_stdout_first),
+		cmocka_unit_test(test_ipc_name_carries_program_what_and_pid),
+		cmocka_unit_test(test_stop_on_sigterm_reaps_children_and_runs_cleanups),
+		cmocka_unit_test(test_stop_on_sigint_exits_130),
+		cmocka_unit_test(test_atcleanup_holds_16_then_enomem),
+		cmocka_unit_test(test_python3_is_what_configure_found),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
