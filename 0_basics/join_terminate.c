@@ -1,0 +1,333 @@
+/* 0_basics/join_terminate.c -- join with a timeout, is_alive, terminate vs
+ * kill, a zombie, and the exit codes of children killed by a signal
+ *
+ * Python:  p.join(timeout=0.2); p.is_alive(); p.terminate(); p.kill();
+ *          p.exitcode  (-15 after terminate, -9 after kill)
+ * CPython: Lib/multiprocessing/popen_fork.py.  join(timeout) waits on the
+ *          "sentinel", a pipe whose write end only the child holds (EOF =
+ *          the child is gone), then reaps it with os.waitpid(); is_alive()
+ *          is os.waitpid(pid, WNOHANG).  terminate() and kill() are
+ *          os.kill() with SIGTERM and SIGKILL, and exitcode is
+ *          os.waitstatus_to_exitcode(): -N for "killed by signal N".
+ * C:       pidfd_open + poll (join with a timeout), waitpid(WNOHANG)
+ *          (is_alive), pidfd_send_signal (terminate, kill), sigwaitinfo
+ *          (a child that handles SIGTERM), /proc/PID/stat (a zombie's 'Z'),
+ *          WIFSIGNALED / WTERMSIG.
+ * Usage:   join_terminate [--timeout S (0.2, 0.01..60)] [--code N (7, 0..255)]
+ * Output:  [parent 2903 +0.1ms] 1. sleeper 2904 started; join(timeout=0.20)
+ *          [parent 2903 +200.5ms] join returned after 200.3 ms, is_alive()=1, exitcode=None
+ *          [parent 2903 +200.7ms] terminate(): SIGTERM -> killed by SIGTERM, exitcode=-15 (a shell shows 143)
+ *          [parent 2903 +201.1ms] 2. stubborn 2948 got SIGTERM from 2903 and carries on
+ *          [parent 2903 +401.4ms] after terminate + join(0.20): is_alive()=1
+ *          [parent 2903 +401.7ms] kill(): SIGKILL -> killed by SIGKILL, exitcode=-9
+ *          [parent 2903 +402.0ms] 3. quick 2951 has exited, not reaped: /proc/2951/stat state 'Z' (zombie)
+ *          [parent 2903 +402.1ms] is_alive()=0 reaped it: exitcode=7; /proc/2951 is gone
+ *          result: exitcodes -15 -9 7 (expected -15 -9 7), SIGTERM survived, zombie Z then gone OK
+ * Try this: in stubborn(), drop the sigprocmask(): terminate() now ends it
+ *          and the verdict says MISMATCH.  Run with --timeout 30 and, in
+ *          another terminal, `ps -o pid,stat,wchan,cmd --ppid <parent pid>`.
+ */
+#define _GNU_SOURCE
+#include "mp.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/pidfd.h>
+
+enum { MAX_KIDS = 3 };
+
+/* The children a Ctrl-C must stop.  A signal handler sees only globals;
+ * lock-free atomics are safe to read in one (C17 7.14.1.1). */
+static _Atomic pid_t kids[MAX_KIDS];
+
+/* multiprocessing.Process, cut down to what this lesson needs. */
+struct proc {
+	pid_t pid;
+	int pidfd;    /* a handle on this process: poll()able, signal()able */
+	int slot;     /* its entry in kids[] */
+	bool reaped;
+	int status;   /* from waitpid(), once reaped */
+};
+
+/* Ctrl-C: a stubborn child shrugs off SIGTERM, so stop with SIGKILL. */
+static void on_stop(int sig)
+{
+	if (!mp_is_main_process())
+		_exit(128 + sig);  /* never in a child: blocked until reset */
+	for (int i = 0; i < MAX_KIDS; i++) {
+		pid_t pid = atomic_load(&kids[i]);
+
+		if (pid > 0)
+			kill(pid, SIGKILL);
+	}
+	while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
+		;
+	_exit(128 + sig);
+}
+
+static void block_stop_signals(int how)
+{
+	sigset_t set;
+
+	MP_CHECK(sigemptyset(&set));
+	MP_CHECK(sigaddset(&set, SIGINT));
+	MP_CHECK(sigaddset(&set, SIGTERM));
+	MP_CHECK(sigprocmask(how, &set, NULL));
+}
+
+/* Process.start(): fork, then a pidfd for the child.  Signals are blocked
+ * until the pid is in kids[], so a Ctrl-C never misses a child. */
+static void proc_start(struct proc *p, int slot, void (*body)(int), int arg)
+{
+	block_stop_signals(SIG_BLOCK);
+	pid_t pid = mp_fork();
+
+	if (pid == 0) {
+		/* Undo main()'s handler.  A Python child's SIGTERM is SIG_DFL
+		 * too, which is why terminate() ends it. */
+		struct sigaction dfl = { .sa_handler = SIG_DFL };
+
+		MP_CHECK(sigaction(SIGINT, &dfl, NULL));
+		MP_CHECK(sigaction(SIGTERM, &dfl, NULL));
+		block_stop_signals(SIG_UNBLOCK);
+		body(arg);
+		_exit(EXIT_FAILURE);  /* bodies do not return */
+	}
+	*p = (struct proc){ .pid = pid, .slot = slot };
+	atomic_store(&kids[slot], pid);
+	block_stop_signals(SIG_UNBLOCK);
+	/* Our own unreaped child: its pid cannot be reused under us. */
+	MP_CHECK(p->pidfd = pidfd_open(pid, 0));
+}
+
+/* Wait until the child has exited, without reaping it: a pidfd polls
+ * readable once the process is a zombie.  timeout_s < 0 waits forever. */
+static bool proc_wait_exit(struct proc *p, double timeout_s)
+{
+	struct pollfd pfd = { .fd = p->pidfd, .events = POLLIN };
+	int n;
+
+	MP_CHECK(n = poll(&pfd, 1, timeout_s < 0 ? -1 : (int)(timeout_s * 1e3 + 0.5)));
+	return n == 1;
+}
+
+/* waitpid() and clear the child's kids[] entry with signals blocked: once
+ * reaped, its pid is free for the kernel to give to someone else. */
+static void proc_reap(struct proc *p, int flags)
+{
+	pid_t w;
+
+	block_stop_signals(SIG_BLOCK);
+	MP_CHECK(w = waitpid(p->pid, &p->status, flags));
+	if (w == p->pid) {
+		p->reaped = true;
+		atomic_store(&kids[p->slot], 0);
+	}
+	block_stop_signals(SIG_UNBLOCK);
+}
+
+/* Process.join(timeout): true if the child has ended (and is reaped). */
+static bool proc_join(struct proc *p, double timeout_s)
+{
+	if (!p->reaped && proc_wait_exit(p, timeout_s))
+		proc_reap(p, 0);  /* it has exited: this does not block */
+	return p->reaped;
+}
+
+/* Process.is_alive(): waitpid(WNOHANG) reaps the child if it has ended. */
+static bool proc_is_alive(struct proc *p)
+{
+	if (!p->reaped)
+		proc_reap(p, WNOHANG);
+	return !p->reaped;
+}
+
+/* terminate() and kill().  Through the pidfd, never a recycled pid; like
+ * Python, a child already gone is not an error. */
+static void proc_signal(struct proc *p, int sig)
+{
+	if (!p->reaped && pidfd_send_signal(p->pidfd, sig, NULL, 0) == -1 && errno != ESRCH)
+		mp_die("pidfd_send_signal(%jd)", (intmax_t)p->pid);
+}
+
+/* Python's exitcode: the exit status, or -N when signal N killed it. */
+static int exitcode(const struct proc *p)
+{
+	return WIFSIGNALED(p->status) ? -WTERMSIG(p->status)
+				      : WEXITSTATUS(p->status);
+}
+
+/* "killed by SIGTERM" or "exited with 3", for the narration. */
+static const char *how(const struct proc *p, char *buf, size_t size)
+{
+	const char *name = sigabbrev_np(WTERMSIG(p->status));
+
+	if (WIFSIGNALED(p->status))
+		snprintf(buf, size, "killed by SIG%s", name ? name : "?");
+	else
+		snprintf(buf, size, "exited with %d", WEXITSTATUS(p->status));
+	return buf;
+}
+
+/* The state letter in /proc/PID/stat (R, S, Z...), or 0 if there is no such
+ * process.  The field follows "(comm)", and comm may hold ')' itself. */
+static char proc_state(pid_t pid)
+{
+	char path[64], buf[512];
+
+	snprintf(path, sizeof path, "/proc/%jd/stat", (intmax_t)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd == -1 && errno == ENOENT)
+		return 0;
+	MP_CHECK(fd);
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+
+	MP_CHECK(n);
+	MP_CHECK(close(fd));
+	buf[n] = '\0';
+	char *paren = strrchr(buf, ')');
+
+	return paren && paren[1] == ' ' ? paren[2] : '?';
+}
+
+/* ---- the children ------------------------------------------------------ */
+
+static void sleeper(int unused)
+{
+	(void)unused;
+	for (;;)
+		pause();  /* time.sleep(forever): only a signal ends it */
+}
+
+/* Handles SIGTERM: blocked, then fetched with sigwaitinfo(), which also says
+ * who sent it.  Python: signal.signal(SIGTERM, handler) or SIG_IGN. */
+static void stubborn(int fd)
+{
+	sigset_t term;
+	siginfo_t info;
+
+	MP_CHECK(sigemptyset(&term));
+	MP_CHECK(sigaddset(&term, SIGTERM));
+	MP_CHECK(sigprocmask(SIG_BLOCK, &term, NULL));
+	pid_t ready = 0;  /* 0 = "ready"; then the pid of each sender */
+
+	MP_CHECK(write(fd, &ready, sizeof ready));
+	for (;;) {
+		MP_CHECK(sigwaitinfo(&term, &info));
+		MP_CHECK(write(fd, &info.si_pid, sizeof info.si_pid));
+	}
+}
+
+static void quick(int code)
+{
+	_exit(code);
+}
+
+/* Read one pid_t from the stubborn child; -1 if it died instead. */
+static pid_t read_pid(int fd)
+{
+	pid_t v;
+	ssize_t n;
+
+	MP_CHECK(n = read(fd, &v, sizeof v));
+	return n == (ssize_t)sizeof v ? v : -1;
+}
+
+int main(int argc, char *argv[])
+{
+	double timeout = 0.2;
+	long code = 7;
+	const struct mp_opt opts[] = {
+		MP_OPT_D("timeout", &timeout, 0.01, 60,
+			 "seconds join(timeout) waits for a child that will not end"),
+		MP_OPT_L("code", &code, 0, 255, "exit code of the child that ends by itself"),
+	};
+	struct sigaction sa = { .sa_handler = on_stop };
+	struct proc p;
+	char what[64];
+
+	mp_parse_options(argc, argv,
+			 "join(timeout), is_alive(), terminate() vs kill(), zombies, exit codes.",
+			 opts, sizeof opts / sizeof opts[0]);
+	MP_CHECK(sigfillset(&sa.sa_mask));
+	MP_CHECK(sigaction(SIGINT, &sa, NULL));
+	MP_CHECK(sigaction(SIGTERM, &sa, NULL));
+
+	/* 1. join(timeout) gives up on a sleeper; terminate() ends it. */
+	proc_start(&p, 0, sleeper, 0);
+	mp_say("parent", "1. sleeper %jd started; join(timeout=%.2f)", (intmax_t)p.pid, timeout);
+	int64_t t0 = mp_now_ns();
+	bool ended = proc_join(&p, timeout);
+	double waited_ms = (double)(mp_now_ns() - t0) / 1e6;
+	bool alive1 = proc_is_alive(&p);
+
+	mp_say("parent", "join returned after %.1f ms, is_alive()=%d, exitcode=None", waited_ms,
+	       alive1);
+	proc_signal(&p, SIGTERM);
+	proc_join(&p, -1);
+	int code1 = exitcode(&p);
+
+	mp_say("parent", "terminate(): SIGTERM -> %s, exitcode=%d (a shell shows %d)",
+	       how(&p, what, sizeof what), code1, code1 < 0 ? 128 - code1 : code1);
+	MP_CHECK(close(p.pidfd));
+	bool ok1 = !ended && alive1 && waited_ms >= timeout * 1e3 * 0.9;
+
+	/* 2. A child that handles SIGTERM: terminate() asks, kill() insists. */
+	int fds[2];
+
+	MP_CHECK(pipe2(fds, O_CLOEXEC));
+	proc_start(&p, 1, stubborn, fds[1]);
+	MP_CHECK(close(fds[1]));
+	pid_t ready = read_pid(fds[0]);
+	proc_signal(&p, SIGTERM);
+	pid_t sender = read_pid(fds[0]);
+
+	if (sender == -1)
+		mp_say("parent", "2. stubborn %jd did NOT survive SIGTERM", (intmax_t)p.pid);
+	else
+		mp_say("parent", "2. stubborn %jd got SIGTERM from %jd and carries on",
+		       (intmax_t)p.pid, (intmax_t)sender);
+	ended = proc_join(&p, timeout);
+	bool alive2 = proc_is_alive(&p);
+
+	mp_say("parent", "after terminate + join(%.2f): is_alive()=%d", timeout, alive2);
+	proc_signal(&p, SIGKILL);  /* cannot be caught, blocked or ignored */
+	proc_join(&p, -1);
+	int code2 = exitcode(&p);
+
+	mp_say("parent", "kill(): SIGKILL -> %s, exitcode=%d", how(&p, what, sizeof what), code2);
+	MP_CHECK(close(p.pidfd));
+	MP_CHECK(close(fds[0]));
+	bool ok2 = ready == 0 && sender == getpid() && !ended && alive2;
+
+	/* 3. A child that exits on its own is a zombie until it is reaped: its
+	 *    pid and exit status wait for the parent.  In Python it stays one
+	 *    until join(), is_alive() or active_children() reaps it. */
+	proc_start(&p, 2, quick, (int)code);
+	if (!proc_wait_exit(&p, 5.0)) {
+		errno = ETIMEDOUT;
+		mp_die("the quick child did not exit");
+	}
+	char before = proc_state(p.pid);
+
+	mp_say("parent", "3. quick %jd has exited, not reaped: /proc/%jd/stat state '%c' (zombie)",
+	       (intmax_t)p.pid, (intmax_t)p.pid, before);
+	bool alive3 = proc_is_alive(&p);
+	int code3 = exitcode(&p);
+	char after = proc_state(p.pid);
+
+	mp_say("parent", "is_alive()=%d reaped it: exitcode=%d; /proc/%jd is %s", alive3, code3,
+	       (intmax_t)p.pid, after ? "still there" : "gone");
+	MP_CHECK(close(p.pidfd));
+	bool ok3 = before == 'Z' && !alive3 && after == 0;
+
+	/* 4. The verdict: what we saw against what signals must do. */
+	bool ok = ok1 && ok2 && ok3 && code1 == -SIGTERM && code2 == -SIGKILL && code3 == code;
+
+	printf("result: exitcodes %d %d %d (expected %d %d %ld), SIGTERM %s, "
+	       "zombie %c then %s %s\n",
+	       code1, code2, code3, -SIGTERM, -SIGKILL, code, ok2 ? "survived" : "NOT survived",
+	       before ? before : '-', after ? "still there" : "gone", ok ? "OK" : "MISMATCH");
+	return ok ? EXIT_SUCCESS : EXIT_FAILURE;
+}
