@@ -1,0 +1,276 @@
+/* 1_synchronization/barrier.c -- N processes in lockstep, phase by phase;
+ * then a barrier that can time out and be aborted
+ *
+ * Python:  b = multiprocessing.Barrier(parties, action=None, timeout=None)
+ *          b.wait(timeout) -> arrival index; b.abort(); BrokenBarrierError
+ *          Lib/multiprocessing/synchronize.py makes Barrier a subclass of
+ *          threading.Barrier whose condition is a multiprocessing Condition()
+ *          (an RLock and three semaphores) and whose _state and _count live
+ *          in a shared array of two C ints (heap.BufferWrapper).  The last
+ *          party to arrive runs action() before anyone is released; a
+ *          wait() that times out breaks the barrier (_break()), and every
+ *          waiter, then and later, gets BrokenBarrierError.
+ * C:       pthread_barrier_t with pthread_barrierattr_setpshared(
+ *          PTHREAD_PROCESS_SHARED) in MAP_SHARED memory; the one waiter told
+ *          PTHREAD_BARRIER_SERIAL_THREAD plays action(), but after the
+ *          others are let go: a second wait publishes its result.  pthread
+ *          barriers have no timeout, no abort and no arrival index, so part
+ *          2 builds a barrier from a mutex and a CLOCK_MONOTONIC condition
+ *          variable.
+ * Usage:   barrier [--procs N (4, 2..64)] [--phases N (200, 1..100000)]
+ *                  [--timeout S (0.2, 0.01..600)]
+ * Output:  [parent 4711 +8.3ms] pthread_barrier: 4 processes x 200 phases, 200 serial waiters (one a phase), 0 seen behind
+ *          [parent 4711 +8.4ms] total after phase 200: 1844 (computed again alone: 1844)
+ *          [parent 4711 +9.1ms] own barrier: 3 waits, action() ran 3 times, arrival indexes 0..N-1 each time
+ *          [parent 4711 +211.3ms] 4 of 5 parties, timeout 0.2 s: 4 got BrokenBarrierError after 202.2 ms
+ *          [parent 4711 +214.8ms] abort() with 4 asleep in wait(): 4 got BrokenBarrierError
+ *          result: phases=200 serial=200 behind=0 total=1844 actions=3 broken=4+4 OK
+ * Try this: delete the second pthread_barrier_wait of a phase: the serial
+ *          process's sum races with the next phase, the total comes out
+ *          wrong, and "seen behind" stays 0 (barrier one still holds).
+ */
+#include "mp.h"
+
+enum { MAX_PROCS = 64, MOD = 1000003 };
+
+struct bbar {                  /* threading.Barrier's state, in shared memory */
+	pthread_mutex_t lock;
+	pthread_cond_t cv;
+	int parties, count;    /* count: arrived this round (n_waiting) */
+	unsigned long round;   /* +1 each time the barrier opens */
+	bool broken;
+	int actions;           /* times the action ran */
+};
+
+struct shared {
+	pthread_barrier_t bar;
+	struct bbar bb;
+	long partial[MAX_PROCS], total;
+	_Atomic int done[MAX_PROCS];   /* phases each process has finished */
+	_Atomic int serial;            /* PTHREAD_BARRIER_SERIAL_THREAD seen */
+	_Atomic int behind;            /* seen not done after the barrier */
+	_Atomic int broken;            /* BrokenBarrierError */
+	_Atomic long index_sum;
+};
+
+/* One process's phases: work, barrier, one process sums, barrier. */
+static void lockstep(struct shared *sh, int id, int procs, int phases)
+{
+	for (int k = 0; k < phases; k++) {
+		long x = k == 0 ? 1 : sh->total; /* last phase's result */
+
+		sh->partial[id] = (x * (id + 2) + k) % MOD; /* this phase's work */
+		sh->done[id] = k + 1;
+		int rc = pthread_barrier_wait(&sh->bar);
+		if (rc == PTHREAD_BARRIER_SERIAL_THREAD) { /* action() */
+			long sum = 0;
+			for (int j = 0; j < procs; j++)
+				sum += sh->partial[j];
+			sh->total = sum % MOD;
+			sh->serial++;
+		} else if (rc != 0) {
+			mp_die_en(rc, "pthread_barrier_wait");
+		}
+		for (int j = 0; j < procs; j++) /* all done with phase k? */
+			if (sh->done[j] < k + 1)
+				sh->behind++;
+		/* The serial process sums after everyone was let go, while
+		 * Python's action runs before: a second wait publishes total. */
+		rc = pthread_barrier_wait(&sh->bar);
+		if (rc != 0 && rc != PTHREAD_BARRIER_SERIAL_THREAD)
+			mp_die_en(rc, "pthread_barrier_wait");
+	}
+}
+
+/* Barrier.wait(timeout): the arrival index, or -1 for BrokenBarrierError.
+ * The last to arrive runs the action, then opens the barrier. */
+static int bbar_wait(struct bbar *b, double timeout_s)
+{
+	struct timespec deadline;
+	int rc = 0;
+
+	MP_CHECK(clock_gettime(CLOCK_MONOTONIC, &deadline));
+	int64_t ns = deadline.tv_nsec + (int64_t)(timeout_s * 1e9);
+	deadline.tv_sec += ns / 1000000000;
+	deadline.tv_nsec = ns % 1000000000;
+	MP_CHECK_PT(pthread_mutex_lock(&b->lock));
+	unsigned long round = b->round;
+	int index = b->broken ? -1 : b->count++;
+
+	if (index == b->parties - 1) {
+		b->actions++; /* the action, before anyone leaves */
+		b->count = 0;
+		b->round++;
+	}
+	/* Every arrival is news: for a watcher of n_waiting too. */
+	MP_CHECK_PT(pthread_cond_broadcast(&b->cv));
+	while (index >= 0 && b->round == round && !b->broken && rc == 0)
+		rc = pthread_cond_timedwait(&b->cv, &b->lock, &deadline);
+	if (rc != 0 && rc != ETIMEDOUT)
+		mp_die_en(rc, "pthread_cond_timedwait");
+	if (index >= 0 && b->round == round) { /* not opened: broken */
+		b->broken = true; /* a timeout breaks it for everyone */
+		MP_CHECK_PT(pthread_cond_broadcast(&b->cv));
+		index = -1;
+	}
+	MP_CHECK_PT(pthread_mutex_unlock(&b->lock));
+	return index;
+}
+
+/* Barrier.abort(), once n processes are waiting (bounded by 10 s). */
+static bool bbar_abort_when(struct bbar *b, int n)
+{
+	struct timespec deadline;
+	int rc = 0;
+
+	MP_CHECK(clock_gettime(CLOCK_MONOTONIC, &deadline));
+	deadline.tv_sec += 10;
+	MP_CHECK_PT(pthread_mutex_lock(&b->lock));
+	while (b->count < n && rc == 0)
+		rc = pthread_cond_timedwait(&b->cv, &b->lock, &deadline);
+	bool all_there = b->count == n;
+	b->broken = true;
+	MP_CHECK_PT(pthread_cond_broadcast(&b->cv));
+	MP_CHECK_PT(pthread_mutex_unlock(&b->lock));
+	return all_there;
+}
+
+static void bbar_init(struct bbar *b, int parties)
+{
+	pthread_mutexattr_t ma;
+	pthread_condattr_t ca;
+
+	MP_CHECK_PT(pthread_mutexattr_init(&ma));
+	MP_CHECK_PT(pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED));
+	MP_CHECK_PT(pthread_mutex_init(&b->lock, &ma));
+	MP_CHECK_PT(pthread_mutexattr_destroy(&ma));
+	MP_CHECK_PT(pthread_condattr_init(&ca));
+	MP_CHECK_PT(pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED));
+	MP_CHECK_PT(pthread_condattr_setclock(&ca, CLOCK_MONOTONIC));
+	MP_CHECK_PT(pthread_cond_init(&b->cv, &ca));
+	MP_CHECK_PT(pthread_condattr_destroy(&ca));
+	b->parties = parties;
+	b->count = b->actions = 0;
+	b->broken = false;
+}
+
+static void bbar_destroy(struct bbar *b)
+{
+	MP_CHECK_PT(pthread_cond_destroy(&b->cv));
+	MP_CHECK_PT(pthread_mutex_destroy(&b->lock));
+}
+
+/* procs children that each wait() rounds times, adding up their arrival
+ * indexes (each round gives 0..procs-1 once) and counting broken waits. */
+static void run_parties(struct shared *sh, int procs, int rounds, double t)
+{
+	for (int i = 0; i < procs; i++)
+		if (mp_fork() == 0) {
+			for (int r = 0; r < rounds; r++) {
+				int index = bbar_wait(&sh->bb, t);
+
+				if (index < 0) {
+					sh->broken++;
+					break;
+				}
+				sh->index_sum += index;
+			}
+			_exit(EXIT_SUCCESS);
+		}
+}
+
+int main(int argc, char *argv[])
+{
+	long procs = 4, phases = 200;
+	double timeout = 0.2;
+	const struct mp_opt opts[] = {
+		MP_OPT_L("procs", &procs, 2, MAX_PROCS, "processes in lockstep"),
+		MP_OPT_L("phases", &phases, 1, 100000, "phases of part 1"),
+		MP_OPT_D("timeout", &timeout, 0.01, 600,
+			 "seconds before a short barrier breaks"),
+	};
+
+	mp_parse_options(argc, argv, "N processes in lockstep with a "
+			 "pthread barrier; a barrier with timeout and abort.",
+			 opts, sizeof opts / sizeof opts[0]);
+	mp_stop_on_signals();
+	int n = (int)procs, p = (int)phases;
+
+	/* 1. A process-shared pthread barrier in shared memory. */
+	struct shared *sh = mp_shm_alloc(sizeof *sh);
+	if (!sh)
+		mp_die("mp_shm_alloc");
+	pthread_barrierattr_t ba;
+	MP_CHECK_PT(pthread_barrierattr_init(&ba));
+	MP_CHECK_PT(pthread_barrierattr_setpshared(&ba, PTHREAD_PROCESS_SHARED));
+	MP_CHECK_PT(pthread_barrier_init(&sh->bar, &ba, (unsigned)n));
+	MP_CHECK_PT(pthread_barrierattr_destroy(&ba));
+
+	/* 2. N processes, phase after phase; each checks that nobody is
+	 * behind, one sums per phase. */
+	for (int i = 0; i < n; i++)
+		if (mp_fork() == 0) {
+			lockstep(sh, i, n, p);
+			_exit(EXIT_SUCCESS);
+		}
+	mp_wait_all();
+	long want = 1;
+	for (int k = 0; k < p; k++) {
+		long sum = 0;
+		for (int i = 0; i < n; i++)
+			sum += (want * (i + 2) + k) % MOD;
+		want = sum % MOD;
+	}
+	mp_say("parent", "pthread_barrier: %d processes x %d phases, %d serial "
+	       "waiters (one a phase), %d seen behind", n, p, sh->serial,
+	       sh->behind);
+	mp_say("parent", "total after phase %d: %ld (computed again alone: "
+	       "%ld)", p, sh->total, want);
+	MP_CHECK_PT(pthread_barrier_destroy(&sh->bar));
+
+	/* 3. Our own barrier: works as one, with Python's action. */
+	bbar_init(&sh->bb, n);
+	run_parties(sh, n, 3, 10);
+	mp_wait_all();
+	int actions = sh->bb.actions;
+	bool indexes = sh->broken == 0 &&
+		       sh->index_sum == 3L * n * (n - 1) / 2;
+	mp_say("parent", "own barrier: 3 waits, action() ran %d times, arrival "
+	       "indexes %s", actions, indexes ? "0..N-1 each time" : "WRONG");
+	bbar_destroy(&sh->bb);
+
+	/* 4. One party never comes: the first wait() to time out breaks it. */
+	bbar_init(&sh->bb, n + 1);
+	sh->broken = 0;
+	int64_t t0 = mp_now_ns();
+	run_parties(sh, n, 1, timeout);
+	mp_wait_all();
+	double took = mp_elapsed_s(t0);
+	int broken_timeout = sh->broken;
+	mp_say("parent", "%d of %d parties, timeout %g s: %d got "
+	       "BrokenBarrierError after %.1f ms", n, n + 1, timeout,
+	       broken_timeout, took * 1e3);
+	bbar_destroy(&sh->bb);
+
+	/* 5. abort() wakes every waiter with BrokenBarrierError. */
+	bbar_init(&sh->bb, n + 1);
+	sh->broken = 0;
+	run_parties(sh, n, 1, 30);
+	bool all_asleep = bbar_abort_when(&sh->bb, n);
+	mp_wait_all();
+	int broken_abort = sh->broken;
+	mp_say("parent", "abort() with %d asleep in wait(): %d got "
+	       "BrokenBarrierError", all_asleep ? n : -1, broken_abort);
+	bbar_destroy(&sh->bb);
+
+	/* 6. Judge. */
+	bool ok = sh->serial == p && sh->behind == 0 && sh->total == want &&
+		  actions == 3 && indexes && broken_timeout == n &&
+		  took >= timeout && all_asleep && broken_abort == n;
+	printf("result: phases=%d serial=%d behind=%d total=%ld actions=%d "
+	       "broken=%d+%d %s\n", p, (int)sh->serial, (int)sh->behind,
+	       sh->total, actions, broken_timeout, broken_abort,
+	       ok ? "OK" : "MISMATCH");
+	MP_CHECK(mp_shm_free(sh, sizeof *sh));
+	return ok ? EXIT_SUCCESS : EXIT_FAILURE;
+}

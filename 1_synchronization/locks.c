@@ -1,0 +1,294 @@
+/* 1_synchronization/locks.c -- one lock shared by N processes, and a lock
+ * whose holder dies
+ *
+ * Python:  lock = multiprocessing.Lock()  ...  with lock: counter.value += 1
+ *          Lock is a SemLock (Lib/multiprocessing/synchronize.py) of kind
+ *          SEMAPHORE with value 1 and maxvalue 1.  Modules/_multiprocessing/
+ *          semaphore.c makes it with sem_open(name, O_CREAT | O_EXCL, 0600, 1)
+ *          on a random "/mp-..." name; under the "fork" start method it calls
+ *          sem_unlink at once (children inherit the open semaphore), under
+ *          spawn/forkserver the name stays until the lock is finalized, with
+ *          the resource_tracker process as a backstop.
+ * C:       an _Atomic counter updated by a load then a store (the race), a
+ *          PTHREAD_PROCESS_SHARED mutex in MAP_SHARED memory, sem_open +
+ *          sem_unlink + sem_wait/sem_post; then pthread_mutexattr_setrobust:
+ *          EOWNERDEAD, pthread_mutex_consistent, ENOTRECOVERABLE.
+ * Usage:   locks [--procs N (4, 1..64)] [--iters N (200000, 1..10^9)]
+ * Output:  [parent 4462 +1.8ms] no lock: counter=205898 expected=800000, 594102 updates lost
+ *          [parent 4462 +26.9ms] process-shared mutex: counter=800000 expected=800000 (25.0 ms)
+ *          [parent 4462 +26.9ms] sem_open made /dev/shm/sem.mpp-locks-lock-4462; sem_unlink removed it
+ *          [parent 4462 +375.2ms] named semaphore: counter=800000 expected=800000 (348.3 ms)
+ *          [parent 4462 +375.5ms] child 4536 was killed by SIGKILL while holding both locks
+ *          [parent 4462 +575.7ms] sem_timedwait: ETIMEDOUT after 200 ms: Python's acquire() would block forever
+ *          [parent 4462 +576.0ms] pthread_mutex_lock: EOWNERDEAD, the data is half-updated: from=90 to=0
+ *          [parent 4462 +576.0ms] repaired: from=90 to=10; pthread_mutex_consistent; unlock; lock again: 0
+ *          [parent 4462 +576.3ms] child 4585 was killed by SIGKILL while holding the robust mutex
+ *          [parent 4462 +576.3ms] unlocked without repair; next pthread_mutex_lock: ENOTRECOVERABLE
+ *          result: mutex=800000 semaphore=800000 expected=800000, robust: EOWNERDEAD repaired, unrepaired ENOTRECOVERABLE OK
+ * Try this: --procs 1 (one process loses nothing); delete the sched_yield()
+ *          in add() (the losses then depend on how busy the machine is);
+ *          delete the pthread_mutex_consistent() call (ENOTRECOVERABLE).
+ */
+#define _GNU_SOURCE /* strerrorname_np */
+#include "mp.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <semaphore.h>
+
+enum mode { NO_LOCK, MUTEX, SEMAPHORE };
+static const char *const mode_name[] = { "no lock", "process-shared mutex",
+					 "named semaphore" };
+enum { TOTAL = 100 }; /* the robust mutex guards from + to == TOTAL */
+
+struct shared {
+	pthread_mutex_t mutex;  /* PTHREAD_PROCESS_SHARED */
+	pthread_mutex_t robust; /* ... + PTHREAD_MUTEX_ROBUST */
+	_Atomic long counter;
+	_Atomic long ready;     /* workers at the start line */
+	long from, to;          /* an account transfer, guarded by robust */
+};
+
+/* "EOWNERDEAD" for an error number, "0" for success. */
+static const char *ename(int err)
+{
+	const char *n = err ? strerrorname_np(err) : "0";
+
+	return n ? n : "?";
+}
+
+static void init_mutex(pthread_mutex_t *m, bool robust)
+{
+	pthread_mutexattr_t a;
+
+	MP_CHECK_PT(pthread_mutexattr_init(&a));
+	/* Without this the mutex may keep process-private state: it would
+	 * "work" in one process and corrupt or hang across fork. */
+	MP_CHECK_PT(pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED));
+	if (robust)
+		MP_CHECK_PT(pthread_mutexattr_setrobust(
+			&a, PTHREAD_MUTEX_ROBUST));
+	MP_CHECK_PT(pthread_mutex_init(m, &a));
+	MP_CHECK_PT(pthread_mutexattr_destroy(&a));
+}
+
+static void add(struct shared *sh, sem_t *sem, enum mode m, long iters)
+{
+	for (long i = 0; i < iters; i++) {
+		if (m == MUTEX)
+			MP_CHECK_PT(pthread_mutex_lock(&sh->mutex));
+		else if (m == SEMAPHORE)
+			MP_CHECK(sem_wait(sem));
+		/* counter.value += 1 is a load and a store, as in Python.  A
+		 * process preempted between them stores a stale value, erasing
+		 * what the others added meanwhile.  The sched_yield() is such a
+		 * preemption, forced now and then so that the race shows on an
+		 * idle machine and a busy one alike.  (_Atomic only keeps the
+		 * compiler from merging the loop into one add; atomic_fetch_add
+		 * would need no lock at all.) */
+		long v = atomic_load_explicit(&sh->counter,
+					      memory_order_relaxed);
+		if (i % 1024 == 0)
+			sched_yield();
+		atomic_store_explicit(&sh->counter, v + 1,
+				      memory_order_relaxed);
+		if (m == MUTEX)
+			MP_CHECK_PT(pthread_mutex_unlock(&sh->mutex));
+		else if (m == SEMAPHORE)
+			MP_CHECK(sem_post(sem));
+	}
+}
+
+/* Fork procs workers.  Each waits at a start line until all are there, so
+ * that they run at the same time instead of one after the other. */
+static long run_phase(struct shared *sh, sem_t *sem, enum mode m,
+		      long procs, long iters)
+{
+	atomic_store(&sh->counter, 0);
+	atomic_store(&sh->ready, 0);
+	int64_t t0 = mp_now_ns();
+
+	for (long p = 0; p < procs; p++) {
+		if (mp_fork() == 0) {
+			atomic_fetch_add(&sh->ready, 1);
+			while (atomic_load(&sh->ready) < procs)
+				sched_yield();
+			add(sh, sem, m, iters);
+			_exit(EXIT_SUCCESS);
+		}
+	}
+	mp_wait_all();            /* Process.join() for each */
+	long got = atomic_load(&sh->counter), want = procs * iters;
+
+	if (m == NO_LOCK)
+		mp_say("parent", "%s: counter=%ld expected=%ld, %ld updates "
+		       "lost%s", mode_name[m], got, want, want - got,
+		       got != want ? "" :
+		       procs == 1 ? " (one worker races no one)" :
+		       " (the workers never overlapped: try more --iters)");
+	else
+		mp_say("parent", "%s: counter=%ld expected=%ld (%.1f ms)",
+		       mode_name[m], got, want, mp_elapsed_s(t0) * 1e3);
+	return got;
+}
+
+/* A child takes the robust mutex (and the semaphore lock, if given), gets
+ * halfway through a transfer and is killed.  Python's Pool workers read
+ * tasks from a SimpleQueue whose get() holds a Lock (_rlock): a worker killed
+ * there (OOM killer, kill -9) leaves it taken, and the other workers wait on
+ * it forever. */
+static void kill_a_holder(struct shared *sh, sem_t *sem)
+{
+	int ready[2];
+	char c;
+
+	MP_CHECK(pipe(ready));
+	pid_t pid = mp_fork();
+
+	if (pid == 0) {
+		alarm(10); /* never outlive a parent that failed */
+		MP_CHECK(close(ready[0]));
+		if (sem)
+			MP_CHECK(sem_wait(sem));
+		MP_CHECK_PT(pthread_mutex_lock(&sh->robust));
+		sh->from -= 10; /* half a transfer ...          */
+		MP_CHECK(write(ready[1], "h", 1));
+		pause();        /* ... the other half never comes */
+		_exit(EXIT_FAILURE);
+	}
+	MP_CHECK(close(ready[1]));
+	if (read(ready[0], &c, 1) != 1)
+		mp_die("child %jd did not take the lock", (intmax_t)pid);
+	MP_CHECK(close(ready[0]));
+	MP_CHECK(kill(pid, SIGKILL));
+	int st = mp_waitpid(pid);
+
+	if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGKILL)
+		mp_die("child %jd was not killed by SIGKILL", (intmax_t)pid);
+	mp_say("parent", "child %jd was killed by SIGKILL while holding %s",
+	       (intmax_t)pid, sem ? "both locks" : "the robust mutex");
+}
+
+int main(int argc, char *argv[])
+{
+	long procs = 4, iters = 200000;
+	const struct mp_opt opts[] = {
+		MP_OPT_L("procs", &procs, 1, 64, "worker processes"),
+		MP_OPT_L("iters", &iters, 1, 1000000000,
+			 "increments per worker"),
+	};
+
+	mp_parse_options(argc, argv, "A counter shared by N processes: no "
+			 "lock, a mutex, a semaphore; then a robust mutex "
+			 "whose holder dies.",
+			 opts, sizeof opts / sizeof opts[0]);
+	mp_stop_on_signals();
+
+	/* 1. Shared memory, a process-shared mutex, and a named semaphore
+	 *    made as CPython makes Lock() under fork: open, unlink at once. */
+	struct shared *sh = mp_shm_alloc(sizeof *sh);
+	char name[64], path[96];
+
+	if (!sh)
+		mp_die("mp_shm_alloc");
+	init_mutex(&sh->mutex, false);
+	mp_ipc_name(name, sizeof name, "lock");
+	MP_CHECK(mp_atcleanup(mp_cleanup_sem, name));
+	sem_t *sem = sem_open(name, O_CREAT | O_EXCL, 0600, 1);
+
+	if (sem == SEM_FAILED)
+		mp_die("sem_open(%s)", name);
+	/* glibc keeps a named semaphore in a file: /dev/shm/sem.<name> */
+	snprintf(path, sizeof path, "/dev/shm/sem.%s", name + 1);
+	MP_CHECK(access(path, F_OK));
+	MP_CHECK(sem_unlink(name)); /* the open semaphore lives on, nameless */
+	MP_CHECK(mp_cancel_cleanup(mp_cleanup_sem, name));
+
+	/* 2. The same read-then-write by every worker: no lock, each lock. */
+	long want = procs * iters;
+
+	run_phase(sh, sem, NO_LOCK, procs, iters);
+	long by_mutex = run_phase(sh, sem, MUTEX, procs, iters);
+
+	mp_say("parent", "sem_open made %s; sem_unlink removed it", path);
+	long by_sem = run_phase(sh, sem, SEMAPHORE, procs, iters);
+
+	/* 3. The holder dies.  A semaphore has no owner: nobody can tell the
+	 *    lock is orphaned, and Python's acquire() blocks forever.  Here
+	 *    the wait is bounded: sem_timedwait, CLOCK_REALTIME deadline. */
+	init_mutex(&sh->robust, true);
+	sh->from = TOTAL;
+	sh->to = 0;
+	kill_a_holder(sh, sem);
+	struct timespec dl;
+
+	MP_CHECK(clock_gettime(CLOCK_REALTIME, &dl));
+	dl.tv_nsec += 200 * 1000000L;
+	dl.tv_sec += dl.tv_nsec / 1000000000L;
+	dl.tv_nsec %= 1000000000L;
+	int r = sem_timedwait(sem, &dl);
+	bool sem_stuck = r == -1 && errno == ETIMEDOUT;
+
+	if (r == -1 && !sem_stuck)
+		mp_die("sem_timedwait");
+	mp_say("parent", "sem_timedwait: %s after 200 ms: Python's acquire() "
+	       "would block forever", sem_stuck ? "ETIMEDOUT" : "acquired (?)");
+
+	/* 4. A robust mutex knows its owner: the kernel marks it when the owner
+	 *    dies, and the next locker gets it with EOWNERDEAD. */
+	int dead = pthread_mutex_lock(&sh->robust);
+
+	if (dead != 0 && dead != EOWNERDEAD)
+		mp_die_en(dead, "pthread_mutex_lock");
+	mp_say("parent", "pthread_mutex_lock: %s, the data is half-updated: "
+	       "from=%ld to=%ld", ename(dead), sh->from, sh->to);
+	if (dead == EOWNERDEAD) {
+		sh->to = TOTAL - sh->from; /* repair: finish the transfer */
+		MP_CHECK_PT(pthread_mutex_consistent(&sh->robust));
+	}
+	long from = sh->from, to = sh->to;
+
+	MP_CHECK_PT(pthread_mutex_unlock(&sh->robust));
+	int again = pthread_mutex_lock(&sh->robust);
+
+	if (again == 0) {
+		MP_CHECK_PT(pthread_mutex_unlock(&sh->robust));
+	} else { /* unrecoverable: destroy and init is all that is left */
+		MP_CHECK_PT(pthread_mutex_destroy(&sh->robust));
+		init_mutex(&sh->robust, true);
+	}
+	mp_say("parent", "repaired: from=%ld to=%ld; pthread_mutex_consistent; "
+	       "unlock; lock again: %s", from, to, ename(again));
+
+	/* 5. The same death, but the next locker unlocks without repairing:
+	 *    the mutex is then unusable for good; only destroy is left. */
+	kill_a_holder(sh, NULL);
+	int dead2 = pthread_mutex_lock(&sh->robust);
+
+	if (dead2 != 0 && dead2 != EOWNERDEAD)
+		mp_die_en(dead2, "pthread_mutex_lock");
+	MP_CHECK_PT(pthread_mutex_unlock(&sh->robust));
+	int unrec = pthread_mutex_lock(&sh->robust);
+
+	if (unrec == 0)
+		MP_CHECK_PT(pthread_mutex_unlock(&sh->robust));
+	mp_say("parent", "unlocked without repair; next pthread_mutex_lock: %s",
+	       ename(unrec));
+
+	/* 6. Clean up and check. */
+	MP_CHECK_PT(pthread_mutex_destroy(&sh->robust));
+	MP_CHECK_PT(pthread_mutex_destroy(&sh->mutex));
+	MP_CHECK(sem_close(sem));
+	MP_CHECK(mp_shm_free(sh, sizeof *sh));
+
+	bool ok = by_mutex == want && by_sem == want && sem_stuck &&
+		  dead == EOWNERDEAD && from + to == TOTAL && again == 0 &&
+		  dead2 == EOWNERDEAD && unrec == ENOTRECOVERABLE;
+
+	printf("result: mutex=%ld semaphore=%ld expected=%ld, robust: %s %s, "
+	       "unrepaired %s %s\n", by_mutex, by_sem, want,
+	       ename(dead),
+	       from + to == TOTAL && again == 0 ? "repaired" : "NOT repaired",
+	       ename(unrec), ok ? "OK" : "MISMATCH");
+	return ok ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,253 @@
+/* 1_synchronization/semaphores.c -- at most K of N processes inside at once
+ *
+ * Python:  slots = multiprocessing.Semaphore(K)  ...  with slots: download()
+ *          Semaphore and BoundedSemaphore are SemLocks of kind SEMAPHORE
+ *          (Lib/multiprocessing/synchronize.py), with maxvalue SEM_VALUE_MAX
+ *          and maxvalue K: a POSIX named semaphore made by sem_open(name,
+ *          O_CREAT | O_EXCL, 0600, K) (Modules/_multiprocessing/semaphore.c).
+ *          A spawned child reopens it by name with sem_open(name, 0).
+ *          acquire(timeout=t) is sem_timedwait on a gettimeofday() deadline,
+ *          False on ETIMEDOUT.  release() of a bounded one first reads
+ *          sem_getvalue and raises ValueError("semaphore or lock released too
+ *          many times") at maxvalue -- "not an absolute guarantee", says the
+ *          source: two releases at once can both pass the check.
+ * C:       sem_init(pshared=1) in MAP_SHARED memory; sem_open(O_CREAT|O_EXCL)
+ *          in the parent, sem_open(name, 0) in each child, sem_close,
+ *          sem_unlink; sem_wait/sem_post/sem_trywait/sem_timedwait/
+ *          sem_getvalue; a bounded post made exact with a process-shared mutex.
+ * Usage:   semaphores [--procs N (6, 1..64)] [--slots K (2, 1..64)]
+ *                     [--rounds N (20, 1..10^9)] [--work-us N (1000, 0..10^6)]
+ *                     [--no-limit]
+ * Output:  [parent 6438 +0.1ms] sem_open made /dev/shm/sem.mpp-semaphores-slots-6438
+ *          [parent 6438 +71.3ms] sem_init: 6 workers x 20 rounds, at most 2 inside at once (slots 2), 0 releases refused
+ *          [parent 6438 +139.5ms] sem_open by name in each child: at most 2 inside at once (slots 2)
+ *          [parent 6438 +139.5ms] took all 2 slots; sem_trywait: EAGAIN (acquire(block=False) is False)
+ *          [parent 6438 +239.7ms] sem_timedwait: ETIMEDOUT after 100.1 ms (acquire(timeout=0.1) is False)
+ *          [parent 6438 +240.2ms] plain sem_post by a child on a full semaphore: 0, value 2 -> 3
+ *          [parent 6438 +240.4ms] bounded post by a child on a full semaphore: EOVERFLOW ("released too many times"), value stays 2
+ *          result: max inside 2,2 (K=2), entries 240/240, ETIMEDOUT, bounded post refused, value 2 OK
+ * Try this: --no-limit (no semaphore: watch the maximum pass K and the
+ *          verdict say MISMATCH); --slots 1 (a semaphore as a lock).
+ */
+#define _GNU_SOURCE /* strerrorname_np */
+#include "mp.h"
+
+#include <fcntl.h>
+#include <semaphore.h>
+
+enum { TIMEOUT_MS = 100 };
+
+struct shared {
+	sem_t slots;               /* unnamed, pshared: lives in this page */
+	pthread_mutex_t post_lock; /* serializes bounded_post() */
+	_Atomic int inside, max_inside;
+	_Atomic long entries, refused;
+	int post_err;              /* what a child's extra release returned */
+};
+
+static const char *ename(int err)
+{
+	const char *n = err ? strerrorname_np(err) : "0";
+
+	return n ? n : "?";
+}
+
+/* BoundedSemaphore.release() in C: refuse to go past max.  Python reads the
+ * value and posts without a lock, so two releasers can both see max - 1.
+ * Here releasers take turns; waiters only lower the value meanwhile, so the
+ * check stays true.  (Another way: count the holders in shared memory under
+ * the same lock and refuse a release when none is held.) */
+static int bounded_post(struct shared *sh, sem_t *sem, int max)
+{
+	int v, rc = 0;
+
+	MP_CHECK_PT(pthread_mutex_lock(&sh->post_lock));
+	MP_CHECK(sem_getvalue(sem, &v));
+	if (v >= max) {
+		rc = -1;
+		errno = EOVERFLOW; /* what sem_post says past SEM_VALUE_MAX */
+	} else {
+		MP_CHECK(sem_post(sem));
+	}
+	MP_CHECK_PT(pthread_mutex_unlock(&sh->post_lock));
+	return rc;
+}
+
+/* The section we limit: count who is inside, remember the maximum. */
+static void occupy(struct shared *sh, long work_us)
+{
+	int now = atomic_fetch_add(&sh->inside, 1) + 1;
+	int max = atomic_load(&sh->max_inside);
+
+	while (now > max &&
+	       !atomic_compare_exchange_weak(&sh->max_inside, &max, now))
+		; /* max now holds the fresh value: try again */
+	struct timespec t = { work_us / 1000000, work_us % 1000000 * 1000 };
+
+	MP_CHECK(nanosleep(&t, NULL)); /* a download, holding its slot */
+	atomic_fetch_sub(&sh->inside, 1);
+	atomic_fetch_add(&sh->entries, 1);
+}
+
+/* N workers, each entering rounds times.  With a name, each child opens
+ * the semaphore itself, as a spawned Python child does. */
+static int run(struct shared *sh, const char *name, long procs, long slots,
+	       long rounds, long work_us, bool limit)
+{
+	atomic_store(&sh->max_inside, 0);
+	for (long p = 0; p < procs; p++) {
+		if (mp_fork() != 0)
+			continue;
+		sem_t *sem = name ? sem_open(name, 0) : &sh->slots;
+
+		if (sem == SEM_FAILED)
+			mp_die("sem_open(%s)", name);
+		for (long i = 0; i < rounds; i++) {
+			if (limit)
+				MP_CHECK(sem_wait(sem));
+			occupy(sh, work_us);
+			if (!limit)
+				continue;
+			if (name)
+				MP_CHECK(sem_post(sem));
+			else if (bounded_post(sh, sem, (int)slots) == -1)
+				atomic_fetch_add(&sh->refused, 1);
+		}
+		if (name)
+			MP_CHECK(sem_close(sem));
+		_exit(EXIT_SUCCESS);
+	}
+	mp_wait_all();
+	return atomic_load(&sh->max_inside);
+}
+
+int main(int argc, char *argv[])
+{
+	long procs = 6, slots = 2, rounds = 20, work_us = 1000;
+	bool no_limit = false;
+	const struct mp_opt opts[] = {
+		MP_OPT_L("procs", &procs, 1, 64, "worker processes"),
+		MP_OPT_L("slots", &slots, 1, 64,
+			 "how many may be inside at once"),
+		MP_OPT_L("rounds", &rounds, 1, 1000000000,
+			 "entries per worker"),
+		MP_OPT_L("work-us", &work_us, 0, 1000000,
+			 "microseconds inside"),
+		MP_OPT_F("no-limit", &no_limit,
+			 "skip the semaphore (to see it fail)"),
+	};
+
+	mp_parse_options(argc, argv, "A counting semaphore bounding how "
+			 "many processes are inside; timed waits; a bounded "
+			 "release.",
+			 opts, sizeof opts / sizeof opts[0]);
+	mp_stop_on_signals();
+
+	/* 1. An unnamed semaphore in shared memory (pshared = 1), and a named
+	 *    one, under /dev/shm until sem_unlink: unlinked on Ctrl-C too. */
+	struct shared *sh = mp_shm_alloc(sizeof *sh);
+	char name[64], path[96];
+	pthread_mutexattr_t a;
+
+	if (!sh)
+		mp_die("mp_shm_alloc");
+	MP_CHECK(sem_init(&sh->slots, 1, (unsigned)slots));
+	MP_CHECK_PT(pthread_mutexattr_init(&a));
+	MP_CHECK_PT(pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED));
+	MP_CHECK_PT(pthread_mutex_init(&sh->post_lock, &a));
+	MP_CHECK_PT(pthread_mutexattr_destroy(&a));
+	mp_ipc_name(name, sizeof name, "slots");
+	MP_CHECK(mp_atcleanup(mp_cleanup_sem, name));
+	sem_t *named = sem_open(name, O_CREAT | O_EXCL, 0600, (unsigned)slots);
+
+	if (named == SEM_FAILED)
+		mp_die("sem_open(%s)", name);
+	/* glibc keeps a named semaphore in a file: /dev/shm/sem.<name> */
+	snprintf(path, sizeof path, "/dev/shm/sem.%s", name + 1);
+	MP_CHECK(access(path, F_OK));
+	mp_say("parent", "sem_open made %s", path);
+
+	/* 2. The same workload through each: the maximum never passes K. */
+	bool limit = !no_limit;
+	int max_unnamed = run(sh, NULL, procs, slots, rounds, work_us, limit);
+
+	mp_say("parent", "sem_init: %ld workers x %ld rounds, at most %d "
+	       "inside at once (slots %ld), %ld releases refused", procs,
+	       rounds, max_unnamed, slots, atomic_load(&sh->refused));
+	int max_named = run(sh, name, procs, slots, rounds, work_us, limit);
+
+	mp_say("parent", "sem_open by name in each child: at most %d inside "
+	       "at once (slots %ld)", max_named, slots);
+
+	/* 3. Timed waits: take every slot, then ask for one more. */
+	for (long i = 0; i < slots; i++)
+		MP_CHECK(sem_trywait(named));
+	int busy = sem_trywait(named) == -1 ? errno : 0;
+
+	mp_say("parent", "took all %ld slots; sem_trywait: %s (acquire(block="
+	       "False) is False)", slots, ename(busy));
+	/* The deadline is absolute, on CLOCK_REALTIME (a clock that can be
+	 * set); glibc's sem_clockwait() accepts CLOCK_MONOTONIC instead. */
+	struct timespec dl;
+
+	MP_CHECK(clock_gettime(CLOCK_REALTIME, &dl));
+	dl.tv_nsec += TIMEOUT_MS * 1000000L;
+	dl.tv_sec += dl.tv_nsec / 1000000000L;
+	dl.tv_nsec %= 1000000000L;
+	int64_t t0 = mp_now_ns();
+	int timed = sem_timedwait(named, &dl) == -1 ? errno : 0;
+	double waited_ms = mp_elapsed_s(t0) * 1e3;
+
+	mp_say("parent", "sem_timedwait: %s after %.1f ms (acquire(timeout="
+	       "%g) is False)", ename(timed), waited_ms, TIMEOUT_MS / 1e3);
+	for (long i = 0; i < slots + (timed == 0); i++)
+		MP_CHECK(sem_post(named));
+
+	/* 4. One release too many, by a child: a plain sem_post takes the
+	 *    value past K without a word; the bounded post refuses it. */
+	int before, after, bounded;
+
+	MP_CHECK(sem_getvalue(named, &before));
+	if (mp_fork() == 0) {
+		MP_CHECK(sem_post(named));
+		_exit(EXIT_SUCCESS);
+	}
+	mp_wait_all();
+	MP_CHECK(sem_getvalue(named, &after));
+	mp_say("parent", "plain sem_post by a child on a full semaphore: 0, "
+	       "value %d -> %d", before, after);
+	MP_CHECK(sem_trywait(named)); /* undo it */
+	if (mp_fork() == 0) {
+		int rc = bounded_post(sh, named, (int)slots);
+
+		sh->post_err = rc == -1 ? errno : 0;
+		_exit(EXIT_SUCCESS);
+	}
+	mp_wait_all();
+	MP_CHECK(sem_getvalue(named, &bounded));
+	mp_say("parent", "bounded post by a child on a full semaphore: %s "
+	       "(\"released too many times\"), value stays %d",
+	       ename(sh->post_err), bounded);
+
+	/* 5. Clean up (the name goes first, then our handle) and check. */
+	MP_CHECK(sem_unlink(name));
+	MP_CHECK(mp_cancel_cleanup(mp_cleanup_sem, name));
+	MP_CHECK(sem_close(named));
+	MP_CHECK(sem_destroy(&sh->slots));
+	MP_CHECK_PT(pthread_mutex_destroy(&sh->post_lock));
+
+	long entries = atomic_load(&sh->entries), want = 2 * procs * rounds;
+	bool ok = max_unnamed <= slots && max_named <= slots &&
+		  entries == want && atomic_load(&sh->refused) == 0 &&
+		  busy == EAGAIN && timed == ETIMEDOUT &&
+		  waited_ms >= TIMEOUT_MS * 0.95 &&
+		  after == (int)slots + 1 && sh->post_err == EOVERFLOW &&
+		  bounded == (int)slots;
+
+	printf("result: max inside %d,%d (K=%ld), entries %ld/%ld, %s, bounded "
+	       "post %s, value %d %s\n", max_unnamed, max_named, slots, entries,
+	       want, ename(timed), sh->post_err ? "refused" : "NOT refused",
+	       bounded, ok ? "OK" : "MISMATCH");
+	MP_CHECK(mp_shm_free(sh, sizeof *sh));
+	return ok ? EXIT_SUCCESS : EXIT_FAILURE;
+}
