@@ -38,12 +38,10 @@ bool mp_is_main_process(void)
 
 /* ---- errors ----------------------------------------------------------- */
 
-static _Noreturn void die_with(int err, const char *fmt, va_list ap)
+static _Noreturn void die_msg(int err, const char *msg)
 {
-	char msg[512];
-
-	vsnprintf(msg, sizeof msg, fmt, ap);
 	const char *name = strerrorname_np(err);
+
 	fprintf(stderr, "%s: %s: %s (%s)\n", program_invocation_short_name,
 		msg, name ? name : "?", strerror(err));
 	if (mp_is_main_process())
@@ -54,19 +52,25 @@ static _Noreturn void die_with(int err, const char *fmt, va_list ap)
 
 void mp_die(const char *fmt, ...)
 {
-	int err = errno;
+	int err = errno;  /* before vsnprintf can change it */
+	char msg[512];
 	va_list ap;
 
 	va_start(ap, fmt);
-	die_with(err, fmt, ap);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	die_msg(err, msg);
 }
 
 void mp_die_en(int err, const char *fmt, ...)
 {
+	char msg[512];
 	va_list ap;
 
 	va_start(ap, fmt);
-	die_with(err, fmt, ap);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	die_msg(err, msg);
 }
 
 /* ---- narration -------------------------------------------------------- */
