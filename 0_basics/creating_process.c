@@ -17,20 +17,22 @@
  *          _exit (vs exit), waitpid, WIFEXITED/WEXITSTATUS/WIFSIGNALED/WTERMSIG
  * Usage:   creating_process [--name S (greeter)] [--who S (world)]
  *            [--nap MS (0, 0..600000): how long greet() works]
- * Output:  (trimmed)
- *   [child 3833 +0.1ms] hello world: pid 3833, parent 3832, kernel name
+ * Output:  (long lines folded)
+ *   [parent 998 +0.0ms] Process(target=greet, args=('world',),
+ *                       name='greeter').start()
+ *   [parent 998 +0.1ms] <Process name='greeter' pid=1000 parent=998 started>
+ *   [child 1000 +0.2ms] hello world: pid 1000, parent 998, kernel name
  *                       'greeter'
- *   [parent 3832 +0.2ms] <Process name='greeter' pid=3833 parent=3832
- *                        started>
- *   [parent 3832 +0.2ms] <Process name='greeter' pid=3833 parent=3832
- *                        stopped exitcode=0>
- *   [parent 3832 +0.5ms] <Process name='exit-263' pid=3834 parent=3832
- *                        stopped exitcode=7>
- *   [parent 3832 +0.6ms] waitpid(WNOHANG) returned 0 -> exitcode None
- *   [parent 3832 +0.7ms] <Process name='sleeper' pid=3835 parent=3832
- *                        stopped exitcode=-SIGKILL>
- *   [parent 3832 +1.3ms] child called exit(): the line arrived 2 times;
- *                        _exit(): 1 time
+ *   [parent 998 +0.2ms] <Process name='greeter' pid=1000 parent=998 stopped
+ *                       exitcode=0>
+ *   [parent 998 +0.4ms] <Process name='exit-263' pid=1001 parent=998 stopped
+ *                       exitcode=7>
+ *   [parent 998 +0.5ms] waitpid(WNOHANG) returned 0 -> exitcode None
+ *   [parent 998 +0.5ms] <Process name='sleeper' pid=1002 parent=998 started>
+ *   [parent 998 +0.6ms] <Process name='sleeper' pid=1002 parent=998 stopped
+ *                       exitcode=-SIGKILL>
+ *   [parent 998 +1.0ms] child called exit(): the line arrived 2 times;
+ *                       _exit(): 1 time
  *   result: greeter 0, return 263 -> 7, SIGKILL -> -9, exit() 2x, _exit() 1x OK
  * Try this: --name a-very-long-process-name (the kernel keeps 15 bytes);
  *   --nap 30000 and run "ps -o pid,ppid,comm" in another terminal.

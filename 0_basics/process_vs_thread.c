@@ -13,28 +13,27 @@
  * Calls:   fork, waitpid, WIFSIGNALED/WTERMSIG, pthread_create, pthread_join,
  *          mmap(MAP_SHARED | MAP_ANONYMOUS) to get results back from children
  * Usage:   process_vs_thread [--workers N (online CPUs up to 8, 1..64)]
- *            [--iters N (20000000)] [--repeat N (2)] [--spawns N (100)]
- *            [--py-iters N (200000)]
- * Output:  (trimmed; RelWithDebInfo, 2 cores shared with other jobs)
- *   [child 24926 +0.1ms] value=2 at 0x7ffdae271b20 (my copy)
- *   [parent 24925 +0.3ms] after the child: value=1 at 0x7ffdae271b20 -> its
- *                         write is invisible here
- *   [parent 24925 +0.3ms] after the thread: value=3 -> its write is visible
- *                         here
- *   [parent 24925 +0.6ms] child 24928 was killed by signal 11 (Segmentation
- *                         fault); the parent runs on
- *   [parent 24925 +17.3ms] create+wait, median of 100: process 134.2 us,
- *                          thread 18.7 us (7.2x)
- *   [parent 24925 +55.0ms] workers     processes            threads
- *   [parent 24925 +131.0ms]       1      19.0 ms  0.99x      18.4 ms  1.02x
- *   [parent 24925 +168.8ms]       2       9.5 ms  1.98x       9.2 ms  2.03x
+ *            [--iters N (20000000, 1000..10^11)] [--repeat N (2, 1..1000)]
+ *            [--spawns N (100, 1..10^6)] [--py-iters N (100000, 0..10^8)]
+ * Output:  (trimmed; 2 cores shared with other jobs)
+ *   [child 7646 +0.1ms] value=2 at 0x7ffd7a9c1c70 (my copy)
+ *   [parent 7644 +0.3ms] after the child: value=1 at 0x7ffd7a9c1c70 -> its
+ *                        write is invisible here
+ *   [parent 7644 +0.5ms] after the thread: value=3 -> its write is visible
+ *   [parent 7644 +0.8ms] child 7648 was killed by signal 11 (Segmentation
+ *                        fault); the parent runs on
+ *   [parent 7644 +24.9ms] create+wait, median of 100: process 204.9 us,
+ *                         thread 47.1 us (4.4x)
+ *   [parent 7644 +62.1ms] workers     processes            threads
+ *   [parent 7644 +162.5ms]       1      27.3 ms  0.68x      18.5 ms  1.00x
+ *   [parent 7644 +213.2ms]       2      12.6 ms  1.47x      11.9 ms  1.55x
  *       python: workers  threads            processes
- *       python:       1     66.2 ms  1.10x    124.6 ms  0.59x
- *       python:       2     68.5 ms  1.07x     38.5 ms  1.90x
+ *       python:       1     30.5 ms  0.94x     32.0 ms  0.90x
+ *       python:       2     29.7 ms  0.96x     17.7 ms  1.62x
  *   result: child write private, thread write shared, child SIGSEGV
  *           contained, sums 2/2 rows, python matches OK
  * Try this: --workers 8 on 2 cores (past the core count nothing gets faster);
- *   pass `local` instead of `shared` to with_processes() (the sums are lost);
+ *   give the processes `local` instead of `shared` in step 4 (sums are lost);
  *   malloc and touch 1 GiB before step 3 (fork copies page tables, so it
  *   slows down; pthread_create does not).
  */
@@ -66,13 +65,6 @@ static uint64_t work(uint64_t lo, uint64_t hi)
 	return s;
 }
 
-static void split(struct slice *sl, int k, uint64_t iters)
-{
-	for (uint64_t i = 0; i < (uint64_t)k; i++)
-		sl[i] = (struct slice){ .lo = iters * i / (uint64_t)k,
-					.hi = iters * (i + 1) / (uint64_t)k };
-}
-
 static void expect_exit0(pid_t pid, int status)
 {
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
@@ -90,64 +82,58 @@ static void *thread_main(void *arg)
 	return NULL;
 }
 
-static void *set_to_3(void *arg) { *(long *)arg = 3; return NULL; }
-static void *noop(void *arg) { return arg; }
-
-/* k children; sl[] must be MAP_SHARED: a child's plain writes stay in its
- * own copy of memory (step 1), so results come back through shared pages. */
-static uint64_t with_processes(struct slice *sl, int k, uint64_t iters)
+static void *set_to_3(void *arg)
 {
-	pid_t pids[MAX_WORKERS];
+	*(long *)arg = 3;
+	return NULL;
+}
+
+/* k workers (processes or threads), each summing its slice, side by side.
+ * A child's plain writes stay in its own copy of memory (step 1), so for
+ * processes sl[] must be MAP_SHARED; threads share the whole address space,
+ * so any memory does for them.  k == 0: all the work in this thread. */
+static uint64_t run_workers(bool process, struct slice *sl, int k,
+			    uint64_t iters)
+{
+	pid_t pid[MAX_WORKERS];
+	pthread_t tid[MAX_WORKERS];
 	uint64_t total = 0;
 
-	split(sl, k, iters);
-	for (int i = 0; i < k; i++)
-		if ((pids[i] = mp_fork()) == 0) {  /* fflush(stdout) + fork() */
+	if (k == 0)
+		return work(0, iters);
+	for (int i = 0; i < k; i++) {
+		sl[i].lo = iters * (uint64_t)i / (uint64_t)k;
+		sl[i].hi = iters * (uint64_t)(i + 1) / (uint64_t)k;
+		if (!process)
+			MP_CHECK_PT(pthread_create(&tid[i], NULL, thread_main,
+						   &sl[i]));
+		else if ((pid[i] = mp_fork()) == 0) {  /* fflush + fork */
 			sl[i].sum = work(sl[i].lo, sl[i].hi);
 			_exit(0);
 		}
+	}
 	for (int i = 0; i < k; i++) {
-		expect_exit0(pids[i], mp_waitpid(pids[i]));
+		if (process)
+			expect_exit0(pid[i], mp_waitpid(pid[i]));
+		else
+			MP_CHECK_PT(pthread_join(tid[i], NULL));
 		total += sl[i].sum;
 	}
 	return total;
-}
-
-/* k threads; sl[] can be any memory: threads share the whole address space. */
-static uint64_t with_threads(struct slice *sl, int k, uint64_t iters)
-{
-	pthread_t t[MAX_WORKERS];
-	uint64_t total = 0;
-
-	split(sl, k, iters);
-	for (int i = 0; i < k; i++)
-		MP_CHECK_PT(pthread_create(&t[i], NULL, thread_main, &sl[i]));
-	for (int i = 0; i < k; i++) {
-		MP_CHECK_PT(pthread_join(t[i], NULL));
-		total += sl[i].sum;
-	}
-	return total;
-}
-
-static uint64_t serial(struct slice *sl, int k, uint64_t iters)
-{
-	(void)sl, (void)k;
-	return work(0, iters);
 }
 
 /* Best of `repeat` runs (the least disturbed by other programs), and
  * whether every run gave the same total. */
 struct timing { double ms; uint64_t sum; bool same; };
 
-static struct timing best_of(long repeat, struct slice *sl, int k,
-			     uint64_t iters,
-			     uint64_t (*run)(struct slice *, int, uint64_t))
+static struct timing best_of(long repeat, bool process, struct slice *sl,
+			     int k, uint64_t iters)
 {
 	struct timing t = { .ms = -1, .same = true };
 
 	for (long r = 0; r < repeat; r++) {
 		int64_t t0 = mp_now_ns();
-		uint64_t sum = run(sl, k, iters);
+		uint64_t sum = run_workers(process, sl, k, iters);
 		double ms = (double)(mp_now_ns() - t0) / 1e6;
 
 		if (r == 0)
@@ -159,29 +145,6 @@ static struct timing best_of(long repeat, struct slice *sl, int k,
 	return t;
 }
 
-/* A child that dies the way buggy C dies: a store to a page it may not
- * touch. */
-static _Noreturn void crash(void)
-{
-	struct sigaction dfl = { .sa_handler = SIG_DFL };
-	long page = sysconf(_SC_PAGESIZE);
-
-	/* ASan installs a SIGSEGV handler that reports and exits 1: restore
-	 * the default action (death by the signal) of a plain build.  And no
-	 * core file for a crash made on purpose. */
-	MP_CHECK(sigemptyset(&dfl.sa_mask));
-	MP_CHECK(sigaction(SIGSEGV, &dfl, NULL));
-	MP_CHECK(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0));
-	MP_CHECK(page);
-	int *p = mmap(NULL, (size_t)page, PROT_NONE,
-		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
-		mp_die("mmap");
-	mp_say("child", "storing to a PROT_NONE page at %p", (void *)p);
-	*(volatile int *)p = 42;  /* the MMU refuses; the kernel: SIGSEGV */
-	_exit(0);                 /* not reached */
-}
-
 static int cmp_i64(const void *a, const void *b)
 {
 	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -189,20 +152,61 @@ static int cmp_i64(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-static double median_us(int64_t *ns, long n)
+/* Median of n create+wait cycles of a child that _exits at once, or of a
+ * thread that returns at once, in microseconds.  ns[] holds n samples. */
+static double median_start_us(bool process, int64_t *ns, long n)
 {
+	for (long i = 0; i < n; i++) {
+		int64_t t0 = mp_now_ns();
+		struct slice none = { 0 };  /* work(0, 0): returns at once */
+		pthread_t t;
+		pid_t pid;
+
+		if (process) {
+			if ((pid = mp_fork()) == 0)
+				_exit(0);
+			expect_exit0(pid, mp_waitpid(pid));
+		} else {
+			MP_CHECK_PT(pthread_create(&t, NULL, thread_main,
+						   &none));
+			MP_CHECK_PT(pthread_join(t, NULL));
+		}
+		ns[i] = mp_now_ns() - t0;
+	}
 	qsort(ns, (size_t)n, sizeof *ns, cmp_i64);
 	return (double)ns[n / 2] / 1e3;
 }
 
-/* The Python twin, its stdout on a pipe: echo its lines and compare its
- * checksum with ours.  1 = match, 0 = mismatch or failure, -1 = skipped. */
+/* A child that dies the way buggy C dies: a store to a page it may not
+ * touch. */
+static _Noreturn void crash(void)
+{
+	struct sigaction dfl = { .sa_handler = SIG_DFL };
+
+	/* ASan installs a SIGSEGV handler that reports and exits 1: restore
+	 * the default action (death by the signal) of a plain build.  And no
+	 * core file for a crash made on purpose. */
+	MP_CHECK(sigemptyset(&dfl.sa_mask));
+	MP_CHECK(sigaction(SIGSEGV, &dfl, NULL));
+	MP_CHECK(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0));
+	/* One page (mmap rounds the length up) that may not be touched. */
+	int *p = mmap(NULL, 1, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		mp_die("mmap");
+	mp_say("child", "storing to a PROT_NONE page at %p", (void *)p);
+	*(volatile int *)p = 42;  /* the MMU refuses; the kernel: SIGSEGV */
+	_exit(0);                 /* not reached */
+}
+
+/* The Python twin, its stdout on a pipe (-u: unbuffered): echo its lines as
+ * they come and compare its checksum with want.  1 = match, 0 = mismatch or
+ * failure, -1 = skipped. */
 static int run_twin(long iters, long workers, long repeat, uint64_t want)
 {
 	const char *py = mp_python3();
-	char script[4096], a_iters[32], a_workers[32], a_repeat[32];
-	char out[16384];
-	size_t len = 0;
+	char script[4096], arg[3][24], *line = NULL;
+	size_t cap = 0;
+	bool agree = false;
 	int fd[2];
 
 	if (!py || iters == 0) {
@@ -215,54 +219,46 @@ static int run_twin(long iters, long workers, long repeat, uint64_t want)
 	       "the GIL, multiprocessing.Process does not");
 	snprintf(script, sizeof script, "%s/process_vs_thread.py",
 		 MP_LESSON_DIR);
-	snprintf(a_iters, sizeof a_iters, "%ld", iters);
-	snprintf(a_workers, sizeof a_workers, "%ld", workers);
-	snprintf(a_repeat, sizeof a_repeat, "%ld", repeat);
+	snprintf(arg[0], sizeof arg[0], "%ld", iters);
+	snprintf(arg[1], sizeof arg[1], "%ld", workers);
+	snprintf(arg[2], sizeof arg[2], "%ld", repeat);
 	MP_CHECK(pipe(fd));
 	pid_t pid = mp_fork();
 	if (pid == 0) {
 		MP_CHECK(dup2(fd[1], STDOUT_FILENO));
 		MP_CHECK(close(fd[0]));
 		MP_CHECK(close(fd[1]));
-		execl(py, py, script, "--iters", a_iters, "--workers",
-		      a_workers, "--repeat", a_repeat, (char *)NULL);
+		execl(py, py, "-u", script, "--iters", arg[0], "--workers",
+		      arg[1], "--repeat", arg[2], (char *)NULL);
 		mp_die("exec %s", py);
 	}
 	MP_CHECK(close(fd[1]));
-	/* A few lines.  Were there more than fit, closing our end would give
-	 * it EPIPE: the check below fails instead of hanging. */
-	while (len < sizeof out - 1) {
-		ssize_t n = read(fd[0], out + len, sizeof out - 1 - len);
+	FILE *in = fdopen(fd[0], "r");
+	if (!in)
+		mp_die("fdopen");
+	while (getline(&line, &cap, in) != -1) {
+		uint64_t got;
+		int end = 0;  /* %n: set only if " rows agree" matched too */
 
-		if (n == 0)
-			break;
-		if (n == -1 && errno != EINTR)
-			mp_die("read from python3");
-		if (n > 0)
-			len += (size_t)n;
+		if (sscanf(line, "checksum %" SCNx64 " rows agree%n", &got,
+			   &end) == 1 && end > 0)
+			agree = got == want;
+		if (printf("    python: %s", line) < 0 || fflush(stdout) == EOF)
+			mp_die("writing to stdout");
 	}
-	MP_CHECK(close(fd[0]));
-	out[len] = '\0';
+	if (ferror(in) || fclose(in) == EOF)
+		mp_die("reading from python3");
+	free(line);
 	int status = mp_waitpid(pid);
 
-	/* Parse before printing: strtok() cuts the buffer into lines. */
-	const char *cs = strstr(out, "checksum 0x");
-	uint64_t got = cs ? strtoull(cs + strlen("checksum "), NULL, 16) : 0;
-	bool agree = cs && strstr(cs, "rows agree");
-
-	for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"))
-		printf("    python: %s\n", line);
-	if (fflush(stdout) == EOF)
-		mp_die("fflush");
-	return WIFEXITED(status) && WEXITSTATUS(status) == 0 && agree &&
-	       got == want;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 && agree;
 }
 
 int main(int argc, char *argv[])
 {
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	long workers = ncpu < 1 ? 1 : ncpu > 8 ? 8 : ncpu;
-	long iters = 20000000, repeat = 2, spawns = 100, py_iters = 200000;
+	long iters = 20000000, repeat = 2, spawns = 100, py_iters = 100000;
 	const struct mp_opt opts[] = {
 		MP_OPT_L("workers", &workers, 1, MAX_WORKERS,
 			 "speedup table rows 1..N workers"),
@@ -303,14 +299,13 @@ int main(int argc, char *argv[])
 	MP_CHECK_PT(pthread_join(t, NULL));  /* its write happens-before */
 	bool thread_shared = value == 3;
 	mp_say("parent", "after the thread: value=%ld -> its write is %s",
-	       value, thread_shared ? "visible here" : "LOST?!");
+	       value, thread_shared ? "visible" : "LOST?!");
 
 	/* 2. Crash containment.  The child's bad store kills the child; we
 	 * read its death from waitpid().  The same store in a thread would
 	 * end the whole process: SIGSEGV's default action kills every thread
 	 * (so it is not tried here).  Python: Process.exitcode == -11. */
-	pid = mp_fork();
-	if (pid == 0)
+	if ((pid = mp_fork()) == 0)
 		crash();
 	int status = mp_waitpid(pid);
 	bool contained = WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV;
@@ -322,31 +317,16 @@ int main(int argc, char *argv[])
 		mp_say("parent", "child %jd was NOT killed (status 0x%x)",
 		       (intmax_t)pid, (unsigned)status);
 
-	/* 3. Creation cost: create + wait, many times, median.  fork() copies
-	 * the page tables and much of the process's kernel state;
-	 * pthread_create() takes a stack (glibc caches them) and calls clone()
-	 * with CLONE_VM | CLONE_FILES | ...: it shares all that instead. */
+	/* 3. Creation cost.  fork() copies the page tables and much of the
+	 * process's kernel state; pthread_create() takes a stack (glibc
+	 * caches them) and calls clone() with CLONE_VM | CLONE_FILES | ...:
+	 * it shares all that instead. */
 	int64_t *ns = malloc(sizeof *ns * (size_t)spawns);
 
 	if (!ns)
 		mp_die("malloc");
-	for (long i = 0; i < spawns; i++) {
-		int64_t t0 = mp_now_ns();
-
-		if ((pid = mp_fork()) == 0)
-			_exit(0);
-		expect_exit0(pid, mp_waitpid(pid));
-		ns[i] = mp_now_ns() - t0;
-	}
-	double fork_us = median_us(ns, spawns);
-	for (long i = 0; i < spawns; i++) {
-		int64_t t0 = mp_now_ns();
-
-		MP_CHECK_PT(pthread_create(&t, NULL, noop, NULL));
-		MP_CHECK_PT(pthread_join(t, NULL));
-		ns[i] = mp_now_ns() - t0;
-	}
-	double thread_us = median_us(ns, spawns);
+	double fork_us = median_start_us(true, ns, spawns);
+	double thread_us = median_start_us(false, ns, spawns);
 	free(ns);
 	mp_say("parent", "create+wait, median of %ld: process %.1f us, thread "
 	       "%.1f us (%.1fx)", spawns, fork_us, thread_us,
@@ -360,7 +340,7 @@ int main(int argc, char *argv[])
 
 	if (!shared)
 		mp_die("mp_shm_alloc");
-	struct timing ser = best_of(repeat, NULL, 1, (uint64_t)iters, serial);
+	struct timing ser = best_of(repeat, false, NULL, 0, (uint64_t)iters);
 	int rows_ok = 0;
 
 	mp_say("parent", "%ld iterations on %ld online CPUs, best of %ld: "
@@ -368,10 +348,10 @@ int main(int argc, char *argv[])
 	       ser.sum);
 	mp_say("parent", "workers     processes            threads");
 	for (int k = 1; k <= workers; k++) {
-		struct timing pr = best_of(repeat, shared, k, (uint64_t)iters,
-					   with_processes);
-		struct timing th = best_of(repeat, local, k, (uint64_t)iters,
-					   with_threads);
+		struct timing pr = best_of(repeat, true, shared, k,
+					   (uint64_t)iters);
+		struct timing th = best_of(repeat, false, local, k,
+					   (uint64_t)iters);
 		bool same = ser.same && pr.same && th.same &&
 			    pr.sum == ser.sum && th.sum == ser.sum;
 
