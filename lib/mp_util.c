@@ -38,12 +38,16 @@ bool mp_is_main_process(void)
 
 /* ---- errors ----------------------------------------------------------- */
 
+static void stop_children_and_clean_up(void);
+
 static _Noreturn void die_msg(int err, const char *msg)
 {
 	const char *name = strerrorname_np(err);
 
 	fprintf(stderr, "%s: %s: %s (%s)\n", program_invocation_short_name,
 		msg, name ? name : "?", strerror(err));
+	/* An error exit leaves nothing behind either: no child, no name. */
+	stop_children_and_clean_up();
 	if (mp_is_main_process())
 		exit(EXIT_FAILURE);
 	fflush(stdout);  /* the child's own lines; never the parent's */
@@ -409,7 +413,9 @@ static void signal_children(int sig)
 	close(dfd);
 }
 
-static void on_stop_signal(int sig)
+/* SIGTERM and reap every child (each does the same for its own), then run
+ * the cleanups this process registered.  Async-signal-safe. */
+static void stop_children_and_clean_up(void)
 {
 	signal_children(SIGTERM);
 	while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
@@ -419,6 +425,11 @@ static void on_stop_signal(int sig)
 	for (int i = ncleanups - 1; i >= 0; i--)
 		if (cleanups[i].fn && cleanups[i].owner == self)
 			cleanups[i].fn(cleanups[i].arg);
+}
+
+static void on_stop_signal(int sig)
+{
+	stop_children_and_clean_up();
 	_exit(128 + sig);
 }
 

@@ -8,9 +8,12 @@
  * Conventions (the same as the system calls a lesson teaches):
  *  - functions that can fail return 0 / -1 with errno set, unless documented
  *    otherwise;
- *  - "die" means: print one line to stderr and exit(1) -- or _exit(1) when
- *    called in a forked child, so that the child never runs the parent's
- *    atexit handlers or flushes the parent's stdio buffers a second time.
+ *  - "die" means: print one line to stderr, stop (SIGTERM) and reap the
+ *    process's children, run the cleanups it registered with mp_atcleanup()
+ *    (so an error exit leaves no process and no named object behind), and
+ *    exit(1) -- or _exit(1) when called in a forked child, so that the child
+ *    never runs the parent's atexit handlers or flushes the parent's stdio
+ *    buffers a second time.
  */
 #ifndef MP_UTIL_H
 #define MP_UTIL_H
@@ -137,9 +140,9 @@ void mp_ipc_name(char *buf, size_t size, const char *what);
  * handler wait for it: don't, or handle the signal yourself. */
 void mp_stop_on_signals(void);
 
-/* Register fn(arg) to run on a signal stop (see above).  Cleanups run only on
- * a signal stop: on a normal exit the lesson cleans up in plain sight.  They
- * run in the process that registered them, never in a forked child that
+/* Register fn(arg) to run on a signal stop (see above) or in mp_die().  They
+ * do not run on a normal exit: there the lesson cleans up in plain sight.
+ * They run in the process that registered them, never in a forked child that
  * inherited the list.  Up to 16; returns -1 with ENOMEM beyond that. */
 int mp_atcleanup(void (*fn)(void *), void *arg);
 

@@ -496,6 +496,47 @@ static void test_stop_on_sigint_exits_130(void **state)
 	check_stop(SIGINT);
 }
 
+/* Like stop_victim, but fails instead of waiting for a signal. */
+static void die_with_a_child_and_a_name(void *arg)
+{
+	static char name[64];
+
+	(void)arg;
+	mp_ipc_name(name, sizeof name, "orphan");
+	if (!mp_shm_create(name, 4096) ||
+	    mp_atcleanup(mp_cleanup_shm, name) == -1)
+		mp_die("mp_shm_create");
+	pid_t grandchild = mp_fork();
+
+	if (grandchild == 0) {
+		close(STDOUT_FILENO);
+		close(STDERR_FILENO);
+		pause();
+		_exit(0);
+	}
+	printf("%jd %s", (intmax_t)grandchild, name);
+	errno = EIO;
+	mp_die("giving up");
+}
+
+static void test_die_stops_children_and_runs_cleanups(void **state)
+{
+	(void)state;
+	struct outcome r;
+	long grandchild = 0;
+	char name[64] = "";
+
+	run_child(die_with_a_child_and_a_name, NULL, &r);
+	assert_exited(&r, 1);
+	assert_non_null(strstr(r.err, "giving up: EIO"));
+	assert_int_equal(sscanf(r.out, "%ld %63s", &grandchild, name), 2);
+	assert_true(grandchild > 0);
+	assert_int_equal(kill((pid_t)grandchild, 0), -1);  /* reaped: gone */
+	assert_int_equal(errno, ESRCH);
+	assert_int_equal(shm_open(name, O_RDONLY, 0), -1);  /* unlinked */
+	assert_int_equal(errno, ENOENT);
+}
+
 static void fill_cleanups(void *arg)
 {
 	(void)arg;
@@ -545,6 +586,7 @@ int main(void)
 		cmocka_unit_test(test_options_refuse_bad_input_with_exit_2),
 		cmocka_unit_test(test_help_prints_usage_and_exits_0),
 		cmocka_unit_test(test_die_names_errno_and_exits_1_in_a_child),
+		cmocka_unit_test(test_die_stops_children_and_runs_cleanups),
 		cmocka_unit_test(test_is_main_process_only_in_the_parent),
 		cmocka_unit_test(test_say_prefixes_role_pid_and_time),
 		cmocka_unit_test(test_now_ns_is_monotonic_and_counts_sleep),
