@@ -3,27 +3,23 @@
  *
  * Python:  b = multiprocessing.Barrier(parties, action=None, timeout=None)
  *          b.wait(timeout) -> arrival index; b.abort(); BrokenBarrierError
- *          Lib/multiprocessing/synchronize.py makes Barrier a subclass of
- *          threading.Barrier whose condition is a multiprocessing Condition()
- *          (an RLock and three semaphores) and whose _state and _count live
- *          in a shared array of two C ints (heap.BufferWrapper).  The last
- *          party to arrive runs action() before anyone is released; a
- *          wait() that times out breaks the barrier (_break()), and every
- *          waiter, then and later, gets BrokenBarrierError.
- * C:       pthread_barrier_t with pthread_barrierattr_setpshared(
- *          PTHREAD_PROCESS_SHARED) in MAP_SHARED memory; the one waiter told
- *          PTHREAD_BARRIER_SERIAL_THREAD plays action(), but after the
- *          others are let go: a second wait publishes its result.  pthread
- *          barriers have no timeout, no abort and no arrival index, so part
- *          2 builds a barrier from a mutex and a CLOCK_MONOTONIC condition
- *          variable.
+ *          Lib/multiprocessing/synchronize.py subclasses threading.Barrier:
+ *          its condition is a multiprocessing Condition() (an RLock and three
+ *          semaphores), its _state and _count two C ints in shared memory
+ *          (heap.BufferWrapper).  The last to arrive runs action() before
+ *          anyone leaves; a wait() that times out breaks the barrier, and
+ *          every waiter, then and later, gets BrokenBarrierError.
+ * C:       pthread_barrier_t, pthread_barrierattr_setpshared, in MAP_SHARED
+ *          memory; the waiter told PTHREAD_BARRIER_SERIAL_THREAD plays
+ *          action(), after the others are let go: a second wait publishes
+ *          its result.  pthread barriers have no timeout, abort or arrival
+ *          index: part 2 builds them from a mutex and a CLOCK_MONOTONIC cond.
  * Usage:   barrier [--procs N (4, 2..64)] [--phases N (200, 1..100000)]
  *                  [--timeout S (0.2, 0.01..600)]
- * Output:  [parent 4711 +8.3ms] pthread_barrier: 4 processes x 200 phases, 200 serial waiters (one a phase), 0 seen behind
- *          [parent 4711 +8.4ms] total after phase 200: 1844 (computed again alone: 1844)
- *          [parent 4711 +9.1ms] own barrier: 3 waits, action() ran 3 times, arrival indexes 0..N-1 each time
- *          [parent 4711 +211.3ms] 4 of 5 parties, timeout 0.2 s: 4 got BrokenBarrierError after 202.2 ms
- *          [parent 4711 +214.8ms] abort() with 4 asleep in wait(): 4 got BrokenBarrierError
+ * Output:  [parent 24402 +10.5ms] pthread_barrier: 4 processes x 200 phases, 200 serial waiters (one a phase), 0 seen behind
+ *          [parent 24402 +14.1ms] own barrier: 3 waits, action() ran 3 times, arrival indexes 0..N-1 each time
+ *          [parent 24402 +214.7ms] 4 of 5 parties, timeout 0.2 s: 4 got BrokenBarrierError after 200.6 ms
+ *          [parent 24402 +216.3ms] abort() with 4 asleep in wait(): 4 got BrokenBarrierError
  *          result: phases=200 serial=200 behind=0 total=1844 actions=3 broken=4+4 OK
  * Try this: delete the second pthread_barrier_wait of a phase: the serial
  *          process's sum races with the next phase, the total comes out
@@ -57,6 +53,7 @@ struct shared {
 static void lockstep(struct shared *sh, int id, int procs, int phases)
 {
 	for (int k = 0; k < phases; k++) {
+		alarm(10); /* a peer that died would leave us waiting forever */
 		long x = k == 0 ? 1 : sh->total; /* last phase's result */
 
 		sh->partial[id] = (x * (id + 2) + k) % MOD; /* this phase's work */
@@ -82,17 +79,26 @@ static void lockstep(struct shared *sh, int id, int procs, int phases)
 	}
 }
 
+/* s seconds from now on CLOCK_MONOTONIC, the clock of our condition. */
+static struct timespec deadline_in(double s)
+{
+	struct timespec t;
+
+	MP_CHECK(clock_gettime(CLOCK_MONOTONIC, &t));
+	int64_t ns = t.tv_nsec + (int64_t)(s * 1e9);
+
+	t.tv_sec += ns / 1000000000;
+	t.tv_nsec = ns % 1000000000;
+	return t;
+}
+
 /* Barrier.wait(timeout): the arrival index, or -1 for BrokenBarrierError.
  * The last to arrive runs the action, then opens the barrier. */
 static int bbar_wait(struct bbar *b, double timeout_s)
 {
-	struct timespec deadline;
+	struct timespec deadline = deadline_in(timeout_s);
 	int rc = 0;
 
-	MP_CHECK(clock_gettime(CLOCK_MONOTONIC, &deadline));
-	int64_t ns = deadline.tv_nsec + (int64_t)(timeout_s * 1e9);
-	deadline.tv_sec += ns / 1000000000;
-	deadline.tv_nsec = ns % 1000000000;
 	MP_CHECK_PT(pthread_mutex_lock(&b->lock));
 	unsigned long round = b->round;
 	int index = b->broken ? -1 : b->count++;
@@ -117,22 +123,22 @@ static int bbar_wait(struct bbar *b, double timeout_s)
 	return index;
 }
 
-/* Barrier.abort(), once n processes are waiting (bounded by 10 s). */
-static bool bbar_abort_when(struct bbar *b, int n)
+/* Barrier.abort(), once n processes are waiting (or 10 s passed): how
+ * many were waiting. */
+static int bbar_abort_when(struct bbar *b, int n)
 {
-	struct timespec deadline;
+	struct timespec deadline = deadline_in(10);
 	int rc = 0;
 
-	MP_CHECK(clock_gettime(CLOCK_MONOTONIC, &deadline));
-	deadline.tv_sec += 10;
 	MP_CHECK_PT(pthread_mutex_lock(&b->lock));
 	while (b->count < n && rc == 0)
 		rc = pthread_cond_timedwait(&b->cv, &b->lock, &deadline);
-	bool all_there = b->count == n;
+	int waiting = b->count;
+
 	b->broken = true;
 	MP_CHECK_PT(pthread_cond_broadcast(&b->cv));
 	MP_CHECK_PT(pthread_mutex_unlock(&b->lock));
-	return all_there;
+	return waiting;
 }
 
 static void bbar_init(struct bbar *b, int parties)
@@ -256,17 +262,17 @@ int main(int argc, char *argv[])
 	bbar_init(&sh->bb, n + 1);
 	sh->broken = 0;
 	run_parties(sh, n, 1, 30);
-	bool all_asleep = bbar_abort_when(&sh->bb, n);
+	int asleep = bbar_abort_when(&sh->bb, n);
 	mp_wait_all();
 	int broken_abort = sh->broken;
 	mp_say("parent", "abort() with %d asleep in wait(): %d got "
-	       "BrokenBarrierError", all_asleep ? n : -1, broken_abort);
+	       "BrokenBarrierError", asleep, broken_abort);
 	bbar_destroy(&sh->bb);
 
 	/* 6. Judge. */
 	bool ok = sh->serial == p && sh->behind == 0 && sh->total == want &&
 		  actions == 3 && indexes && broken_timeout == n &&
-		  took >= timeout && all_asleep && broken_abort == n;
+		  took >= timeout && asleep == n && broken_abort == n;
 	printf("result: phases=%d serial=%d behind=%d total=%ld actions=%d "
 	       "broken=%d+%d %s\n", p, (int)sh->serial, (int)sh->behind,
 	       sh->total, actions, broken_timeout, broken_abort,

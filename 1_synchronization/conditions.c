@@ -20,11 +20,11 @@
  *          waiter) against pthread_cond_broadcast (every waiter), which
  *          return at once: unlike notify(), they do not wait for the woken.
  * Usage:   conditions [--waiters N (4, 2..64)] [--timeout S (0.2, 0.01..600)]
- * Output:  [parent 4711 +0.4ms] 4 waiters asleep in wait_for(tickets > 0)
- *          [parent 4711 +0.5ms] 1 ticket + signal: 1 wake-up, 1 ticket taken, 3 still asleep
- *          [parent 4711 +0.6ms] 1 ticket + broadcast: 3 wake-ups, 1 ticket taken, 2 went back to sleep (the while loop)
- *          [parent 4711 +0.7ms] 2 tickets + broadcast: every waiter has its ticket
- *          [parent 4711 +201.2ms] wait_for(tickets > 0, timeout=0.2) in a child: False (ETIMEDOUT) after 200.1 ms
+ * Output:  [parent 24395 +0.8ms] 4 waiters asleep in wait_for(tickets > 0)
+ *          [parent 24395 +1.0ms] 1 ticket + signal: 1 wake-up, 1 ticket taken, 3 still asleep
+ *          [parent 24395 +1.1ms] 1 ticket + broadcast: 3 wake-ups, 1 ticket taken, 2 went back to sleep (the while loop)
+ *          [parent 24395 +1.2ms] 2 tickets + broadcast: every waiter has its ticket
+ *          [parent 24395 +201.7ms] wait_for(tickets > 0, timeout=0.2) in a child: False (ETIMEDOUT) after 200.1 ms
  *          result: taken=4/4 signal=1 wake broadcast=3/3 wakes timed out=200.1 ms OK
  * Try this: --waiters 64; in step 3 use pthread_cond_broadcast: the
  *          wake-ups counted for one ticket rise above 1 (how far depends on
@@ -103,11 +103,9 @@ static bool round_of(struct shared *sh, int tickets, bool all, int taken,
 		     int asleep, int wakes)
 {
 	sh->tickets += tickets;
-	if (tickets == 0)
-		; /* nothing to hand out: wake nobody, only wait */
-	else if (all)
+	if (tickets > 0 && all)
 		MP_CHECK_PT(pthread_cond_broadcast(&sh->cv));
-	else
+	else if (tickets > 0)
 		MP_CHECK_PT(pthread_cond_signal(&sh->cv));
 	sh->want_taken = taken;
 	sh->want_asleep = asleep;

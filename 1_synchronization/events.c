@@ -3,25 +3,22 @@
  *
  * Python:  ev = multiprocessing.Event(); ev.set(); ev.clear(); ev.is_set();
  *          ev.wait(timeout) -> True once set, False after the timeout.
- *          Lib/multiprocessing/synchronize.py builds Event from a
- *          Condition(Lock()) and a Semaphore(0) used as the flag: set() takes
- *          the flag's value to 1 and calls notify_all(); wait() sleeps in the
- *          condition's wait(timeout) unless the flag is up, then returns the
- *          flag.  The Lock, the flag and the three semaphores inside Condition
- *          are each a SemLock (sem_open in Modules/_multiprocessing/
- *          semaphore.c): one Event is five named POSIX semaphores.
- * C:       struct { pthread_mutex_t; pthread_cond_t; bool flag; } in MAP_SHARED
- *          memory, both PTHREAD_PROCESS_SHARED, the condition timed on
- *          CLOCK_MONOTONIC (pthread_condattr_setclock); then eventfd(2):
- *          set = write 1, is_set = poll with timeout 0, wait = poll, clear =
- *          read.
+ *          Lib/multiprocessing/synchronize.py builds it from a Condition(Lock())
+ *          and a Semaphore(0) as the flag: set() raises the flag and calls
+ *          notify_all(); wait() does one cond.wait(timeout) unless the flag is
+ *          up, then returns the flag.  With Condition's three semaphores, one
+ *          Event is five SemLocks (sem_open, Modules/_multiprocessing/
+ *          semaphore.c).
+ * C:       a mutex, a condition (timed on CLOCK_MONOTONIC) and a flag, all
+ *          PTHREAD_PROCESS_SHARED in MAP_SHARED memory; then eventfd(2): set =
+ *          write 1, is_set = poll with timeout 0, wait = poll, clear = read.
  * Usage:   events [--procs N (4, 1..64)] [--timeout S (0.1, 0.01..60)]
  *                 [--delay-ms N (50, 0..600000)] [--jobs N (2000, 0..1000000)]
- * Output:  [parent 4711 +100.2ms] wait(0.1) on an unset event: False after 100.2 ms
- *          [parent 4711 +151.4ms] set() after 50 ms of work: 4 of 4 waiters woke
- *          [parent 4711 +151.5ms] is_set() True; clear(); is_set() False
- *          [parent 4711 +152.2ms] eventfd: 4 of 4 workers served 2000 jobs from a pipe, then stopped
- *          [parent 4711 +152.2ms] eventfd is_set (poll 0): True; clear (read) got 1; is_set: False
+ * Output:  [parent 24385 +100.1ms] wait(0.1) on an unset event: False after 100.1 ms
+ *          [parent 24385 +151.2ms] set() after 50 ms of work: 4 of 4 waiters woke
+ *          [parent 24385 +151.3ms] is_set() True; clear(); is_set() False
+ *          [parent 24385 +152.0ms] eventfd: 4 of 4 workers served 2000 jobs from a pipe, then stopped
+ *          [parent 24385 +152.0ms] eventfd is_set (poll 0): True; clear (read) got 1; is_set: False
  *          result: woke=4/4 wait(timeout)=False eventfd jobs=2000/2000 stopped=4/4 OK
  * Which:   the condvar event is memory: an is_set() on a set flag is a lock
  *          and an unlock in user space, and the same lock can guard more than
@@ -54,18 +51,6 @@ struct shared {
 	_Atomic int stopped;    /* eventfd workers that saw the stop */
 	_Atomic long jobs_done;
 };
-
-static struct timespec deadline_after(double seconds)
-{
-	struct timespec t;
-
-	MP_CHECK(clock_gettime(CLOCK_MONOTONIC, &t)); /* the condition's clock */
-	int64_t ns = t.tv_nsec + (int64_t)(seconds * 1e9);
-
-	t.tv_sec += ns / 1000000000;
-	t.tv_nsec = ns % 1000000000;
-	return t;
-}
 
 static void event_init(struct event *ev)
 {
@@ -113,12 +98,17 @@ static bool event_is_set(struct event *ev)
 /* Event.wait(timeout): the flag, after it went up or the timeout passed. */
 static bool event_wait(struct event *ev, double timeout_s)
 {
-	struct timespec deadline = deadline_after(timeout_s);
+	struct timespec dl;
 	int rc = 0;
 
+	MP_CHECK(clock_gettime(CLOCK_MONOTONIC, &dl)); /* the condition's clock */
+	int64_t ns = dl.tv_nsec + (int64_t)(timeout_s * 1e9);
+
+	dl.tv_sec += ns / 1000000000;
+	dl.tv_nsec = ns % 1000000000;
 	MP_CHECK_PT(pthread_mutex_lock(&ev->lock));
 	while (!ev->flag && rc == 0) /* a wake-up is a hint: look again */
-		rc = pthread_cond_timedwait(&ev->changed, &ev->lock, &deadline);
+		rc = pthread_cond_timedwait(&ev->changed, &ev->lock, &dl);
 	if (rc != 0 && rc != ETIMEDOUT)
 		mp_die_en(rc, "pthread_cond_timedwait");
 	bool up = ev->flag;
@@ -150,8 +140,8 @@ static void efd_worker(struct shared *sh, int efd, int jobs, int bound_ms)
 		if ((n = poll(p, 2, bound_ms)) == -1 && errno == EINTR)
 			continue;
 		MP_CHECK(n);
-		if (n == 0)
-			return; /* never stopped: not counted */
+		if (n == 0 || (p[1].revents & POLLHUP))
+			return; /* timed out, or the parent is gone: no stop */
 		if (p[1].revents & POLLIN)
 			done += take_jobs(jobs);
 		if (p[0].revents & POLLIN)
