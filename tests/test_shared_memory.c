@@ -1,5 +1,6 @@
 /* tests/test_shared_memory.c -- chapter 2's shared memory: anonymous,
- * named and nameless (memfd) segments across real processes, and lib/mp_shm.
+ * named and nameless (memfd) segments across real processes, and lib/mp_shm
+ * (including its error paths: a failed create leaves no name behind).
  *
  * Children write or check data and report through their exit status or a
  * pipe, then _exit; every assertion is made by the parent after reaping
@@ -25,7 +26,7 @@ enum { BOUND_S = 10, MIB = 1 << 20, PAGE = 4096 };
 
 /* The named segments this file makes ("/mpp-test_shared_memory-<what>-pid"). */
 static const char *const whats[] = { "attach", "grow", "cow", "taken",
-				     "zero", "lib" };
+				     "zero", "lib", "fail", "empty" };
 
 /* ---- helpers ---------------------------------------------------------- */
 
@@ -114,7 +115,8 @@ static void assert_exit0(int status)
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
-/* Map an existing named segment's first size bytes, shared. */
+/* Map an existing named segment's first size bytes, shared (NULL if any
+ * step fails: the caller asserts). */
 static unsigned char *map_name(const char *name, size_t size, int prot)
 {
 	int fd = shm_open(name, O_RDWR, 0);
@@ -123,7 +125,10 @@ static unsigned char *map_name(const char *name, size_t size, int prot)
 		return NULL;
 	void *p = mmap(NULL, size, prot, MAP_SHARED, fd, 0);
 
-	MP_CHECK(close(fd));
+	if (close(fd) == -1 && p != MAP_FAILED) {
+		munmap(p, size);
+		return NULL;
+	}
 	return p == MAP_FAILED ? NULL : p;
 }
 
@@ -235,7 +240,8 @@ static int child_touches_past_the_end(void *arg)
 	volatile unsigned char *q = arg;
 
 	/* Sanitizers catch SIGBUS to report it: take the default action. */
-	signal(SIGBUS, SIG_DFL);
+	if (signal(SIGBUS, SIG_DFL) == SIG_ERR)
+		return 12;
 	return q[PAGE] == 0 ? 10 : 11; /* should never get to return */
 }
 
@@ -505,6 +511,43 @@ static void test_mp_shm_attach_unlink_and_free(void **state)
 	assert_int_equal(mp_shm_free(p, n), 0);
 }
 
+/* A create that fails after shm_open must unlink what it made: otherwise
+ * every failed call would leave a name in /dev/shm. */
+static void test_mp_shm_create_leaves_no_name_when_it_fails(void **state)
+{
+	char name[96];
+
+	(void)state;
+	name_of(name, sizeof name, "fail");
+	errno = 0;                              /* ftruncate(fd, -1) fails */
+	assert_null(mp_shm_create(name, SIZE_MAX));
+	assert_int_equal(errno, EINVAL);
+	assert_false(in_dev_shm(name));
+	errno = 0;                  /* ftruncate works (sparse), mmap fails */
+	assert_null(mp_shm_create(name, (size_t)1 << 62));
+	assert_int_equal(errno, ENOMEM);
+	assert_false(in_dev_shm(name));
+}
+
+/* A name whose creator has not sized it yet (size 0) is no segment to map. */
+static void test_mp_shm_attach_refuses_an_empty_segment(void **state)
+{
+	char name[96];
+	size_t size = 7;
+
+	(void)state;
+	name_of(name, sizeof name, "empty");
+	int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+
+	assert_int_not_equal(fd, -1);
+	errno = 0;
+	assert_null(mp_shm_attach(name, &size));
+	assert_int_equal(errno, EINVAL);
+	assert_int_equal(size, 7);               /* untouched on failure */
+	assert_int_equal(close(fd), 0);
+	assert_int_equal(shm_unlink(name), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -516,6 +559,8 @@ int main(void)
 		cmocka_unit_test_teardown(test_mp_shm_refuses_size_zero_with_einval, unlink_all),
 		cmocka_unit_test_teardown(test_mp_shm_create_refuses_a_taken_name_with_eexist, unlink_all),
 		cmocka_unit_test_teardown(test_mp_shm_attach_unlink_and_free, unlink_all),
+		cmocka_unit_test_teardown(test_mp_shm_create_leaves_no_name_when_it_fails, unlink_all),
+		cmocka_unit_test_teardown(test_mp_shm_attach_refuses_an_empty_segment, unlink_all),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

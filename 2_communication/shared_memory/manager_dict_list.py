@@ -14,7 +14,7 @@ from multiprocessing import Manager
 def work(d, lst, rounds, keys=256):
     t0 = time.perf_counter_ns()
     for i in range(rounds):
-        k = f"c0-{i % keys}"
+        k = i % keys
         d[k] = i
         if d[k] != i:
             raise SystemExit(f"d[{k!r}] != {i}")

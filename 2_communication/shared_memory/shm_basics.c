@@ -6,32 +6,33 @@
  *          other.close(); shm.close(); shm.unlink()  # unlink: creator, once
  *          Lib/multiprocessing/shared_memory.py: shm_open(O_CREAT | O_EXCL |
  *          O_RDWR, 0600) on a random "/psm_<hex>" name, ftruncate, then fstat
- *          (how an attacher learns the size) and mmap.  Each SharedMemory
- *          registers its name with the resource_tracker, a helper process
- *          that reads REGISTER/UNREGISTER lines from a pipe; at EOF (every
- *          process of the program has exited) it shm_unlinks what is still
- *          registered and warns "leaked shared_memory objects".  Before 3.13
- *          (track=False) an attacher in another program registered the name
- *          with its own tracker, which unlinked the creator's segment when
- *          that program exited (gh-82300).  C has no tracker: a crash leaves
- *          the segment in /dev/shm until someone unlinks it or the machine
- *          reboots.
+ *          (how an attacher learns the size) and mmap.  Every SharedMemory,
+ *          the creator's and each attacher's, registers its name with its
+ *          program's resource_tracker, a helper process reading REGISTER and
+ *          UNREGISTER lines from a pipe; at EOF (every process of the
+ *          program has exited) it warns "There appear to be N leaked
+ *          shared_memory objects to clean up at shutdown" and
+ *          shm_unlinks them -- even a segment another program created and
+ *          still uses (gh-82300; 3.13 added SharedMemory(track=False)).
+ *          C has no tracker: whoever creates the name unlinks it, on every
+ *          path (here: in plain sight, and through mp_atcleanup() on an
+ *          error exit or Ctrl-C); after a SIGKILL it stays in /dev/shm.
  * C:       shm_open, ftruncate, mmap, fstat, munmap, shm_unlink; posix_spawn
  *          of /proc/self/exe (a fresh image: nothing inherited but fds and
  *          the name); memfd_create, its fd passed through exec.
- * Usage:   shm_basics [--size BYTES (1048576, 4096..2^30)] [--passes N (1, 1..10^6)]
- * Output:  [parent 882 +0.0ms] shm_open made /dev/shm/mpp-shm_basics-seg-882: 1048664 bytes, mode 0600
- *          [parent 882 +2.0ms] filled 1048576 bytes, fnv1a=cac41b6939a77cb4; posix_spawn /proc/self/exe --attach /mpp-shm_basics-seg-882
- *          [spawned 883 +0.0ms] attached /mpp-shm_basics-seg-882: fstat says 1048664 bytes
- *          [parent 882 +4.0ms] spawned image read fnv1a=cac41b6939a77cb4 and wrote "hello from pid 883, checksum ok"
- *          [parent 882 +5.1ms] shm_unlink: the name is gone (shm_open: ENOENT) but our mapping still reads fnv1a=cac41b6939a77cb4
- *          [parent 882 +7.4ms] memfd_create: /proc/self/fd/3 -> /memfd:mpp-shm_basics (deleted), nothing in /dev/shm
+ * Usage:   shm_basics [--size N (1048576, 4096..2^30)] [--passes N (1, 1..10^6)]
+ * Output:  [parent 4317 +0.0ms] shm_open made /dev/shm/mpp-shm_basics-seg-4317: 1048664 bytes, mode 0600
+ *          [parent 4317 +2.1ms] filled 1048576 bytes, fnv1a=cac41b6939a77cb4; posix_spawn /proc/self/exe --attach /mpp-shm_basics-seg-4317
+ *          [spawned 4318 +0.0ms] attached /mpp-shm_basics-seg-4317: fstat says 1048664 bytes
+ *          [parent 4317 +4.4ms] spawned image read fnv1a=cac41b6939a77cb4 and wrote "hello from pid 4318, checksum ok"
+ *          [parent 4317 +5.5ms] shm_unlink: the name is gone (shm_open: ENOENT) but our mapping still reads fnv1a=cac41b6939a77cb4
+ *          [parent 4317 +7.8ms] memfd_create: /proc/self/fd/3 -> /memfd:mpp-shm_basics (deleted), nothing in /dev/shm
  *          ...
  *          result: named fnv1a=cac41b6939a77cb4 seen, memfd fnv1a=fb105b1a53085893 seen by another image, name gone OK
  *          (the spawned image's clock starts at its own exec: +0.0ms)
- * Try this: comment out the shm_unlink and run it twice: ls /dev/shm shows
- *          what a crashed program leaves; the second run attaches to nothing
- *          (pids differ) and the first run's segment stays until you rm it.
+ * Try this: comment out the shm_unlink() of step 3: the verdict says STILL
+ *          THERE, and ls /dev/shm shows what a crashed program leaves
+ *          behind, until you rm it.
  */
 #define _GNU_SOURCE /* memfd_create, environ */
 #include "mp.h"
@@ -89,8 +90,9 @@ static int attach_and_check(int fd, const char *what, long passes)
 	MP_CHECK(close(fd)); /* the mapping keeps the memory */
 	mp_say("spawned", "attached %s: fstat says %jd bytes", what,
 	       (intmax_t)st.st_size);
-	if (sizeof *s + s->size != (size_t)st.st_size)
-		mp_die("header says %ju data bytes", (uintmax_t)s->size);
+	if (s->size != (size_t)st.st_size - sizeof *s)
+		mp_die_en(EINVAL, "header says %ju data bytes",
+			  (uintmax_t)s->size);
 	for (long i = 0; i < passes; i++)
 		s->seen = fnv1a(s->data, s->size);
 	snprintf(s->note, sizeof s->note, "hello from pid %jd, %s",
@@ -110,8 +112,10 @@ static bool spawn_and_wait(char *argv[], int fd)
 
 	MP_CHECK_PT(posix_spawn_file_actions_init(&fa));
 	if (fd >= 0) /* dup2 clears FD_CLOEXEC on the copy (even if fd == 3) */
-		MP_CHECK_PT(posix_spawn_file_actions_adddup2(&fa, fd, CHILD_FD));
-	MP_CHECK_PT(posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, environ));
+		MP_CHECK_PT(posix_spawn_file_actions_adddup2(&fa, fd,
+							     CHILD_FD));
+	MP_CHECK_PT(posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv,
+				environ));
 	MP_CHECK_PT(posix_spawn_file_actions_destroy(&fa));
 	int st = mp_waitpid(pid);
 
@@ -120,8 +124,8 @@ static bool spawn_and_wait(char *argv[], int fd)
 
 static bool report(const struct seg *s, bool exited_ok)
 {
-	mp_say("parent", "spawned image read fnv1a=%016" PRIx64 " and wrote \"%s\"",
-	       s->seen, s->note);
+	mp_say("parent", "spawned image read fnv1a=%016" PRIx64
+	       " and wrote \"%s\"", s->seen, s->note);
 	return exited_ok && s->seen == s->sum;
 }
 
@@ -143,7 +147,7 @@ int main(int argc, char *argv[])
 
 	/* 0. In the spawned image: attach by name, or by the inherited fd. */
 	if (attach) {
-		int fd = shm_open(attach, O_RDWR, 0); /* no O_CREAT: must exist */
+		int fd = shm_open(attach, O_RDWR, 0); /* no O_CREAT */
 
 		if (fd == -1)
 			mp_die("shm_open(%s)", attach);
@@ -153,13 +157,15 @@ int main(int argc, char *argv[])
 		return attach_and_check((int)memfd_arg, "the fd inherited "
 					"through exec", passes);
 
-	/* 1. Create: a name under /dev/shm (tmpfs), sized with ftruncate. */
+	/* 1. Create: a name under /dev/shm (tmpfs), sized with ftruncate.
+	 *    From here on every way out must unlink it. */
 	char name[64], path[96], passes_s[24], fd_s[24];
 	size_t total = sizeof(struct seg) + (size_t)size;
 	struct stat st;
 
 	mp_ipc_name(name, sizeof name, "seg");
-	MP_CHECK(mp_atcleanup(mp_cleanup_shm, name)); /* Ctrl-C: unlink it */
+	/* On Ctrl-C or an error exit (mp_die), the name is unlinked for us. */
+	MP_CHECK(mp_atcleanup(mp_cleanup_shm, name));
 	int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
 
 	if (fd == -1)
@@ -170,8 +176,8 @@ int main(int argc, char *argv[])
 
 	if (s == MAP_FAILED)
 		mp_die("mmap");
-	MP_CHECK(close(fd));
-	snprintf(path, sizeof path, "/dev/shm%s", name);
+	MP_CHECK(close(fd)); /* the mapping keeps the segment */
+	snprintf(path, sizeof path, "/dev/shm%s", name); /* glibc's choice */
 	MP_CHECK(stat(path, &st));
 	mp_say("parent", "shm_open made %s: %jd bytes, mode %04o", path,
 	       (intmax_t)st.st_size, (unsigned)(st.st_mode & 07777));
@@ -199,8 +205,8 @@ int main(int argc, char *argv[])
 	uint64_t still = fnv1a(s->data, s->size);
 
 	mp_say("parent", "shm_unlink: the name is gone (shm_open: %s) but our "
-	       "mapping still reads fnv1a=%016" PRIx64, strerrorname_np(again_err),
-	       still);
+	       "mapping still reads fnv1a=%016" PRIx64,
+	       strerrorname_np(again_err), still);
 	MP_CHECK(munmap(s, total));
 
 	/* 4. memfd_create: the same tmpfs memory with no name at all.  Only a
