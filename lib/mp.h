@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mp_pool.h"
 #include "mp_shm.h"
 #include "mp_util.h"
 

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
+#include <poll.h>
 #include <mqueue.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -42,10 +43,8 @@ static void stop_children_and_clean_up(void);
 
 static _Noreturn void die_msg(int err, const char *msg)
 {
-	const char *name = strerrorname_np(err);
-
 	fprintf(stderr, "%s: %s: %s (%s)\n", program_invocation_short_name,
-		msg, name ? name : "?", strerror(err));
+		msg, mp_errname(err), strerror(err));
 	/* An error exit leaves nothing behind either: no child, no name. */
 	stop_children_and_clean_up();
 	if (mp_is_main_process())
@@ -75,6 +74,13 @@ void mp_die_en(int err, const char *fmt, ...)
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
 	die_msg(err, msg);
+}
+
+const char *mp_errname(int err)
+{
+	const char *name = err ? strerrorname_np(err) : "0";
+
+	return name ? name : "?";
 }
 
 /* ---- narration -------------------------------------------------------- */
@@ -406,8 +412,13 @@ static void signal_children(int sig)
 				continue;
 			list[len] = '\0';
 			const char *p = list;
+			/* A child that leads its own process group (a Python
+			 * twin, see mp_run_twin) gets the signal group-wide,
+			 * so its own workers stop too. */
 			for (long pid; (pid = parse_pid(&p)) > 0;)
-				kill((pid_t)pid, sig);
+				kill(getpgid((pid_t)pid) == pid ? -(pid_t)pid
+								: (pid_t)pid,
+				     sig);
 		}
 	}
 	close(dfd);
@@ -456,4 +467,120 @@ const char *mp_python3(void)
 #else
 	return NULL;
 #endif
+}
+
+/* on_line when the caller gives none: print the line, at once. */
+static void echo_line(const char *line, void *arg)
+{
+	(void)arg;
+	if (printf("%s\n", line) < 0 || fflush(stdout) == EOF)
+		mp_die("writing to stdout");
+}
+
+/* Hand every complete line in buf[0..*len) to on_line; keep the rest. */
+static void split_lines(char *buf, size_t *len,
+			void (*on_line)(const char *, void *), void *arg)
+{
+	char *start = buf, *nl;
+
+	while ((nl = memchr(start, '\n', *len - (size_t)(start - buf)))) {
+		*nl = '\0';
+		on_line(start, arg);
+		start = nl + 1;
+	}
+	*len -= (size_t)(start - buf);
+	memmove(buf, start, *len);
+}
+
+/* Stop a process group: SIGTERM, a second to go, then SIGKILL. */
+static void stop_group(pid_t pgid)
+{
+	kill(-pgid, SIGTERM);
+	for (int i = 0; i < 100 && kill(-pgid, 0) == 0; i++)
+		nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+	kill(-pgid, SIGKILL);
+}
+
+int mp_run_twin(const char *script, char *const args[], double timeout_s,
+		void (*on_line)(const char *line, void *arg), void *arg)
+{
+	const char *py = mp_python3();
+	char *argv[64] = { (char *)py, "-u", (char *)script };
+	int argc = 3, fd[2], status;
+
+	if (!py) {
+		errno = ENOENT;
+		return -1;
+	}
+	if (!on_line)
+		on_line = echo_line;
+	for (int i = 0; args && args[i] && argc < 63; i++)
+		argv[argc++] = args[i];
+	argv[argc] = NULL;
+	if (pipe2(fd, O_CLOEXEC) == -1)
+		return -1;
+	pid_t pid = mp_fork();
+
+	if (pid == 0) {
+		/* Its own process group: a time-out can stop it whole. */
+		if (setpgid(0, 0) == -1 || dup2(fd[1], STDOUT_FILENO) == -1)
+			mp_die("setpgid/dup2");
+		execv(py, argv);
+		mp_die("execv %s", py);
+	}
+	setpgid(pid, pid);  /* also here: whichever runs first wins the race */
+	if (close(fd[1]) == -1)
+		mp_die("close");
+
+	/* Read lines until EOF or the deadline.  EOF comes when every process
+	 * holding the pipe is gone: python3 and its workers. */
+	char buf[4096];
+	size_t len = 0;
+	int64_t deadline = mp_now_ns() + (int64_t)(timeout_s * 1e9);
+	bool timed_out = false;
+
+	for (;;) {
+		int64_t left_ms = (deadline - mp_now_ns()) / 1000000;
+		struct pollfd p = { fd[0], POLLIN, 0 };
+
+		if (left_ms <= 0) {
+			timed_out = true;
+			break;
+		}
+		int n = poll(&p, 1, left_ms > 1000 ? 1000 : (int)left_ms);
+
+		if (n == -1 && errno != EINTR)
+			mp_die("poll");
+		if (n <= 0)
+			continue;
+		ssize_t got = read(fd[0], buf + len, sizeof buf - 1 - len);
+
+		if (got == -1 && errno == EINTR)
+			continue;
+		if (got == -1)
+			mp_die("read");
+		if (got == 0)
+			break;
+		len += (size_t)got;
+		split_lines(buf, &len, on_line, arg);
+		if (len == sizeof buf - 1) {  /* a line too long: hand it over */
+			buf[len] = '\0';
+			on_line(buf, arg);
+			len = 0;
+		}
+	}
+	if (len > 0 && !timed_out) {  /* a last line without a newline */
+		buf[len] = '\0';
+		on_line(buf, arg);
+	}
+	if (close(fd[0]) == -1)
+		mp_die("close");
+	if (timed_out)
+		stop_group(pid);
+	status = mp_waitpid(pid);
+	if (timed_out) {
+		errno = ETIMEDOUT;
+		return -1;
+	}
+	return status;
 }

@@ -53,6 +53,10 @@ _Noreturn void mp_die_en(int err, const char *fmt, ...)
 				  __LINE__, #call);                       \
 	} while (0)
 
+/* The symbolic name of an error number, as lessons print a call's result:
+ * "EOWNERDEAD" for EOWNERDEAD, "0" for 0 (success), "?" for an unknown one. */
+const char *mp_errname(int err);
+
 /* True in the process that started the program, false in forked children. */
 bool mp_is_main_process(void);
 
@@ -130,6 +134,7 @@ void mp_ipc_name(char *buf, size_t size, const char *what);
  * forking: the handler is inherited by forked children.  On the signal, the
  * handler (in whichever process receives it)
  *   1. sends SIGTERM to every child of this process (Python's terminate()),
+ *      and to the whole process group of a child that leads one,
  *   2. reaps them all (each child does the same for its own children),
  *   3. runs the cleanups this process registered with mp_atcleanup(),
  *      newest first (unlinking its named IPC objects),
@@ -160,5 +165,17 @@ void mp_cleanup_mq(void *name);   /* mq_unlink(name) */
 /* Path of the python3 found when the project was configured, or NULL when
  * none was found (then lessons print their C figures alone and say so). */
 const char *mp_python3(void);
+
+/* Run a lesson's Python twin, "python3 -u script args...", and hand each line
+ * it prints on stdout to on_line(line, arg) as it arrives (without the
+ * newline; with on_line NULL, each line is printed on our stdout).  The twin runs in its own process group, so
+ * that past timeout_s seconds the whole group -- python3 and the worker
+ * processes it forked -- is stopped (SIGTERM, then SIGKILL a second later).
+ * On Ctrl-C mp_stop_on_signals() sends SIGTERM to the twin's whole group.
+ * Returns the twin's raw wait status, or -1 with errno: ENOENT when no
+ * python3 was found at configure time, ETIMEDOUT when it was stopped for
+ * taking too long, or the errno of a failed pipe, fork or poll. */
+int mp_run_twin(const char *script, char *const args[], double timeout_s,
+		void (*on_line)(const char *line, void *arg), void *arg);
 
 #endif

@@ -578,6 +578,102 @@ static void test_python3_is_what_configure_found(void **state)
 	}
 }
 
+/* ---- Python twins ------------------------------------------------------ */
+
+struct lines { int n; char v[8][64]; };
+
+static void keep_line(const char *line, void *arg)
+{
+	struct lines *l = arg;
+
+	if (l->n < 8)
+		snprintf(l->v[l->n++], sizeof l->v[0], "%s", line);
+}
+
+/* Write a throwaway script; the caller unlinks path. */
+static void write_script(char *path, const char *text)
+{
+	int fd = mkstemps(path, 3);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	assert_int_equal(close(fd), 0);
+}
+
+static void test_run_twin_hands_over_lines_and_status(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/mpp-test-twin-XXXXXX.py";
+	char *args[] = { "x y", NULL };
+	struct lines got = { 0 };
+
+	if (!mp_python3()) {
+		assert_int_equal(mp_run_twin("/nonexistent.py", NULL, 1,
+					     keep_line, &got), -1);
+		assert_int_equal(errno, ENOENT);
+		return;
+	}
+	write_script(path, "import sys\nprint('first')\nprint(sys.argv[1])\n"
+			   "sys.stdout.write('no newline')\nsys.exit(3)\n");
+	int status = mp_run_twin(path, args, 30, keep_line, &got);
+
+	assert_int_equal(unlink(path), 0);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 3);
+	assert_int_equal(got.n, 3);
+	assert_string_equal(got.v[0], "first");
+	assert_string_equal(got.v[1], "x y");
+	assert_string_equal(got.v[2], "no newline");
+}
+
+static void test_run_twin_stops_the_whole_group_on_timeout(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/mpp-test-twin-XXXXXX.py";
+	struct lines got = { 0 };
+
+	if (!mp_python3())
+		skip();
+	/* A twin that hangs, with a forked worker that hangs too and holds
+	 * stdout (what a stuck Pool looks like from outside). */
+	write_script(path, "import os, signal, time\n"
+			   "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+			   "pid = os.fork()\n"
+			   "if pid == 0:\n    time.sleep(60)\n    os._exit(0)\n"
+			   "print(pid, flush=True)\ntime.sleep(60)\n");
+	int64_t t0 = mp_now_ns();
+	int r = mp_run_twin(path, NULL, 0.5, keep_line, &got);
+	double took = mp_elapsed_s(t0);
+
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(r, -1);
+	assert_int_equal(errno, ETIMEDOUT);
+	assert_true(took >= 0.5 && took < 10);
+	assert_int_equal(got.n, 1);
+	char *end;
+	long worker = strtol(got.v[0], &end, 10);
+
+	assert_true(worker > 0 && *end == '\0');
+	/* The worker was in the twin's group: killed too (a zombie at most,
+	 * until init reaps it, so look at its state, not its existence). */
+	char stat[64], buf[256] = "";
+	snprintf(stat, sizeof stat, "/proc/%ld/stat", worker);
+	for (int i = 0; i < 200; i++) {
+		FILE *f = fopen(stat, "r");
+
+		if (!f)
+			break;  /* gone */
+		bool zombie = fgets(buf, sizeof buf, f) && strstr(buf, ") Z ");
+
+		assert_int_equal(fclose(f), 0);
+		if (zombie)
+			break;
+		nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+		buf[0] = '\0';
+	}
+	assert_true(buf[0] == '\0' || strstr(buf, ") Z "));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -599,6 +695,8 @@ int main(void)
 		cmocka_unit_test(test_stop_on_sigint_exits_130),
 		cmocka_unit_test(test_atcleanup_holds_16_then_enomem),
 		cmocka_unit_test(test_python3_is_what_configure_found),
+		cmocka_unit_test(test_run_twin_hands_over_lines_and_status),
+		cmocka_unit_test(test_run_twin_stops_the_whole_group_on_timeout),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
