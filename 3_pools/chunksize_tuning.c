@@ -144,79 +144,73 @@ static double timed(int engine, struct mp_pool *pool, const int64_t *in,
 	return t[repeat / 2];
 }
 
+/* What the Python twin reports, line by line (see chunksize_tuning.py). */
+struct twin {
+	struct row *py;          /* its row per chunksize */
+	uint64_t want;           /* sum of x*x mod 2^64 over its items */
+	double apply_rate;       /* its apply_async tasks/s */
+	long uss;                /* its idle worker's USS, KiB */
+	bool ok;                 /* every checksum right */
+};
+
+static void twin_line(const char *line, void *arg)
+{
+	struct twin *t = arg;
+	char c[16];
+	double s, rate;
+	unsigned long long n, sum;
+
+	/* python,<c>,<tasks>,<s>,<rate>,<checksum> */
+	if (sscanf(line, "python,%15[^,],%llu,%lf,%lf,%llu", c, &n, &s, &rate,
+		   &sum) == 5) {
+		size_t want_c = strcmp(c, "auto") ? strtoul(c, NULL, 10) : 0;
+
+		for (int k = 0; k < NCHUNK; k++)
+			if (chunks[k] == want_c)
+				t->py[k] = (struct row){ s, n, true };
+		t->ok &= sum == t->want;
+	} else if (sscanf(line, "python-apply_async,1,%llu,%lf,%lf,%llu", &n,
+			  &s, &rate, &sum) == 4) {
+		uint64_t w = 0;
+
+		for (unsigned long long x = 0; x < n; x++)
+			w += (uint64_t)x * (uint64_t)x;
+		t->apply_rate = rate;
+		t->ok &= sum == w;
+	} else if (sscanf(line, "python-uss,%ld", &t->uss) != 1) {
+		fprintf(stderr, "python: %s\n", line);
+	}
+}
+
 /* Run the Python twin; fill its rows; return its idle worker USS (KiB),
  * -1 if it did not run.  apply_rate gets its apply_async tasks/s. */
 static long run_python(long tasks, long workers, long repeat, long apply,
 		       struct row py[NCHUNK], double *apply_rate, bool *ok)
 {
-	const char *python = mp_python3();
-	char a[4][32], *line = NULL;
-	size_t cap = 0;
-	long uss = -1;
-	int fd[2];
+	char a[4][32];
+	struct twin t = { .py = py, .uss = -1, .ok = true };
 
-	if (!python)
+	if (!mp_python3())
 		return -1;
 	snprintf(a[0], sizeof a[0], "%ld", tasks);
 	snprintf(a[1], sizeof a[1], "%ld", workers);
 	snprintf(a[2], sizeof a[2], "%ld", repeat);
 	snprintf(a[3], sizeof a[3], "%ld", apply);
-	MP_CHECK(pipe(fd));
-	pid_t pid = mp_fork();
-
-	if (pid == 0) {
-		MP_CHECK(dup2(fd[1], STDOUT_FILENO));
-		MP_CHECK(close(fd[0]));
-		MP_CHECK(close(fd[1]));
-		execl(python, python, MP_LESSON_DIR "/chunksize_tuning.py",
-		      "--tasks", a[0], "--workers", a[1], "--repeat", a[2],
-		      "--apply", a[3], (char *)NULL);
-		_exit(127);
-	}
-	MP_CHECK(close(fd[1]));
-	FILE *f = fdopen(fd[0], "r");
-
-	if (!f)
-		mp_die("fdopen");
-	/* python,<c>,<tasks>,<s>,<rate>,<checksum>: compare the checksum
-	 * with the sum of x*x mod 2^64, computed here. */
-	uint64_t want = 0;
-
 	for (long x = 0; x < tasks; x++)
-		want += (uint64_t)x * (uint64_t)x;
-	while (getline(&line, &cap, f) != -1) {
-		char c[16];
-		double s, rate;
-		unsigned long long n, sum;
+		t.want += (uint64_t)x * (uint64_t)x;
+	/* Generous: Python needs ~20 s a pass at chunksize 1 over 10^6. */
+	int st = mp_run_twin(MP_LESSON_DIR "/chunksize_tuning.py",
+			     (char *[]){ "--tasks", a[0], "--workers", a[1],
+					 "--repeat", a[2], "--apply", a[3],
+					 NULL },
+			     60 + (double)tasks * (double)repeat * 1e-4,
+			     twin_line, &t);
 
-		if (sscanf(line, "python,%15[^,],%llu,%lf,%lf,%llu", c, &n, &s,
-			   &rate, &sum) == 5) {
-			size_t want_c = strcmp(c, "auto") ?
-				strtoul(c, NULL, 10) : 0;  /* 0: auto */
-
-			for (int k = 0; k < NCHUNK; k++)
-				if (chunks[k] == want_c)
-					py[k] = (struct row){ s, n, true };
-			*ok &= sum == want;
-		} else if (sscanf(line, "python-apply_async,1,%llu,%lf,%lf,"
-				  "%llu", &n, &s, &rate, &sum) == 4) {
-			uint64_t w = 0;
-
-			for (unsigned long long x = 0; x < n; x++)
-				w += (uint64_t)x * (uint64_t)x;
-			*apply_rate = rate;
-			*ok &= sum == w;
-		} else if (sscanf(line, "python-uss,%ld", &uss) != 1) {
-			fprintf(stderr, "python: %s", line);
-		}
-	}
-	free(line);
-	if (fclose(f) == EOF)
-		mp_die("fclose");
-	int st = mp_waitpid(pid);
-
-	*ok &= WIFEXITED(st) && WEXITSTATUS(st) == 0;
-	return uss;
+	if (st == -1)
+		mp_say("parent", "python twin: %s", strerror(errno));
+	*ok &= t.ok && st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+	*apply_rate = t.apply_rate;
+	return t.uss;
 }
 
 /* apply_async: n tasks submitted and completed, at most 1024 in flight

@@ -57,6 +57,36 @@ def uss_kib(pid):
     return total
 
 
+def run(pool, args, items):
+    pool.map(square, range(args.workers * 4))  # start-up out of the way
+    for c in args.chunksizes.split(","):
+        chunk = None if c == "auto" else int(c)
+        times = []
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            res = pool.map(square, items, chunksize=chunk)
+            times.append(time.perf_counter() - t)
+        s = statistics.median(times)
+        print(f"python,{c},{args.tasks},{s:.6f},{args.tasks / s:.0f},"
+              f"{checksum(res)}", flush=True)
+    if args.apply:
+        # At most 1024 in flight, as the C side: bounded memory.
+        t = time.perf_counter()
+        window, total = collections.deque(), 0
+        for x in range(args.apply):
+            window.append(pool.apply_async(square, (x,)))
+            if len(window) == 1024:
+                total += window.popleft().get()
+        while window:
+            total += window.popleft().get()
+        s = time.perf_counter() - t
+        print(f"python-apply_async,1,{args.apply},{s:.6f},"
+              f"{args.apply / s:.0f},{total & MASK}", flush=True)
+    pids = set(pool.map(my_pid, range(args.workers * 4), chunksize=1))
+    time.sleep(0.05)  # idle now
+    print(f"python-uss,{max(uss_kib(p) for p in pids)}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", type=int, default=3000)
@@ -66,39 +96,19 @@ def main():
     ap.add_argument("--apply", type=int, default=0)
     args = ap.parse_args()
 
-    # Stopped by the C lesson (SIGTERM on Ctrl-C): leave through the
-    # with-block, whose __exit__ terminates and joins the workers.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-
     items = range(args.tasks)
-    with mp.get_context("fork").Pool(args.workers) as pool:
-        pool.map(square, range(args.workers * 4))  # start-up out of the way
-        for c in args.chunksizes.split(","):
-            chunk = None if c == "auto" else int(c)
-            times = []
-            for _ in range(args.repeat):
-                t = time.perf_counter()
-                res = pool.map(square, items, chunksize=chunk)
-                times.append(time.perf_counter() - t)
-            s = statistics.median(times)
-            print(f"python,{c},{args.tasks},{s:.6f},{args.tasks / s:.0f},"
-                  f"{checksum(res)}", flush=True)
-        if args.apply:
-            # At most 1024 in flight, as the C side: bounded memory.
-            t = time.perf_counter()
-            window, total = collections.deque(), 0
-            for x in range(args.apply):
-                window.append(pool.apply_async(square, (x,)))
-                if len(window) == 1024:
-                    total += window.popleft().get()
-            while window:
-                total += window.popleft().get()
-            s = time.perf_counter() - t
-            print(f"python-apply_async,1,{args.apply},{s:.6f},"
-                  f"{args.apply / s:.0f},{total & MASK}", flush=True)
-        pids = set(pool.map(my_pid, range(args.workers * 4), chunksize=1))
-        time.sleep(0.05)  # idle now
-        print(f"python-uss,{max(uss_kib(p) for p in pids)}", flush=True)
+    pool = mp.get_context("fork").Pool(args.workers)
+    # Stopped by the C lesson (SIGTERM on Ctrl-C): SystemExit, then
+    # terminate() below.  Installed after the workers are forked, so that
+    # they keep the default action and terminate() ends them at once.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        run(pool, args, items)
+    except BaseException:
+        pool.terminate()
+        raise
+    pool.close()  # the documented way out: no new tasks, workers exit
+    pool.join()
 
 
 if __name__ == "__main__":

@@ -43,7 +43,6 @@
  *          comes out in exact reverse order (7 6 5 ... 0).  --workers 2
  *          --tasks 16: two at a time, it comes out as 1 0 2 3 5 4 6 7 ...
  */
-#define _GNU_SOURCE /* strerrorname_np */
 #include "mp.h"
 
 struct job { int64_t index, sleep_ms; };  /* the argument bytes of a task */
@@ -97,7 +96,6 @@ static void on_apply(void *arg, const void *result, const struct mp_pool_error *
 
 static double ms_since(int64_t t0, int64_t t) { return (double)(t - t0) / 1e6; }
 
-static const char *ename(int err) { const char *n = strerrorname_np(err); return n ? n : "?"; }
 
 int main(int argc, char *argv[])
 {
@@ -229,7 +227,7 @@ int main(int argc, char *argv[])
 	bool was_ready = mp_pool_ready(h);
 
 	mp_say("parent", "5. apply_async(slow 42): wait(%.3f) returned %d %s at %.1f ms, ready()=%s",
-	       timeout, rc, rc == -1 ? ename(wait_err) : "", ms_since(t0, mp_now_ns()),
+	       timeout, rc, rc == -1 ? mp_errname(wait_err) : "", ms_since(t0, mp_now_ns()),
 	       was_ready ? "true" : "false");
 	if (mp_pool_get(h, &d, MP_POOL_FOREVER) == -1)
 		mp_die("mp_pool_get(apply_async)");

@@ -41,7 +41,7 @@
  *          setarch -R ./pool_map_apply (ASLR off: exec keeps the address,
  *          by luck, not by contract).
  */
-#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT, strerrorname_np */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "mp.h"
 
 #include <sched.h>
@@ -121,7 +121,6 @@ static void show_split(const char *what, const pid_t *pids, int n, const long *p
 	mp_say("parent", "   %s, items per worker: %s", what, line);
 }
 
-static const char *ename(int err) { const char *n = strerrorname_np(err); return n ? n : "?"; }
 
 /* Run this program again through exec and read the address of square() that
  * the new image prints (hidden option --fn-address). */
@@ -257,7 +256,7 @@ int main(int argc, char *argv[])
 	bool reaped = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
 
 	mp_say("parent", "6. after close(), apply() gives %s; after join(), children left: %s",
-	       late == -1 ? ename(late_err) : "success (!)", reaped ? "none" : "some");
+	       late == -1 ? mp_errname(late_err) : "success (!)", reaped ? "none" : "some");
 	mp_pool_destroy(pool);
 	free(in);
 	free(out);

@@ -44,7 +44,7 @@
  *          returns every result, as in step 4.  python3 starmap_async.py
  *          100 5 waits 5 s for a call that will never complete.
  */
-#define _GNU_SOURCE /* strerrorname_np, sigabbrev_np */
+#define _GNU_SOURCE /* sigabbrev_np */
 #include "mp.h"
 
 #include <sys/resource.h>
@@ -134,29 +134,32 @@ static void on_done(void *arg, const void *result, const struct mp_pool_error *e
 	o->index = err ? err->index : MP_POOL_NO_INDEX;
 }
 
-static const char *ename(int err) { const char *n = strerrorname_np(err); return n ? n : "?"; }
-static const char *sname(int sig) { const char *n = sig ? sigabbrev_np(sig) : "(none)"; return n ? n : "?"; }
+/* "KILL" for SIGKILL, "(none)" for 0. */
+static const char *sname(int sig)
+{
+	const char *n = sig ? sigabbrev_np(sig) : "(none)";
+
+	return n ? n : "?";
+}
 
 /* Steps 3 and 4 in Python: the twin beside this file prints what it sees.
  * Returns its wait status, 0 also when there is no python3 to run. */
 static int python_twin(long n)
 {
-	const char *py = mp_python3();
 	char items[32];
 
-	if (!py) {
+	if (!mp_python3()) {
 		mp_say("parent", "7. python3 was not found at configure time: no Python side by side");
 		return 0;
 	}
 	snprintf(items, sizeof items, "%ld", n);
-	mp_say("parent", "7. steps 3 and 4 in Python (%s starmap_async.py %s):", py, items);
-	pid_t pid = mp_fork();
+	mp_say("parent", "7. steps 3 and 4 in Python (starmap_async.py %s):", items);
+	int st = mp_run_twin(MP_LESSON_DIR "/starmap_async.py",
+			     (char *[]){ items, NULL }, 60, NULL, NULL);
 
-	if (pid == 0) {
-		execl(py, "python3", MP_LESSON_DIR "/starmap_async.py", items, (char *)NULL);
-		mp_die("execl %s", py);
-	}
-	return mp_waitpid(pid);
+	if (st == -1)
+		mp_die("python twin");
+	return st;
 }
 
 int main(int argc, char *argv[])
@@ -224,11 +227,11 @@ int main(int argc, char *argv[])
 	long good3 = count_good(args, out, n, bad, 2);
 
 	mp_say("parent", "3. starmap_async with mod=0 at items %ld and %ld: get() = %d, errno %s; "
-	       "last error: item %zu, code %s, from the task: %s", bad[0], bad[1], rc, ename(err),
-	       e->index, ename(e->code), e->task ? "yes" : "no");
+	       "last error: item %zu, code %s, from the task: %s", bad[0], bad[1], rc, mp_errname(err),
+	       e->index, mp_errname(e->code), e->task ? "yes" : "no");
 	mp_say("parent", "   callback ran %ld time(s) with item %zu, %s; the other %ld/%ld results "
 	       "are there (Python: ValueError from whichever chunk failed first, results dropped)",
-	       o.calls, o.index, ename(o.code), good3, n - 2);
+	       o.calls, o.index, mp_errname(o.code), good3, n - 2);
 	args[bad[0]].mod = args[bad[1]].mod = MOD;
 
 	/* 4. A task whose worker is SIGKILLed the first time it runs it.  The
@@ -268,7 +271,7 @@ int main(int argc, char *argv[])
 
 	mp_say("parent", "5. item %ld aborts every time: starmap = %d, errno %s after %.1f ms; item %zu, "
 	       "killed by SIG%s, last pid %jd; %" PRIu64 " workers died; others %ld/%ld right", mid,
-	       rc, ename(err), mp_elapsed_s(t0) * 1e3, e->index,
+	       rc, mp_errname(err), mp_elapsed_s(t0) * 1e3, e->index,
 	       sname(e->signal), (intmax_t)e->pid, died5, good5, n - 1);
 
 	/* 6. close + join: the pool is still whole after all that. */
