@@ -198,60 +198,50 @@ static _Noreturn void crash(void)
 	_exit(0);                 /* not reached */
 }
 
-/* The Python twin, its stdout on a pipe (-u: unbuffered): echo its lines as
- * they come and compare its checksum with want.  1 = match, 0 = mismatch or
- * failure, -1 = skipped. */
+struct twin { uint64_t want; bool agree; };
+
+/* Each line of the Python twin: echo it, and check its checksum. */
+static void twin_line(const char *line, void *arg)
+{
+	struct twin *t = arg;
+	uint64_t got;
+	int end = 0;  /* %n: set only if " rows agree" matched too */
+
+	if (sscanf(line, "checksum %" SCNx64 " rows agree%n", &got, &end) == 1 &&
+	    end > 0)
+		t->agree = got == t->want;
+	if (printf("    python: %s\n", line) < 0 || fflush(stdout) == EOF)
+		mp_die("writing to stdout");
+}
+
+/* The Python twin, its lines echoed as they come, its checksum compared
+ * with want.  1 = match, 0 = mismatch or failure, -1 = skipped. */
 static int run_twin(long iters, long workers, long repeat, uint64_t want)
 {
-	const char *py = mp_python3();
-	char script[4096], arg[3][24], *line = NULL;
-	size_t cap = 0;
-	bool agree = false;
-	int fd[2];
+	char arg[3][24];
+	struct twin t = { want, false };
 
-	if (!py || iters == 0) {
+	if (!mp_python3() || iters == 0) {
 		mp_say("parent", "Python twin skipped (%s)",
-		       py ? "--py-iters 0" :
-			    "python3 was not found at configure time");
+		       mp_python3() ? "--py-iters 0" :
+				      "python3 was not found at configure time");
 		return -1;
 	}
 	mp_say("parent", "the Python twin: threading.Thread takes turns under "
 	       "the GIL, multiprocessing.Process does not");
-	snprintf(script, sizeof script, "%s/process_vs_thread.py",
-		 MP_LESSON_DIR);
 	snprintf(arg[0], sizeof arg[0], "%ld", iters);
 	snprintf(arg[1], sizeof arg[1], "%ld", workers);
 	snprintf(arg[2], sizeof arg[2], "%ld", repeat);
-	MP_CHECK(pipe(fd));
-	pid_t pid = mp_fork();
-	if (pid == 0) {
-		MP_CHECK(dup2(fd[1], STDOUT_FILENO));
-		MP_CHECK(close(fd[0]));
-		MP_CHECK(close(fd[1]));
-		execl(py, py, "-u", script, "--iters", arg[0], "--workers",
-		      arg[1], "--repeat", arg[2], (char *)NULL);
-		mp_die("exec %s", py);
-	}
-	MP_CHECK(close(fd[1]));
-	FILE *in = fdopen(fd[0], "r");
-	if (!in)
-		mp_die("fdopen");
-	while (getline(&line, &cap, in) != -1) {
-		uint64_t got;
-		int end = 0;  /* %n: set only if " rows agree" matched too */
+	int status = mp_run_twin(MP_LESSON_DIR "/process_vs_thread.py",
+				 (char *[]){ "--iters", arg[0], "--workers",
+					     arg[1], "--repeat", arg[2], NULL },
+				 60 + (double)iters * (double)repeat * 1e-6,
+				 twin_line, &t);
 
-		if (sscanf(line, "checksum %" SCNx64 " rows agree%n", &got,
-			   &end) == 1 && end > 0)
-			agree = got == want;
-		if (printf("    python: %s", line) < 0 || fflush(stdout) == EOF)
-			mp_die("writing to stdout");
-	}
-	if (ferror(in) || fclose(in) == EOF)
-		mp_die("reading from python3");
-	free(line);
-	int status = mp_waitpid(pid);
-
-	return WIFEXITED(status) && WEXITSTATUS(status) == 0 && agree;
+	if (status == -1)
+		mp_say("parent", "python twin: %s", strerror(errno));
+	return status != -1 && WIFEXITED(status) &&
+	       WEXITSTATUS(status) == 0 && t.agree;
 }
 
 int main(int argc, char *argv[])

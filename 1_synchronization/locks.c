@@ -25,7 +25,6 @@
  *          in add() (the losses then depend on how busy the machine is);
  *          delete the pthread_mutex_consistent() call (ENOTRECOVERABLE).
  */
-#define _GNU_SOURCE /* strerrorname_np */
 #include "mp.h"
 
 #include <fcntl.h>
@@ -44,14 +43,6 @@ struct shared {
 	_Atomic long ready;     /* workers at the start line */
 	long from, to;          /* an account transfer, guarded by robust */
 };
-
-/* "EOWNERDEAD" for an error number, "0" for success. */
-static const char *ename(int err)
-{
-	const char *n = err ? strerrorname_np(err) : "0";
-
-	return n ? n : "?";
-}
 
 static void init_mutex(pthread_mutex_t *m, bool robust)
 {
@@ -226,7 +217,7 @@ int main(int argc, char *argv[])
 	if (stuck != 0 && stuck != EAGAIN)
 		mp_die_en(stuck, "sem_trywait");
 	mp_say("parent", "sem_trywait: %s, the dead child's semaphore stays "
-	       "taken: Python's acquire() would block forever", ename(stuck));
+	       "taken: Python's acquire() would block forever", mp_errname(stuck));
 
 	/* 4. A robust mutex knows its owner: the kernel marks it when the owner
 	 *    dies, and the next locker gets it with EOWNERDEAD. */
@@ -234,7 +225,7 @@ int main(int argc, char *argv[])
 	long half = sh->from + sh->to; /* TOTAL - MOVED: the dead one's work */
 
 	mp_say("parent", "pthread_mutex_lock: %s, the data is half-updated: "
-	       "from=%ld to=%ld", ename(dead), sh->from, sh->to);
+	       "from=%ld to=%ld", mp_errname(dead), sh->from, sh->to);
 	if (dead == EOWNERDEAD) {
 		sh->to = TOTAL - sh->from; /* repair: finish the transfer */
 		MP_CHECK_PT(pthread_mutex_consistent(&sh->robust));
@@ -250,7 +241,7 @@ int main(int argc, char *argv[])
 		init_mutex(&sh->robust, true);
 	}
 	mp_say("parent", "repaired to from=%ld to=%ld; pthread_mutex_consistent;"
-	       " unlock; lock again: %s", from, to, ename(again));
+	       " unlock; lock again: %s", from, to, mp_errname(again));
 
 	/* 5. The same death, but the next locker unlocks without repairing:
 	 *    the mutex is then unusable for good; only destroy is left. */
@@ -263,7 +254,7 @@ int main(int argc, char *argv[])
 	if (unrec == 0)
 		MP_CHECK_PT(pthread_mutex_unlock(&sh->robust));
 	mp_say("parent", "unlocked without repair; next pthread_mutex_lock: %s",
-	       ename(unrec));
+	       mp_errname(unrec));
 
 	/* 6. Clean up and check. */
 	MP_CHECK_PT(pthread_mutex_destroy(&sh->robust));
@@ -278,8 +269,8 @@ int main(int argc, char *argv[])
 		  dead2 == EOWNERDEAD && unrec == ENOTRECOVERABLE;
 
 	printf("result: mutex=%ld semaphore=%ld expected=%ld, robust: %s %s, "
-	       "unrepaired %s %s\n", by_mutex, by_sem, want, ename(dead),
-	       repaired ? "repaired" : "NOT repaired", ename(unrec),
+	       "unrepaired %s %s\n", by_mutex, by_sem, want, mp_errname(dead),
+	       repaired ? "repaired" : "NOT repaired", mp_errname(unrec),
 	       ok ? "OK" : "MISMATCH");
 	return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }

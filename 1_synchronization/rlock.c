@@ -28,7 +28,6 @@
  * Try this: make rlock PTHREAD_MUTEX_NORMAL: the second lock in step 2
  *          waits for itself forever (Ctrl-C ends it); --depth 10.
  */
-#define _GNU_SOURCE /* strerrorname_np */
 #include "mp.h"
 
 struct shared {
@@ -41,13 +40,6 @@ struct shared {
 	_Atomic long violations; /* owner/depth found wrong on entry */
 	int unlock_err[2];      /* a stranger's unlock of elock, of rlock */
 };
-
-static const char *ename(int err)
-{
-	const char *n = err ? strerrorname_np(err) : "0";
-
-	return n ? n : "?";
-}
 
 static void init_mutex(pthread_mutex_t *m, int type)
 {
@@ -184,7 +176,7 @@ int main(int argc, char *argv[])
 	int relock = pthread_mutex_lock(&sh->elock);
 
 	mp_say("parent", "errorcheck: relock by the owner: %s (a plain lock "
-	       "would hang here)", ename(relock));
+	       "would hang here)", mp_errname(relock));
 	MP_CHECK_PT(pthread_mutex_lock(&sh->rlock));
 	if (mp_fork() == 0) {
 		sh->unlock_err[0] = pthread_mutex_unlock(&sh->elock);
@@ -193,14 +185,14 @@ int main(int argc, char *argv[])
 	}
 	mp_wait_all();
 	mp_say("parent", "unlock by another process: errorcheck %s, "
-	       "recursive %s", ename(sh->unlock_err[0]),
-	       ename(sh->unlock_err[1]));
+	       "recursive %s", mp_errname(sh->unlock_err[0]),
+	       mp_errname(sh->unlock_err[1]));
 	MP_CHECK_PT(pthread_mutex_unlock(&sh->rlock));
 	int own = pthread_mutex_unlock(&sh->elock);
 	int twice = pthread_mutex_unlock(&sh->elock);
 
 	mp_say("parent", "unlock by the owner: %s; unlock again: %s",
-	       ename(own), ename(twice));
+	       mp_errname(own), mp_errname(twice));
 
 	/* 5. Check and clean up. */
 	bool ok = sh->balance == want && atomic_load(&sh->violations) == 0 &&
@@ -210,7 +202,7 @@ int main(int argc, char *argv[])
 
 	printf("result: balance=%ld expected=%ld depth=%d probes=%ld/%ld %s "
 	       "EPERM x%d %s\n", sh->balance, want, atomic_load(&sh->max_depth),
-	       right, 2 * depth, ename(relock),
+	       right, 2 * depth, mp_errname(relock),
 	       (sh->unlock_err[0] == EPERM) + (sh->unlock_err[1] == EPERM) +
 	       (twice == EPERM), ok ? "OK" : "MISMATCH");
 	MP_CHECK_PT(pthread_mutex_destroy(&sh->rlock));

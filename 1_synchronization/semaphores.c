@@ -25,7 +25,6 @@
  * Try this: --no-limit (no semaphore: watch the maximum pass K and the
  *          verdict say MISMATCH); --slots 1 (a semaphore as a lock).
  */
-#define _GNU_SOURCE /* strerrorname_np */
 #include "mp.h"
 
 #include <fcntl.h>
@@ -40,13 +39,6 @@ struct shared {
 	_Atomic long entries, refused;
 	int after_post, post_err;  /* a child's extra releases: plain, bounded */
 };
-
-static const char *ename(int err)
-{
-	const char *n = err ? strerrorname_np(err) : "0";
-
-	return n ? n : "?";
-}
 
 /* BoundedSemaphore.release() in C: refuse to go past max.  Python reads the
  * value and posts without a lock, so two releasers can both see max - 1.
@@ -187,7 +179,7 @@ int main(int argc, char *argv[])
 	int busy = sem_trywait(named) == -1 ? errno : 0;
 
 	mp_say("parent", "took all %ld slots; sem_trywait: %s (acquire(block="
-	       "False) is False)", slots, ename(busy));
+	       "False) is False)", slots, mp_errname(busy));
 	/* The deadline is absolute, on CLOCK_REALTIME (a clock that can be
 	 * set); glibc's sem_clockwait() accepts CLOCK_MONOTONIC instead. */
 	struct timespec dl;
@@ -201,7 +193,7 @@ int main(int argc, char *argv[])
 	double waited_ms = mp_elapsed_s(t0) * 1e3;
 
 	mp_say("parent", "sem_timedwait: %s after %.1f ms (acquire(timeout="
-	       "%g) is False)", ename(timed), waited_ms, TIMEOUT_MS / 1e3);
+	       "%g) is False)", mp_errname(timed), waited_ms, TIMEOUT_MS / 1e3);
 	for (long i = 0; i < slots + (timed == 0); i++)
 		MP_CHECK(sem_post(named));
 
@@ -220,7 +212,7 @@ int main(int argc, char *argv[])
 	MP_CHECK(sem_getvalue(named, &bounded));
 	mp_say("parent", "one release too many: plain sem_post %ld -> %d; "
 	       "bounded post %s (\"released too many times\"), value %d",
-	       slots, after, ename(sh->post_err), bounded);
+	       slots, after, mp_errname(sh->post_err), bounded);
 
 	/* 5. Clean up and check. */
 	MP_CHECK(sem_close(named));
@@ -237,7 +229,7 @@ int main(int argc, char *argv[])
 
 	printf("result: max inside %d,%d (K=%ld), entries %ld/%ld, %s, bounded "
 	       "post %s, value %d %s\n", max_unnamed, max_named, slots, entries,
-	       want, ename(timed), sh->post_err ? "refused" : "NOT refused",
+	       want, mp_errname(timed), sh->post_err ? "refused" : "NOT refused",
 	       bounded, ok ? "OK" : "MISMATCH");
 	MP_CHECK(mp_shm_free(sh, sizeof *sh));
 	return ok ? EXIT_SUCCESS : EXIT_FAILURE;

@@ -29,10 +29,9 @@
  * Try this: taskset -c 0 ./manager_dict_list: a call is two wake-ups, and
  *          waking a process on another CPU can cost more than the switch.
  */
-#define _GNU_SOURCE /* accept4, environ */
+#define _GNU_SOURCE /* accept4 */
 #include "mp.h"
 
-#include <spawn.h>
 #include <stddef.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -284,22 +283,18 @@ static double run_clients(long clients, long ops, long keys,
 /* The Python twin: the same loop on Manager proxies and on a plain dict. */
 static void python_twin(long ops)
 {
-	const char *py = mp_python3();
 	char ops_s[24];
-	pid_t pid;
 
-	if (!py) {
+	if (!mp_python3()) {
 		mp_say("parent", "no python3 found at configure time: C only");
 		return;
 	}
 	snprintf(ops_s, sizeof ops_s, "%ld", ops);
-	if (fflush(stdout) == EOF)
-		mp_die("fflush");
-	MP_CHECK_PT(posix_spawn(&pid, py, NULL, NULL, (char *[]){ (char *)py,
-		MP_LESSON_DIR "/manager_dict_list.py", ops_s, NULL }, environ));
-	int st = mp_waitpid(pid);
+	int st = mp_run_twin(MP_LESSON_DIR "/manager_dict_list.py",
+			     (char *[]){ ops_s, NULL }, 60 + (double)ops * 1e-3,
+			     NULL, NULL);
 
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+	if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
 		mp_say("parent", "the Python twin failed: C figures only");
 }
 
