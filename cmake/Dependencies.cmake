@@ -22,7 +22,7 @@ if(NOT TARGET PkgConfig::CMOCKA)
   mp_skip("the CMocka unit tests in tests/" libcmocka-dev)
 endif()
 if(NOT TARGET PkgConfig::HWLOC)
-  mp_skip("the hwloc topology lessons (6_performance)" libhwloc-dev)
+  mp_skip("hwloc, which the affinity and NUMA lessons of 6_performance use" libhwloc-dev)
 endif()
 
 find_package(OpenMP QUIET COMPONENTS C)
