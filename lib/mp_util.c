@@ -428,9 +428,20 @@ static void signal_children(int sig)
  * the cleanups this process registered.  Async-signal-safe. */
 static void stop_children_and_clean_up(void)
 {
-	signal_children(SIGTERM);
-	while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
-		;  /* reap every child, including ones that ended earlier */
+	/* Reap every child, including ones that ended earlier.  The kernel's
+	 * children list may miss a child that forks or exits while it is
+	 * read, so poll, and send the signal again every half second. */
+	for (int round = 0;; round++) {
+		pid_t r;
+
+		if (round % 50 == 0)
+			signal_children(SIGTERM);
+		while ((r = waitpid(-1, NULL, WNOHANG)) > 0)
+			;
+		if (r == -1 && errno == ECHILD)
+			break;
+		nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+	}
 	pid_t self = getpid();
 
 	for (int i = ncleanups - 1; i >= 0; i--)
