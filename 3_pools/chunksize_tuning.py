@@ -25,7 +25,6 @@ import multiprocessing as mp
 import os
 import signal
 import statistics
-import sys
 import time
 
 MASK = (1 << 64) - 1
@@ -87,6 +86,12 @@ def run(pool, args, items):
     print(f"python-uss,{max(uss_kib(p) for p in pids)}", flush=True)
 
 
+def stop(signum, _frame):
+    for child in mp.active_children():  # the pool's workers
+        child.kill()
+    os._exit(128 + signum)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", type=int, default=3000)
@@ -98,10 +103,11 @@ def main():
 
     items = range(args.tasks)
     pool = mp.get_context("fork").Pool(args.workers)
-    # Stopped by the C lesson (SIGTERM on Ctrl-C): SystemExit, then
-    # terminate() below.  Installed after the workers are forked, so that
-    # they keep the default action and terminate() ends them at once.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # Stopped by the C lesson (SIGTERM on Ctrl-C), whose handler waits for
+    # us: kill the workers and leave at once, without Pool.terminate(),
+    # which joins three threads and has been known to hang (gh-78178).
+    # Installed after the workers are forked: they keep the default action.
+    signal.signal(signal.SIGTERM, stop)
     try:
         run(pool, args, items)
     except BaseException:

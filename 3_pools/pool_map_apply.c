@@ -8,9 +8,10 @@
  *              pool.close(); pool.join()
  * CPython: Lib/multiprocessing/pool.py.  Pool() starts `processes` workers
  *          (os.process_cpu_count() since 3.13, os.cpu_count() before) and
- *          starts three threads in the parent.  map() cuts the items into
- *          chunks (chunksize = ceil(n / (4 * workers)), Pool._get_tasks) and
- *          puts them on _taskqueue; the _task_handler thread pickles each
+ *          starts three threads in the parent.  map() (Pool._map_async)
+ *          sets chunksize = ceil(n / (4 * workers)), Pool._get_tasks cuts
+ *          the items into chunks of that size, and they go on _taskqueue;
+ *          the _task_handler thread pickles each
  *          (job, i, mapstar, (func, chunk)) -- func by module and name --
  *          into _inqueue, a SimpleQueue (a pipe and a lock); a worker runs
  *          the chunk and sends (job, i, (True, results)) back on _outqueue;

@@ -16,24 +16,29 @@
  *              written: the authoritative record of what is done (imap
  *              reads it to stream results, recovery reads it after a death).
  *  slots[]     one per worker, on its own cache lines: which job and chunk
- *              it holds, counters.  After a death the parent reads the dead
- *              worker's slot to know what it was doing; the item it was
- *              running is the first one of that chunk without a flag.
+ *              it holds.  When a worker dies the parent reads its slot: the
+ *              item it was running is the first one of that chunk without
+ *              a flag (items run in order, and no other worker runs that
+ *              chunk).  That item is blamed for the death; after `retries`
+ *              more deaths it is given up (flag 2, error EOWNERDEAD).
  *
  * Completion without deaths: each worker adds the items it finished in a job
- * to job.done_items when it leaves the job; done_items == n means done.
- * After any death every outstanding job is "suspect" and is audited instead:
- * once its chunks are all claimed and no live worker holds it, the parent
- * scans its flags; missing items (the dead worker's unfinished chunk) are run
- * again by reopening the same job (next rewound, workers skip items already
- * flagged).  The item a worker was running when it died is blamed; after
- * `retries` further deaths on it, it is given up: flag 2, error EOWNERDEAD.
+ * to job.done_items when it leaves the job; done_items == n means done.  A
+ * dead worker's count is lost, so after a death every outstanding job is
+ * "suspect" and is audited instead: once its chunks are all claimed and no
+ * live worker holds it, the parent scans its flags; the missing items (the
+ * rest of the dead worker's chunk) are run again by reopening the same job
+ * (next rewound; workers skip items already flagged).
  *
  * Protocol between parent and workers on a descriptor (Dekker-style, every
  * access seq_cst): a worker first stores slot.job = j, then reads job.seq;
  * the parent, before it audits or recycles job j, stores job.seq = j|AUDIT
  * (or RETIRED), then reads every slot.job.  Either the worker sees the mark
- * and backs off, or the parent sees the worker and waits for it.
+ * and backs off, or the parent sees the worker and waits for it.  Sleeping
+ * uses the same pattern twice: a worker counts itself in `sleepers` before
+ * its last look for work, the parent publishes work before it reads
+ * `sleepers`; the parent sets `parent_waiting` before its last look at the
+ * jobs, a worker finishes a job before it reads `parent_waiting`.
  */
 #define _GNU_SOURCE
 #include "mp_pool.h"
@@ -61,7 +66,7 @@
 
 enum { LINE = 64 };
 #define RING 4096u                        /* job descriptors in flight */
-#define NONE UINT64_MAX                   /* no job / no item */
+#define NONE UINT64_MAX                   /* no job / no chunk */
 #define AUDIT_BIT (UINT64_C(1) << 62)     /* job.seq while being audited */
 #define RETIRED (UINT64_C(1) << 63)       /* job.seq once finished */
 #define NO_ERR UINT64_MAX                 /* job.err_key: no failure */
@@ -69,11 +74,13 @@ enum { LINE = 64 };
 #define CODE_MASK ((UINT64_C(1) << CODE_BITS) - 1)
 #define DEFAULT_ARENA ((size_t)128 << 20)
 #define DEFAULT_HEAP ((size_t)256 << 20)
-#define HEAP_MAGIC UINT64_C(0x6d70706f6f6c6862)  /* a block's header */
+#define HEAP_MAGIC UINT64_C(0x6d70706f6f6c6862)  /* a used block */
+#define HEAP_FREE UINT64_C(0x6d70706f6f6c6666)   /* a freed one */
 #define MIN_ARENA ((size_t)1 << 20)
 #define WINDOW_CAP ((size_t)2 << 20)      /* bytes per map window, ideally */
-#define MAX_PASSES 64                     /* re-runs of one job, at most */
 #define SPIN_NS 20000                     /* spin this long before sleeping */
+#define RECHECK_NS 1000000                /* poll timeout while waiting on
+					   * something that sends no wake-up */
 
 /* slot.state; RETIRING: leaves after maxtasksperchild, LEAVING: at join */
 enum { S_FREE, S_STARTING, S_READY, S_RETIRING, S_LEAVING };
@@ -87,27 +94,24 @@ struct job {
 	alignas(LINE) _Atomic uint64_t next;
 	_Atomic uint64_t done_items;          /* added when leaving the job */
 	_Atomic uint64_t err_key;             /* min of index << 12 | code */
-	/* written by the parent before publication, read by workers */
+	/* written by the parent (at submission and audits), read by workers */
 	alignas(LINE) _Atomic uint64_t seq;
+	_Atomic uint64_t end_unit;            /* chunks [next, end_unit) */
 	mp_pool_fn fn;
-	uint64_t n, chunk;
+	uint64_t n, chunk, item_size, result_size;
 	/* Absolute addresses: the arena and the heap are mapped before the
 	 * first fork, so they are at the same address in every worker. */
 	const char *in;
 	char *out;
 	uint8_t *flags;
-	uint16_t *errs;
-	uint64_t item_size, result_size;
+	uint16_t *errs;                       /* imap: each item's code */
 	bool stream;                          /* imap: publish every chunk */
-	_Atomic uint64_t end_unit;            /* chunks [next, end_unit) */
-	_Atomic uint32_t pass;                /* > 0: a re-run after deaths */
 };
 
 struct slot {
 	alignas(2 * LINE) _Atomic uint64_t job;  /* job held, or NONE */
 	_Atomic uint64_t chunk;                  /* chunk running, or NONE */
 	_Atomic uint64_t tasks;                  /* task calls finished */
-	_Atomic uint64_t claims;                 /* chunks claimed */
 	_Atomic int state;
 };
 
@@ -119,14 +123,11 @@ struct shared {
 	_Atomic int wake_pending;                 /* a wake-up is on its way */
 	_Atomic int shutdown;
 	alignas(2 * LINE) _Atomic int parent_waiting;
-	_Atomic uint64_t events;                  /* voluntary exits */
 	struct slot slots[MP_POOL_MAX_WORKERS];
 	struct job ring[RING];
 };
 
 /* ---- the parent's private bookkeeping ----------------------------- */
-
-struct death { uint64_t chunk; int signal; pid_t pid; };
 
 struct pjob {                       /* one per ring entry */
 	struct mp_pool_async *call;
@@ -134,15 +135,11 @@ struct pjob {                       /* one per ring entry */
 	size_t base, n;                 /* items [base, base + n) of the call */
 	size_t arena_begin;
 	bool complete, suspect;
-	int passes;
-	int last_signal;
-	pid_t last_pid;
-	struct death *deaths;
-	size_t ndeaths, capdeaths;
 	size_t pulled, frontier;        /* imap: what was copied out */
 };
 
-struct blame { size_t index; int tries, signal; pid_t pid; bool gaveup; };
+/* An item that killed a worker: how often, and the last death's details. */
+struct blame { size_t index; int tries, signal; pid_t pid; };
 
 struct mp_pool_async {              /* a call: apply, map or imap */
 	struct mp_pool *pool;           /* NULL once the pool is destroyed */
@@ -151,7 +148,7 @@ struct mp_pool_async {              /* a call: apply, map or imap */
 	mp_pool_fn fn;
 	bool user_freed, finished, submitted;
 	bool shared_in, shared_out;     /* in the pool's heap: no copy */
-	size_t n, item_size, result_size, chunk;
+	size_t n, item_size, result_size, chunk, win;
 	void *results;                  /* map: caller's; apply: ours */
 	mp_pool_callback cb;
 	void *cb_arg;
@@ -160,11 +157,11 @@ struct mp_pool_async {              /* a call: apply, map or imap */
 	struct mp_pool_error err;
 	struct blame *blames;
 	size_t nblames, capblames;
-	/* iterators */
+	/* iterators: their own copy of every result, and its code */
 	char *ires;
 	uint16_t *icode;
 	uint8_t *iready;
-	size_t *fifo;
+	size_t *fifo;                   /* imap_unordered: completion order */
 	size_t fifo_head, fifo_tail, cursor, delivered;
 };
 
@@ -194,17 +191,14 @@ struct mp_pool {
 	uint64_t safe_upto;             /* descriptors below: free to reuse */
 	size_t a_head, a_tail;          /* arena ring, byte offsets */
 	struct pjob *pj;
-	uint64_t seen_events;
 	int suspects;
 	struct mp_pool_stats st;        /* of reaped workers + parent's */
 	struct mp_pool_error last;
 	struct mp_pool_async *calls;    /* every live call */
 	char *heap;                     /* mp_pool_alloc()'s shared blocks */
 	size_t heap_bytes;
-	struct extent { size_t off, len; } *holes;  /* free, by offset */
-	size_t nholes, capholes;
-	struct pollfd *pfd;
-	int *pfd_slot;
+	size_t heap_top, heap_last;     /* first free byte; top block (or
+					 * SIZE_MAX) */
 };
 
 /* ---- small helpers ------------------------------------------------ */
@@ -231,6 +225,11 @@ static size_t al(size_t n)
 	return (n + LINE - 1) & ~(size_t)(LINE - 1);
 }
 
+static size_t min_sz(size_t a, size_t b)
+{
+	return a < b ? a : b;
+}
+
 /* Does [ptr, ptr + len) lie in the pool's shared heap? */
 static bool in_heap(const struct mp_pool *p, const void *ptr, size_t len)
 {
@@ -252,8 +251,8 @@ static void futex_wake(_Atomic uint32_t *addr, int n)
 	syscall(SYS_futex, addr, FUTEX_WAKE, n, NULL, NULL, 0);
 }
 
-/* Flags and codes in the arena are plain bytes; these give them atomic
- * access without declaring the whole arena _Atomic. */
+/* Flags in the arena are plain bytes; these give them atomic access
+ * without declaring the whole arena _Atomic. */
 static inline uint8_t flag_load(const uint8_t *f)
 {
 	return __atomic_load_n(f, __ATOMIC_ACQUIRE);
@@ -274,11 +273,15 @@ static struct pjob *ring_pjob(const struct mp_pool *p, uint64_t seq)
 	return &p->pj[seq % RING];
 }
 
-static void err_min(struct job *jb, uint64_t index, int code)
+/* Record item i's failure in the job (for imap also at its place); the
+ * job keeps the lowest failing index. */
+static void note_error(struct job *jb, uint64_t i, int code)
 {
-	uint64_t key = (index << CODE_BITS) | (uint64_t)code;
+	uint64_t key = (i << CODE_BITS) | (uint64_t)code;
 	uint64_t cur = atomic_load(&jb->err_key);
 
+	if (jb->stream)
+		jb->errs[i] = (uint16_t)code;
 	while (key < cur && !atomic_compare_exchange_weak(&jb->err_key, &cur,
 							  key))
 		;
@@ -333,12 +336,14 @@ static bool worker_idle(const struct mp_pool *p)
 		sched_yield();
 	} while (now_ns() < until);
 
+	/* Read the futex word before the last look: a wake-up that comes
+	 * after it changes the word, and FUTEX_WAIT then returns at once. */
 	uint32_t seq = atomic_load(&sh->wake_seq);
 
 	atomic_fetch_add(&sh->sleepers, 1);
 	atomic_store(&sh->wake_pending, 0);  /* this sleeper needs a new one */
 	if (!has_work(sh) && !atomic_load(&sh->shutdown)) {
-		futex_wait(&sh->wake_seq, seq);
+		futex_wait(&sh->wake_seq, seq);  /* EINTR, EAGAIN: look again */
 		atomic_store(&sh->wake_pending, 0);  /* let the next one come */
 	}
 	atomic_fetch_sub(&sh->sleepers, 1);
@@ -362,16 +367,8 @@ static void leave(const struct mp_pool *p, struct slot *me, struct held *h)
 	wake_parent(p);
 }
 
-/* Run the items of chunk k; returns how many task calls it made. */
-static void note_error(struct job *jb, uint64_t i, int rc)
-{
-	int code = rc >= 1 && rc <= (int)CODE_MASK ? rc : ERANGE;
-
-	if (jb->stream)
-		jb->errs[i] = (uint16_t)code;
-	err_min(jb, i, code);
-}
-
+/* Run the items of chunk k that have no flag yet (all of them, unless the
+ * chunk is run again after a death); returns how many it ran. */
 static uint64_t run_chunk(struct slot *me, struct job *jb, uint64_t k)
 {
 	uint64_t start = k * jb->chunk;
@@ -386,34 +383,20 @@ static uint64_t run_chunk(struct slot *me, struct job *jb, uint64_t k)
 	/* The chunk, not the item, is recorded: if this worker dies, the
 	 * item it was running is the chunk's first one without a flag. */
 	atomic_store_explicit(&me->chunk, k, memory_order_relaxed);
-	if (!atomic_load_explicit(&jb->pass, memory_order_relaxed)) {
-		for (; f < end; f++, a += isz, r += rsz) {
-			int rc = fn(a, r);
+	for (; f < end; f++, a += isz, r += rsz) {
+		if (flag_load(f))
+			continue;
+		int rc = fn(a, r);
 
-			if (rc)
-				note_error(jb, (uint64_t)(f - jb->flags), rc);
-			flag_store(f, 1);
-		}
-		ran = cnt;
-	} else {  /* a re-run after a death: skip what was done */
-		for (; f < end; f++, a += isz, r += rsz) {
-			if (flag_load(f))
-				continue;
-			int rc = fn(a, r);
-
-			if (rc)
-				note_error(jb, (uint64_t)(f - jb->flags), rc);
-			flag_store(f, 1);
-			ran++;
-		}
+		if (rc)
+			note_error(jb, (uint64_t)(f - jb->flags),
+				   rc >= 1 && rc <= (int)CODE_MASK ? rc : ERANGE);
+		flag_store(f, 1);
+		ran++;
 	}
 	atomic_store_explicit(&me->tasks,
 			      atomic_load_explicit(&me->tasks,
 						   memory_order_relaxed) + ran,
-			      memory_order_relaxed);
-	atomic_store_explicit(&me->claims,
-			      atomic_load_explicit(&me->claims,
-						   memory_order_relaxed) + 1,
 			      memory_order_relaxed);
 	return ran;
 }
@@ -495,7 +478,7 @@ static _Noreturn void worker_main(const struct mp_pool *p, int i)
 	/* Die with the parent: a worker never outlives a crashed caller. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || getppid() != p->parent)
 		_exit(127);
-	for (int k = 0; k < MP_POOL_MAX_WORKERS; k++)
+	for (int k = 0; k < p->workers; k++)
 		if (p->w[k].pid > 0)
 			close(p->w[k].pidfd);  /* the siblings' pidfds */
 	if (p->init)
@@ -510,9 +493,7 @@ static _Noreturn void worker_main(const struct mp_pool *p, int i)
 			  * before fork, so nothing is printed twice */
 	fflush(stderr);
 	atomic_store(&me->state, retiring ? S_RETIRING : S_LEAVING);
-	atomic_fetch_add(&p->sh->events, 1);
-	wake_parent(p);
-	_exit(0);
+	_exit(0);  /* the parent learns it from the worker's pidfd */
 }
 
 /* ---- the parent: workers ------------------------------------------ */
@@ -524,7 +505,6 @@ static int spawn(struct mp_pool *p, int i)
 	atomic_store(&s->job, NONE);
 	atomic_store(&s->chunk, NONE);
 	atomic_store(&s->tasks, 0);
-	atomic_store(&s->claims, 0);
 	atomic_store(&s->state, S_STARTING);
 	fflush(stdout);
 	fflush(stderr);
@@ -541,7 +521,7 @@ static int spawn(struct mp_pool *p, int i)
 	if (fd == -1) {
 		int e = errno;
 
-		kill(pid, SIGKILL);
+		kill(pid, SIGKILL);  /* not reaped yet: the pid is still ours */
 		while (waitpid(pid, NULL, 0) == -1 && errno == EINTR)
 			;
 		atomic_store(&s->state, S_FREE);
@@ -554,122 +534,22 @@ static int spawn(struct mp_pool *p, int i)
 	return 0;
 }
 
-static void wake_workers(struct mp_pool *p, uint64_t n)
+/* Wake sleeping workers for a job of `chunks` chunks.  One chunk needs one
+ * worker: while an earlier wake-up is still on its way to one (it will run
+ * this job too), skip the system call -- apply_async submits in a loop. */
+static void wake_workers(struct mp_pool *p, uint64_t chunks)
 {
 	struct shared *sh = p->sh;
 
-	/* One FUTEX_WAKE per batch of sleepers: until one of them runs
-	 * again, further wake-ups would only cost system calls. */
-	if (atomic_load(&sh->sleepers) && !atomic_load(&sh->wake_pending)) {
-		atomic_store(&sh->wake_pending, 1);
-		atomic_fetch_add(&sh->wake_seq, 1);
-		futex_wake(&sh->wake_seq, n > INT_MAX ? INT_MAX : (int)n);
-	}
+	if (!atomic_load(&sh->sleepers) ||
+	    (chunks == 1 && atomic_load(&sh->wake_pending)))
+		return;
+	atomic_store(&sh->wake_pending, 1);
+	atomic_fetch_add(&sh->wake_seq, 1);
+	futex_wake(&sh->wake_seq, chunks > INT_MAX ? INT_MAX : (int)chunks);
 }
 
 static void cancel_all(struct mp_pool *p, int code);
-
-/* Remember what a dead worker was running, for the audit of its job. */
-static void record_death(struct pjob *pj, uint64_t chunk, int sig, pid_t pid)
-{
-	if (pj->ndeaths == pj->capdeaths) {
-		size_t cap = pj->capdeaths ? 2 * pj->capdeaths : 4;
-		struct death *d = realloc(pj->deaths, cap * sizeof *d);
-
-		if (d) {
-			pj->deaths = d;
-			pj->capdeaths = cap;
-		}
-	}
-	if (pj->ndeaths < pj->capdeaths)  /* else: audited as anonymous */
-		pj->deaths[pj->ndeaths++] = (struct death){ chunk, sig, pid };
-	pj->last_signal = sig;
-	pj->last_pid = pid;
-}
-
-/* A worker's pidfd became readable: it has exited.  Reap it, learn from
- * its slot what it was doing, and start a replacement. */
-static void handle_exit(struct mp_pool *p, int i)
-{
-	struct slot *s = &p->sh->slots[i];
-	pid_t pid = p->w[i].pid;
-	int status = 0;
-	pid_t r;
-
-	while ((r = waitpid(pid, &status, 0)) == -1 && errno == EINTR)
-		;
-	close(p->w[i].pidfd);
-	p->w[i] = (struct worker){ 0, -1 };
-	p->nlive--;
-
-	int state = atomic_load(&s->state);
-	bool normal = (state == S_LEAVING || state == S_RETIRING) &&
-		(r == -1 || (WIFEXITED(status) && WEXITSTATUS(status) == 0));
-
-	p->st.tasks += atomic_load(&s->tasks);
-	p->st.chunks += atomic_load(&s->claims);
-	if (normal) {
-		if (state == S_RETIRING)
-			p->st.workers_retired++;
-	} else {
-		int sig = r == pid && WIFSIGNALED(status) ?
-			WTERMSIG(status) : 0;
-		uint64_t j = atomic_load(&s->job);
-
-		p->st.workers_died++;
-		if (state == S_STARTING)
-			p->init_deaths++;
-		else
-			p->init_deaths = 0;
-		if (j != NONE && j >= p->head && j < p->tail &&
-		    !ring_pjob(p, j)->complete)
-			record_death(ring_pjob(p, j), atomic_load(&s->chunk),
-				     sig, pid);
-		/* Every job in flight may now miss a chunk: audit them. */
-		for (uint64_t q = p->head; q < p->tail; q++) {
-			struct pjob *pj = ring_pjob(p, q);
-
-			if (!pj->complete && !pj->suspect) {
-				pj->suspect = true;
-				p->suspects++;
-			}
-		}
-	}
-	atomic_store(&s->job, NONE);
-	atomic_store(&s->chunk, NONE);
-	atomic_store(&s->state, S_FREE);
-
-	if (!normal && state == S_STARTING && !p->creating &&
-	    p->init_deaths > (p->retries < 0 ? 0 : p->retries) + 1) {
-		/* Replacements die in their initializer: give up rather
-		 * than fork forever. */
-		cancel_all(p, ECHILD);
-		return;
-	}
-	if ((p->state == P_RUNNING || p->state == P_CLOSED) &&
-	    !p->shutdown_sent && !p->creating)
-		spawn(p, i);  /* on failure progress() tries again */
-}
-
-/* Reap every worker that has exited, without waiting. */
-static void check_exits(struct mp_pool *p)
-{
-	for (int i = 0; i < p->workers; i++) {
-		if (p->w[i].pid <= 0)
-			continue;
-		struct pollfd pf = { .fd = p->w[i].pidfd, .events = POLLIN };
-
-		if (poll(&pf, 1, 0) == 1)
-			handle_exit(p, i);
-	}
-}
-
-/* ---- the parent: jobs --------------------------------------------- */
-
-static void finish_call(struct mp_pool *p, struct mp_pool_async *c);
-static void release_call(struct mp_pool_async *c);
-static void pull_window(struct mp_pool *p, struct mp_pool_async *c,
-			struct pjob *pj, bool all);
 
 static struct blame *find_blame(struct mp_pool_async *c, size_t index)
 {
@@ -685,32 +565,99 @@ static struct blame *find_blame(struct mp_pool_async *c, size_t index)
 		c->blames = b;
 		c->capblames = cap;
 	}
-	c->blames[c->nblames] = (struct blame){ index, 0, 0, 0, false };
+	c->blames[c->nblames] = (struct blame){ index, 0, 0, 0 };
 	return &c->blames[c->nblames++];
 }
 
-static int allowed_retries(const struct mp_pool *p)
+/* A worker died running chunk k of job j.  The item it was running is the
+ * chunk's first one without a flag: count the death against it, and after
+ * `retries` re-runs give it up (flag 2, EOWNERDEAD) instead of running it
+ * again.  The rest of the chunk is re-run by the job's audit. */
+static void blame(struct mp_pool *p, uint64_t j, uint64_t k, int sig,
+		  pid_t pid)
 {
-	return p->retries < 0 ? 0 : p->retries;
-}
+	struct job *jb = ring_job(p, j);
+	struct pjob *pj = ring_pjob(p, j);
+	uint64_t i = k * jb->chunk, end = min_sz(i + jb->chunk, jb->n);
 
-/* Give up item i (local to job j): it killed its worker too often. */
-static void give_up(struct job *jb, struct pjob *pj,
-		    uint64_t i, int sig, pid_t pid)
-{
-	uint8_t *flag = jb->flags;
+	while (i < end && flag_load(&jb->flags[i]))
+		i++;
+	if (i >= end)
+		return;  /* it died between two items: nobody to blame */
 	struct blame *b = find_blame(pj->call, pj->base + i);
 
-	if (b) {
-		b->gaveup = true;
-		b->signal = sig;
-		b->pid = pid;
+	if (!b)
+		return;  /* ENOMEM: the item is simply run again */
+	b->signal = sig;
+	b->pid = pid;
+	if (++b->tries > p->retries) {
+		note_error(jb, i, EOWNERDEAD);
+		flag_store(&jb->flags[i], 2);
 	}
-	if (jb->stream)
-		jb->errs[i] = EOWNERDEAD;
-	err_min(jb, i, EOWNERDEAD);
-	flag_store(&flag[i], 2);
 }
+
+/* A worker's pidfd became readable: it has exited.  Reap it and learn
+ * from its slot what it was doing. */
+static void handle_exit(struct mp_pool *p, int i)
+{
+	struct slot *s = &p->sh->slots[i];
+	pid_t pid = p->w[i].pid;
+	int status = 0;
+	pid_t r;
+
+	while ((r = waitpid(pid, &status, 0)) == -1 && errno == EINTR)
+		;
+	close(p->w[i].pidfd);
+	p->w[i] = (struct worker){ 0, -1 };
+	p->nlive--;
+	p->st.tasks += atomic_load(&s->tasks);
+
+	int state = atomic_load(&s->state);
+	bool normal = (state == S_LEAVING || state == S_RETIRING) &&
+		(r == -1 || (WIFEXITED(status) && WEXITSTATUS(status) == 0));
+
+	if (normal) {
+		if (state == S_RETIRING)
+			p->st.workers_retired++;
+	} else {
+		uint64_t j = atomic_load(&s->job), k = atomic_load(&s->chunk);
+
+		p->st.workers_died++;
+		p->init_deaths = state == S_STARTING ? p->init_deaths + 1 : 0;
+		if (j >= p->head && j < p->tail && k != NONE &&
+		    !ring_pjob(p, j)->complete)
+			blame(p, j, k, r == pid && WIFSIGNALED(status) ?
+				WTERMSIG(status) : 0, pid);
+		/* Every job in flight may now miss a chunk: audit them. */
+		for (uint64_t q = p->head; q < p->tail; q++) {
+			struct pjob *pj = ring_pjob(p, q);
+
+			if (!pj->complete && !pj->suspect) {
+				pj->suspect = true;
+				p->suspects++;
+			}
+		}
+		/* It may have taken a wake-up meant for the others with it. */
+		atomic_store(&p->sh->wake_pending, 0);
+		wake_workers(p, (uint64_t)p->workers);
+	}
+	atomic_store(&s->job, NONE);
+	atomic_store(&s->chunk, NONE);
+	atomic_store(&s->state, S_FREE);
+
+	/* progress() forks the replacement, unless the replacements keep
+	 * dying in their initializer: then give up rather than fork forever. */
+	if (!normal && state == S_STARTING && !p->creating &&
+	    p->init_deaths > p->retries + 1)
+		cancel_all(p, ECHILD);
+}
+
+/* ---- the parent: jobs --------------------------------------------- */
+
+static void finish_call(struct mp_pool_async *c);
+static void release_call(struct mp_pool_async *c);
+static void pull_window(struct mp_pool *p, struct mp_pool_async *c,
+			struct pjob *pj, bool all);
 
 /* A suspect job (a worker died while it was in flight): once its chunks
  * are all claimed and no live worker holds it, find what is missing and
@@ -727,39 +674,15 @@ static bool audit(struct mp_pool *p, uint64_t j)
 		if (p->w[i].pid > 0 &&
 		    atomic_load(&p->sh->slots[i].job) == j) {
 			atomic_store(&jb->seq, j);
-			p->deferred = true;
+			p->deferred = true;  /* it lets go in a moment */
 			return false;
 		}
 
 	/* Nobody touches job j now. */
-	uint8_t *flag = jb->flags;
-
-	for (size_t d = 0; d < pj->ndeaths; d++) {
-		struct death *dd = &pj->deaths[d];
-		uint64_t units = (pj->n + jb->chunk - 1) / jb->chunk;
-		uint64_t i = dd->chunk < units ? dd->chunk * jb->chunk : pj->n;
-		uint64_t end = i + jb->chunk < pj->n ? i + jb->chunk : pj->n;
-
-		while (i < end && flag_load(&flag[i]))
-			i++;  /* the items of its chunk it finished */
-		if (i >= end)
-			continue;  /* died between chunks: nobody to blame */
-		struct blame *b = find_blame(pj->call, pj->base + i);
-
-		if (!b)
-			continue;
-		b->tries++;
-		b->signal = dd->signal;
-		b->pid = dd->pid;
-		if (b->tries > allowed_retries(p))
-			give_up(jb, pj, i, dd->signal, dd->pid);
-	}
-	pj->ndeaths = 0;
-
 	size_t lo = SIZE_MAX, hi = 0, missing = 0;
 
 	for (size_t i = 0; i < pj->n; i++)
-		if (!flag_load(&flag[i])) {
+		if (!flag_load(&jb->flags[i])) {
 			if (lo == SIZE_MAX)
 				lo = i;
 			hi = i + 1;
@@ -769,16 +692,7 @@ static bool audit(struct mp_pool *p, uint64_t j)
 		atomic_store(&jb->seq, j);
 		return true;
 	}
-	if (++pj->passes > MAX_PASSES) {
-		for (size_t i = lo; i < hi; i++)
-			if (!flag_load(&flag[i]))
-				give_up(jb, pj, i, pj->last_signal,
-					pj->last_pid);
-		atomic_store(&jb->seq, j);
-		return true;
-	}
 	p->st.retried_items += missing;
-	atomic_store(&jb->pass, (uint32_t)pj->passes);
 	atomic_store(&jb->end_unit, (hi - 1) / jb->chunk + 1);
 	atomic_store(&jb->next, lo / jb->chunk);
 	atomic_store(&jb->seq, j);
@@ -802,17 +716,18 @@ static bool job_complete(struct mp_pool *p, uint64_t j)
 	return pj->suspect && audit(p, j);
 }
 
-static void call_fail(struct mp_pool_async *c, size_t index, int code)
+/* The error of item index (or the pool's own), for a call's report. */
+static struct mp_pool_error item_error(const struct mp_pool_async *c,
+				       size_t index, int code, bool task)
 {
-	if (c->err.code && (c->err.index <= index || !c->err.task))
-		return;  /* a lower index failed, or the call was cancelled */
-	c->err = (struct mp_pool_error){ code, true, index, 0, 0 };
-	for (size_t i = 0; i < c->nblames; i++)
-		if (c->blames[i].index == index && c->blames[i].gaveup &&
-		    code == EOWNERDEAD) {
-			c->err.signal = c->blames[i].signal;
-			c->err.pid = c->blames[i].pid;
+	struct mp_pool_error e = { code, task, index, 0, 0 };
+
+	for (size_t i = 0; code == EOWNERDEAD && i < c->nblames; i++)
+		if (c->blames[i].index == index) {
+			e.signal = c->blames[i].signal;
+			e.pid = c->blames[i].pid;
 		}
+	return e;
 }
 
 /* Job j is complete: hand its results to its call. */
@@ -833,12 +748,14 @@ static void complete_job(struct mp_pool *p, uint64_t j)
 	else if (c->kind == K_APPLY && c->result_size)
 		memcpy(c->results, jb->out, c->result_size);
 	uint64_t key = atomic_load(&jb->err_key);
+	size_t index = pj->base + (key >> CODE_BITS);
 
-	if (key != NO_ERR && c->kind <= K_MAP)
-		call_fail(c, pj->base + (key >> CODE_BITS),
-			  (int)(key & CODE_MASK));
+	/* Keep the lowest failing index, unless the call was cancelled. */
+	if (key != NO_ERR && c->kind <= K_MAP &&
+	    (!c->err.code || (c->err.task && index < c->err.index)))
+		c->err = item_error(c, index, (int)(key & CODE_MASK), true);
 	if (++c->jobs_done == c->njobs && c->submitted)
-		finish_call(p, c);
+		finish_call(c);
 }
 
 /* Job j is over: mark its descriptor retired (a worker that still looks
@@ -853,9 +770,6 @@ static void retire(struct mp_pool *p, uint64_t j)
 	atomic_store_explicit(&jb->seq, RETIRED, memory_order_release);
 	if (pj->call->kind >= K_IMAP && !pj->call->user_freed)
 		pull_window(p, pj->call, pj, true);
-	free(pj->deaths);
-	pj->deaths = NULL;
-	pj->ndeaths = pj->capdeaths = 0;
 	if (pj->suspect) {
 		pj->suspect = false;
 		p->suspects--;
@@ -909,15 +823,10 @@ static void collect(struct mp_pool *p)
 	}
 }
 
-/* Everything the parent does whenever it enters the pool. */
+/* Everything the parent does whenever it enters the pool: audit, deliver
+ * and retire jobs, and fork a worker for every empty slot. */
 static void progress(struct mp_pool *p)
 {
-	uint64_t ev = atomic_load(&p->sh->events);
-
-	if (ev != p->seen_events) {
-		p->seen_events = ev;
-		check_exits(p);
-	}
 	if (p->suspects)
 		for (uint64_t q = p->head; q < p->tail; q++) {
 			struct pjob *pj = ring_pjob(p, q);
@@ -933,31 +842,63 @@ static void progress(struct mp_pool *p)
 				break;
 }
 
+/* Sleep in ppoll() on the eventfd and every worker's pidfd for at most
+ * wait ns (negative: no limit), then reap the workers that exited. */
+static int sleep_once(struct mp_pool *p, int64_t wait)
+{
+	struct pollfd pfd[MP_POOL_MAX_WORKERS + 1];
+	int slot[MP_POOL_MAX_WORKERS + 1], n = 0;
+
+	pfd[n++] = (struct pollfd){ .fd = p->efd, .events = POLLIN };
+	for (int i = 0; i < p->workers; i++)
+		if (p->w[i].pid > 0) {
+			slot[n] = i;
+			pfd[n++] = (struct pollfd){ .fd = p->w[i].pidfd,
+						    .events = POLLIN };
+		}
+	struct timespec ts = { wait / 1000000000, wait % 1000000000 };
+	int r = ppoll(pfd, (nfds_t)n, wait < 0 ? NULL : &ts, NULL);
+
+	if (r == -1)
+		return errno == EINTR ? 0 : -1;  /* a handler ran: look again */
+	for (int k = 1; k < n && r > 0; k++)
+		if (pfd[k].revents && p->w[slot[k]].pid > 0)
+			handle_exit(p, slot[k]);
+	if (pfd[0].revents) {
+		uint64_t v;
+		ssize_t rr = read(p->efd, &v, sizeof v);
+
+		(void)rr;  /* EAGAIN: someone drained it */
+	}
+	return 0;
+}
+
 /* Wait until cond() holds, running progress() meanwhile: spin briefly,
- * then sleep in poll() on the eventfd and every worker's pidfd.  deadline
- * is in now_ns() time, or negative for none.  0, or -1 with ETIMEDOUT. */
+ * then sleep in ppoll().  deadline is in now_ns() time, or negative for
+ * none.  Even a deadline already past gets one look at the pidfds, so a
+ * caller that polls (ready(), get() with timeout 0) sees dead workers
+ * replaced and their items run again.  0, or -1 with ETIMEDOUT. */
 static int wait_until(struct mp_pool *p,
 		      bool (*cond)(struct mp_pool *, void *), void *arg,
 		      int64_t deadline)
 {
-	struct shared *sh = p->sh;
 	int64_t spin_until = now_ns() + SPIN_NS;
-	bool armed = false;
+	bool armed = false, polled = false;
+	int rc = 0;
 
 	for (;;) {
 		progress(p);
-		if (cond(p, arg)) {
-			atomic_store(&sh->parent_waiting, 0);
-			return 0;
-		}
+		if (cond(p, arg))
+			break;
 		int64_t now = now_ns();
+		bool late = deadline >= 0 && now >= deadline;
 
-		if (deadline >= 0 && now >= deadline) {
-			atomic_store(&sh->parent_waiting, 0);
+		if (late && polled) {
 			errno = ETIMEDOUT;
-			return -1;
+			rc = -1;
+			break;
 		}
-		if (now < spin_until && !p->deferred) {
+		if (!late && now < spin_until && !p->deferred) {
 			for (int i = 0; i < 64; i++)
 				cpu_relax();
 			sched_yield();  /* a worker may need this CPU */
@@ -966,47 +907,28 @@ static int wait_until(struct mp_pool *p,
 		if (!armed) {
 			/* Ask for a wake-up, then look once more: a worker
 			 * that finished in between has seen the request. */
-			atomic_store(&sh->parent_waiting, 1);
+			atomic_store(&p->sh->parent_waiting, 1);
 			armed = true;
 			continue;
 		}
 		armed = false;
 
-		int64_t wait = deadline >= 0 ? deadline - now : -1;
+		int64_t wait = deadline < 0 ? -1 : late ? 0 : deadline - now;
 
-		if (p->deferred || p->nlive < p->workers)
-			if (wait < 0 || wait > 1000000)
-				wait = 1000000;  /* re-check in 1 ms */
+		/* Things that send no wake-up: a worker about to let go of
+		 * a job (deferred), a worker that could not be forked. */
+		if ((p->deferred || p->nlive < p->workers) &&
+		    (wait < 0 || wait > RECHECK_NS))
+			wait = RECHECK_NS;
 		p->deferred = false;
-
-		int n = 0;
-
-		p->pfd[n++] = (struct pollfd){ .fd = p->efd, .events = POLLIN };
-		for (int i = 0; i < p->workers; i++)
-			if (p->w[i].pid > 0) {
-				p->pfd_slot[n] = i;
-				p->pfd[n++] = (struct pollfd){
-					.fd = p->w[i].pidfd, .events = POLLIN };
-			}
-		struct timespec ts = { wait / 1000000000, wait % 1000000000 };
-		int r = ppoll(p->pfd, (nfds_t)n, wait < 0 ? NULL : &ts, NULL);
-
-		if (r == -1 && errno != EINTR) {
-			atomic_store(&sh->parent_waiting, 0);
-			return -1;
+		if (sleep_once(p, wait) == -1) {
+			rc = -1;
+			break;
 		}
-		if (r <= 0)
-			continue;
-		for (int k = 1; k < n; k++)
-			if (p->pfd[k].revents && p->w[p->pfd_slot[k]].pid > 0)
-				handle_exit(p, p->pfd_slot[k]);
-		if (p->pfd[0].revents) {
-			uint64_t v;
-			ssize_t rr = read(p->efd, &v, sizeof v);
-
-			(void)rr;  /* EAGAIN: someone drained it */
-		}
+		polled = true;
 	}
+	atomic_store(&p->sh->parent_waiting, 0);
+	return rc;
 }
 
 /* Room for a job of need arena bytes: a free descriptor and space in the
@@ -1057,26 +979,26 @@ static int submit(struct mp_pool *p, struct mp_pool_async *c, size_t base,
 	size_t need = in + out + fl + (stream ? al(2 * n) : 0);
 	size_t off;
 
-	while (!arena_alloc(p, need, &off)) {
+	for (;;) {
+		/* Checked before each try: a wait for room may end with the
+		 * pool terminated, its ring empty, and no worker left. */
 		if (p->broken || p->state == P_TERMINATED) {
 			errno = p->broken ? p->broken : ECANCELED;
 			return -1;
 		}
+		if (arena_alloc(p, need, &off))
+			break;
 		if (wait_until(p, cond_room, &need, -1) == -1)
 			return -1;
 	}
 	uint64_t j = p->tail;
 	struct job *jb = ring_job(p, j);
-	struct pjob *pj = ring_pjob(p, j);
-	size_t chunk = c->chunk < n ? c->chunk : n;
-
+	size_t chunk = min_sz(c->chunk, n);
 	char *a = p->arena + off;
 
 	if (!c->shared_in && n && isz)
 		memcpy(a, items, n * isz);
-	memset(a + in + out, 0, n);
-	if (stream)
-		memset(a + in + out + fl, 0, 2 * n);
+	memset(a + in + out, 0, stream ? fl + 2 * n : n);
 	jb->fn = c->fn;
 	jb->n = n;
 	jb->chunk = chunk;
@@ -1089,13 +1011,12 @@ static int submit(struct mp_pool *p, struct mp_pool_async *c, size_t base,
 	jb->stream = stream;
 	atomic_store_explicit(&jb->end_unit, (n + chunk - 1) / chunk,
 			      memory_order_relaxed);
-	atomic_store_explicit(&jb->pass, 0, memory_order_relaxed);
 	atomic_store_explicit(&jb->next, 0, memory_order_relaxed);
 	atomic_store_explicit(&jb->done_items, 0, memory_order_relaxed);
 	atomic_store_explicit(&jb->err_key, NO_ERR, memory_order_relaxed);
-	atomic_store(&jb->seq, j);
-	*pj = (struct pjob){ .call = c, .seq = j, .base = base, .n = n,
-			     .arena_begin = off };
+	atomic_store(&jb->seq, j);  /* publishes the fields above */
+	*ring_pjob(p, j) = (struct pjob){ .call = c, .seq = j, .base = base,
+					  .n = n, .arena_begin = off };
 	c->refs++;
 	if (p->head == p->tail)
 		p->a_head = off;
@@ -1107,8 +1028,10 @@ static int submit(struct mp_pool *p, struct mp_pool_async *c, size_t base,
 
 /* ---- calls -------------------------------------------------------- */
 
-static void free_call(struct mp_pool_async *c)
+static void release_call(struct mp_pool_async *c)
 {
+	if (--c->refs)
+		return;
 	if (c->pool) {
 		if (c->prev)
 			c->prev->next = c->next;
@@ -1125,15 +1048,8 @@ static void free_call(struct mp_pool_async *c)
 	free(c);
 }
 
-static void release_call(struct mp_pool_async *c)
+static void finish_call(struct mp_pool_async *c)
 {
-	if (--c->refs == 0)
-		free_call(c);
-}
-
-static void finish_call(struct mp_pool *p, struct mp_pool_async *c)
-{
-	(void)p;
 	c->finished = true;
 	if (!c->cb)
 		return;
@@ -1145,16 +1061,18 @@ static void finish_call(struct mp_pool *p, struct mp_pool_async *c)
 	release_call(c);
 }
 
-/* size: bytes to allocate, at least sizeof *c (iterators and apply's result
- * buffer come after it). */
+/* size: bytes to allocate, at least sizeof *c (apply's result buffer
+ * comes after it). */
 static struct mp_pool_async *new_call(struct mp_pool *p, int kind,
 				      mp_pool_fn fn, size_t n, size_t isz,
 				      size_t rsz, size_t chunk, size_t size)
 {
 	struct mp_pool_async *c = calloc(1, size);
 
-	if (!c)
+	if (!c) {
+		set_last(p, ENOMEM, false, MP_POOL_NO_INDEX, 0, 0);
 		return NULL;
+	}
 	c->pool = p;
 	c->kind = kind;
 	c->refs = 1;
@@ -1172,40 +1090,31 @@ static struct mp_pool_async *new_call(struct mp_pool *p, int kind,
 	return c;
 }
 
-/* Items per window: at least one chunk, about WINDOW_CAP bytes (so that
- * copying the next window in overlaps with running this one), never more
- * than a quarter of the arena.  May shrink *chunk to fit. */
-static size_t window_items(const struct mp_pool *p, size_t per_item,
-			   size_t *chunk)
+static void mark_submitted(struct mp_pool_async *c)
 {
-	size_t max = (p->arena_bytes / 4) / per_item;
-	size_t cap = WINDOW_CAP / per_item;
-
-	if (*chunk > max)
-		*chunk = max;
-	size_t w = cap > *chunk ? cap - cap % *chunk : *chunk;
-
-	return w > max ? max - max % *chunk : w;
+	c->submitted = true;
+	if (c->jobs_done == c->njobs && !c->finished)
+		finish_call(c);
 }
 
+/* May the pool take new work?  (Sets EINVAL or its fatal error if not.) */
 static bool usable(struct mp_pool *p)
 {
-	if (p->broken) {
-		set_last(p, p->broken, false, MP_POOL_NO_INDEX, 0, 0);
-		return false;
-	}
-	if (p->state != P_RUNNING) {
-		set_last(p, EINVAL, false, MP_POOL_NO_INDEX, 0, 0);
+	if (p->broken || p->state != P_RUNNING) {
+		set_last(p, p->broken ? p->broken : EINVAL, false,
+			 MP_POOL_NO_INDEX, 0, 0);
 		return false;
 	}
 	return true;
 }
 
-/* Common checks of map-like calls; returns the bytes an item needs in the
- * arena, or 0 after setting EINVAL. */
-static size_t check_map(struct mp_pool *p, mp_pool_fn fn, const void *items,
-			size_t n, size_t isz, const void *results, size_t rsz,
-			bool stream)
+/* Checks common to map and imap; false after setting EINVAL.  Items per
+ * window: at least one chunk, about WINDOW_CAP bytes (so that copying the
+ * next window in overlaps with running this one), never more than a
+ * quarter of the arena.  May shrink *chunk to fit. */
+static bool check_map(struct mp_pool *p, mp_pool_fn fn, const void *items,
+		      size_t n, size_t isz, const void *results, size_t rsz,
+		      bool stream)
 {
 	size_t per = isz + rsz + 1 + (stream ? 2 : 0);
 
@@ -1215,68 +1124,85 @@ static size_t check_map(struct mp_pool *p, mp_pool_fn fn, const void *items,
 	    per + 4 * LINE > p->arena_bytes / 16 ||
 	    (n && n > SIZE_MAX / per)) {
 		set_last(p, EINVAL, false, MP_POOL_NO_INDEX, 0, 0);
-		return 0;
+		return false;
 	}
-	return per;
+	return usable(p);
 }
 
-static struct mp_pool_async *submit_map(struct mp_pool *p, int kind,
-					mp_pool_fn fn, const char *items,
-					size_t n, size_t isz, void *results,
-					size_t rsz, size_t chunk, size_t size)
+/* A map or imap call, not yet submitted.  A map larger than WINDOW_CAP
+ * bytes runs as several jobs ("windows") of whole chunks, so that copying
+ * the next window in overlaps with running this one; a window never takes
+ * more than a quarter of the arena (chunk shrinks to fit if need be). */
+static struct mp_pool_async *map_call(struct mp_pool *p, int kind,
+				      mp_pool_fn fn, const void *items,
+				      size_t n, size_t isz, void *results,
+				      size_t rsz, size_t chunk, size_t size)
 {
 	bool sin = n && in_heap(p, items, n * isz);
-	bool sout = n && rsz && in_heap(p, results, n * rsz);
-	size_t per = (sin ? 0 : isz) + (sout ? 0 : rsz) + 1;
-	size_t win = n ? window_items(p, per, &chunk) : 1;
+	bool sout = n && rsz && kind == K_MAP && in_heap(p, results, n * rsz);
+	size_t per = (sin ? 0 : isz) + (sout ? 0 : rsz) + 1 +
+		(kind >= K_IMAP ? 2 : 0);
+	size_t max = (p->arena_bytes / 4) / per, win = WINDOW_CAP / per;
+
+	chunk = min_sz(chunk, max);
+	win = win > chunk ? win - win % chunk : chunk;
+	if (win > max)
+		win = max - max % chunk;
+
 	struct mp_pool_async *c = new_call(p, kind, fn, n, isz, rsz, chunk,
 					   size);
 
-	if (!c) {
-		set_last(p, ENOMEM, false, MP_POOL_NO_INDEX, 0, 0);
+	if (!c)
 		return NULL;
-	}
 	c->shared_in = sin;
 	c->shared_out = sout;
 	c->results = results;
+	c->win = win;
 	c->njobs = (n + win - 1) / win;
-	progress(p);
-	for (size_t base = 0, w = 0; w < c->njobs; w++, base += win) {
-		size_t cnt = n - base < win ? n - base : win;
-
-		if (submit(p, c, base, cnt, items + base * isz) == -1) {
-			/* The pool broke or was cancelled while we waited
-			 * for room: fail the call, keep what is in flight. */
-			c->err = (struct mp_pool_error){ errno, false,
-				MP_POOL_NO_INDEX, 0, 0 };
-			c->njobs = w;
-			break;
-		}
-	}
 	return c;
 }
 
-static void mark_submitted(struct mp_pool *p, struct mp_pool_async *c)
+/* Submit a map or imap call's windows, then let it finish.  If the pool
+ * breaks or is terminated meanwhile, the rest of the call fails. */
+static void submit_windows(struct mp_pool *p, struct mp_pool_async *c,
+			   const char *items)
 {
-	c->submitted = true;
-	if (c->jobs_done == c->njobs && !c->finished)
-		finish_call(p, c);
+	size_t n = c->n, win = c->win;
+
+	progress(p);
+	for (size_t base = 0, w = 0; w < c->njobs; w++, base += win) {
+		if (submit(p, c, base, min_sz(n - base, win),
+			   items + base * c->item_size) == 0)
+			continue;
+		c->njobs = w;
+		if (c->kind == K_MAP)
+			c->err = (struct mp_pool_error){ errno, false,
+				MP_POOL_NO_INDEX, 0, 0 };
+		for (size_t i = base; c->kind >= K_IMAP && i < n; i++) {
+			c->icode[i] = (uint16_t)errno;
+			c->iready[i] = 1;
+			if (c->fifo)
+				c->fifo[c->fifo_tail++] = i;
+		}
+		break;
+	}
+	mark_submitted(c);
 }
 
 /* ---- imap: copying results out of the arena ----------------------- */
 
-static void take(struct mp_pool *p, struct mp_pool_async *c,
-		 struct pjob *pj, struct job *jb, size_t i, bool cancelled)
+static void take(struct mp_pool_async *c, struct pjob *pj, struct job *jb,
+		 size_t i)
 {
 	size_t g = pj->base + i;
-	(void)p;
+
 	if (flag_load(&jb->flags[i])) {
 		if (c->result_size)
 			memcpy(c->ires + g * c->result_size,
 			       jb->out + i * c->result_size, c->result_size);
 		c->icode[g] = jb->errs[i];
 	} else {
-		c->icode[g] = cancelled ? ECANCELED : ECHILD;
+		c->icode[g] = ECANCELED;  /* retired unfinished: terminate */
 	}
 	c->iready[g] = 1;
 	if (c->kind == K_IMAP_UNORDERED)
@@ -1284,7 +1210,7 @@ static void take(struct mp_pool *p, struct mp_pool_async *c,
 }
 
 /* Copy what is ready in one window into the iterator's own arrays (all of
- * it when the window is retired or cancelled). */
+ * it when the window is retired). */
 static void pull_window(struct mp_pool *p, struct mp_pool_async *c,
 			struct pjob *pj, bool all)
 {
@@ -1294,31 +1220,37 @@ static void pull_window(struct mp_pool *p, struct mp_pool_async *c,
 	if (all) {
 		for (size_t i = 0; i < pj->n; i++)
 			if (!c->iready[pj->base + i])
-				take(p, c, pj, jb, i, true);
+				take(c, pj, jb, i);
 		pj->pulled = pj->n;
 		return;
 	}
 	if (c->kind == K_IMAP) {
 		while (pj->pulled < pj->n && flag_load(&flag[pj->pulled]))
-			take(p, c, pj, jb, pj->pulled++, false);
+			take(c, pj, jb, pj->pulled++);
 		return;
 	}
 	/* Unordered: scan what has been claimed so far. */
 	uint64_t claimed = atomic_load(&jb->next) * jb->chunk;
 
-	if (claimed > pj->n)
-		claimed = pj->n;
-	if (claimed > pj->frontier)
-		pj->frontier = claimed;
+	pj->frontier = min_sz(pj->n, claimed > pj->frontier ? claimed :
+			      pj->frontier);
 	for (size_t i = pj->pulled; i < pj->frontier; i++)
 		if (!c->iready[pj->base + i] && flag_load(&flag[i]))
-			take(p, c, pj, jb, i, false);
+			take(c, pj, jb, i);
 	while (pj->pulled < pj->n && c->iready[pj->base + pj->pulled])
 		pj->pulled++;
 }
 
-static void pull(struct mp_pool *p, struct mp_pool_async *c)
+static bool iter_ready(const struct mp_pool_async *c)
 {
+	if (c->kind == K_IMAP)
+		return c->cursor < c->n && c->iready[c->cursor];
+	return c->fifo_head < c->fifo_tail;
+}
+
+static bool cond_iter(struct mp_pool *p, void *arg)
+{
+	struct mp_pool_async *c = arg;
 	uint64_t end = c->first_seq + c->njobs;
 
 	for (uint64_t s = c->first_seq > p->head ? c->first_seq : p->head;
@@ -1331,21 +1263,7 @@ static void pull(struct mp_pool *p, struct mp_pool_async *c)
 		if (c->kind == K_IMAP && pj->pulled < pj->n)
 			break;  /* in order: later windows can wait */
 	}
-}
-
-static bool iter_has_next(const struct mp_pool_async *c)
-{
-	if (c->kind == K_IMAP)
-		return c->cursor < c->n && c->iready[c->cursor];
-	return c->fifo_head < c->fifo_tail;
-}
-
-static bool cond_iter(struct mp_pool *p, void *arg)
-{
-	struct mp_pool_async *c = arg;
-
-	pull(p, c);
-	return iter_has_next(c);
+	return iter_ready(c);
 }
 
 /* ---- cancelling --------------------------------------------------- */
@@ -1354,9 +1272,10 @@ static bool cond_iter(struct mp_pool *p, void *arg)
  * ECANCELED; a pool whose workers die at start: ECHILD). */
 static void cancel_all(struct mp_pool *p, int code)
 {
+	/* Through the pidfd: the signal cannot reach a recycled pid. */
 	for (int i = 0; i < p->workers; i++)
 		if (p->w[i].pid > 0)
-			kill(p->w[i].pid, SIGKILL);
+			pidfd_send_signal(p->w[i].pidfd, SIGKILL, NULL, 0);
 	for (int i = 0; i < p->workers; i++) {
 		if (p->w[i].pid <= 0)
 			continue;
@@ -1367,7 +1286,6 @@ static void cancel_all(struct mp_pool *p, int code)
 		close(p->w[i].pidfd);
 		p->w[i] = (struct worker){ 0, -1 };
 		p->st.tasks += atomic_load(&s->tasks);
-		p->st.chunks += atomic_load(&s->claims);
 		atomic_store(&s->job, NONE);
 		atomic_store(&s->state, S_FREE);
 	}
@@ -1380,7 +1298,8 @@ static void cancel_all(struct mp_pool *p, int code)
 		struct pjob *pj = ring_pjob(p, j);
 		struct mp_pool_async *c = pj->call;
 
-		if (!pj->complete && job_complete(p, j)) {
+		if (!pj->complete &&
+		    atomic_load(&ring_job(p, j)->done_items) >= pj->n) {
 			complete_job(p, j);
 		} else if (!pj->complete) {
 			pj->complete = true;
@@ -1388,11 +1307,10 @@ static void cancel_all(struct mp_pool *p, int code)
 				c->err = (struct mp_pool_error){ code, false,
 					MP_POOL_NO_INDEX, 0, 0 };
 			if (++c->jobs_done == c->njobs && c->submitted)
-				finish_call(p, c);
+				finish_call(c);
 		}
 		retire(p, j);
 	}
-	p->suspects = 0;
 }
 
 /* ---- create and stop ---------------------------------------------- */
@@ -1432,13 +1350,19 @@ static void unmap_pool(struct mp_pool *p)
 		munmap(p->arena, p->arena_bytes);
 	if (p->heap)
 		munmap(p->heap, p->heap_bytes);
-	free(p->holes);
 	if (p->efd >= 0)
 		close(p->efd);
 	free(p->pj);
-	free(p->pfd);
-	free(p->pfd_slot);
 	free(p);
+}
+
+/* A shared mapping of address space only: pages count once touched. */
+static void *map_shared(size_t size)
+{
+	void *m = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	return m == MAP_FAILED ? NULL : m;
 }
 
 struct mp_pool *mp_pool_create(const struct mp_pool_options *opts)
@@ -1455,10 +1379,9 @@ struct mp_pool *mp_pool_create(const struct mp_pool_options *opts)
 
 	if (!p)
 		return NULL;
-	p->efd = -1;
 	p->workers = o.workers ? o.workers : cpus_available();
 	p->retries = o.retries == 0 ? MP_POOL_DEFAULT_RETRIES :
-		o.retries < 0 ? -1 : o.retries;
+		o.retries < 0 ? 0 : o.retries;
 	p->maxtasks = o.maxtasksperchild;
 	p->init = o.initializer;
 	p->initargs = o.initargs;
@@ -1466,35 +1389,18 @@ struct mp_pool *mp_pool_create(const struct mp_pool_options *opts)
 	p->finargs = o.finargs;
 	p->parent = getpid();
 	p->arena_bytes = o.arena_bytes ? al(o.arena_bytes) : DEFAULT_ARENA;
+	p->heap_bytes = o.heap_bytes ? al(o.heap_bytes) : DEFAULT_HEAP;
 	p->last.index = MP_POOL_NO_INDEX;
 	for (int i = 0; i < MP_POOL_MAX_WORKERS; i++)
 		p->w[i] = (struct worker){ 0, -1 };
 
-	p->sh = mmap(NULL, sizeof *p->sh, PROT_READ | PROT_WRITE,
-		     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (p->sh == MAP_FAILED)
-		p->sh = NULL;
-	/* Address space only: pages are touched (and count) as used. */
-	p->arena = mmap(NULL, p->arena_bytes, PROT_READ | PROT_WRITE,
-			MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p->arena == MAP_FAILED)
-		p->arena = NULL;
-	p->heap_bytes = o.heap_bytes ? al(o.heap_bytes) : DEFAULT_HEAP;
-	p->heap = mmap(NULL, p->heap_bytes, PROT_READ | PROT_WRITE,
-		       MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p->heap == MAP_FAILED)
-		p->heap = NULL;
-	p->holes = malloc(sizeof *p->holes);
-	if (p->holes) {
-		p->holes[0] = (struct extent){ 0, p->heap_bytes };
-		p->nholes = p->capholes = 1;
-	}
+	p->sh = map_shared(sizeof *p->sh);
+	p->arena = map_shared(p->arena_bytes);
+	p->heap = map_shared(p->heap_bytes);
+	p->heap_last = SIZE_MAX;
 	p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	p->pj = calloc(RING, sizeof *p->pj);
-	p->pfd = calloc((size_t)p->workers + 1, sizeof *p->pfd);
-	p->pfd_slot = calloc((size_t)p->workers + 1, sizeof *p->pfd_slot);
-	if (!p->sh || !p->arena || !p->heap || !p->holes || p->efd == -1 ||
-	    !p->pj || !p->pfd || !p->pfd_slot) {
+	if (!p->sh || !p->arena || !p->heap || p->efd == -1 || !p->pj) {
 		int e = errno ? errno : ENOMEM;
 
 		unmap_pool(p);
@@ -1510,8 +1416,7 @@ struct mp_pool *mp_pool_create(const struct mp_pool_options *opts)
 			err = errno;
 	if (!err && (wait_until(p, cond_ready_or_dead, NULL, -1) == -1 ||
 		     !all_ready(p)))
-		err = errno == ETIMEDOUT || p->nlive < p->workers ?
-			ECHILD : errno;
+		err = p->nlive < p->workers ? ECHILD : errno;
 	p->creating = false;
 	if (err) {
 		cancel_all(p, ECHILD);
@@ -1551,12 +1456,9 @@ int mp_pool_join(struct mp_pool *p)
 		set_last(p, EINVAL, false, MP_POOL_NO_INDEX, 0, 0);
 		return -1;
 	}
-	if (p->state == P_TERMINATED || p->state == P_JOINED) {
-		p->state = P_JOINED;
-		return 0;
-	}
-	wait_until(p, cond_idle, NULL, -1);
-	if (p->state == P_TERMINATED) {  /* broke while waiting */
+	if (p->state == P_CLOSED)
+		wait_until(p, cond_idle, NULL, -1);
+	if (p->state != P_CLOSED) {  /* terminated (maybe while waiting) */
 		p->state = P_JOINED;
 		return 0;
 	}
@@ -1599,23 +1501,26 @@ void mp_pool_destroy(struct mp_pool *p)
 
 /* ---- blocking calls ----------------------------------------------- */
 
-int mp_pool_map(struct mp_pool *p, mp_pool_fn fn, const void *items,
-		size_t n, size_t item_size, void *results, size_t result_size,
-		size_t chunksize)
+/* get() on a fresh handle, then free it, keeping get()'s errno. */
+static int get_and_free(struct mp_pool_async *h, void *result)
 {
-	struct mp_pool_async *h = mp_pool_map_async(p, fn, items, n,
-						    item_size, results,
-						    result_size, chunksize,
-						    NULL, NULL);
-
 	if (!h)
 		return -1;
-	int r = mp_pool_get(h, NULL, MP_POOL_FOREVER);
+	int r = mp_pool_get(h, result, MP_POOL_FOREVER);
 	int e = errno;
 
 	mp_pool_async_free(h);
 	errno = e;
 	return r;
+}
+
+int mp_pool_map(struct mp_pool *p, mp_pool_fn fn, const void *items,
+		size_t n, size_t item_size, void *results, size_t result_size,
+		size_t chunksize)
+{
+	return get_and_free(mp_pool_map_async(p, fn, items, n, item_size,
+					      results, result_size, chunksize,
+					      NULL, NULL), NULL);
 }
 
 int mp_pool_starmap(struct mp_pool *p, mp_pool_fn fn, const void *args,
@@ -1629,17 +1534,9 @@ int mp_pool_starmap(struct mp_pool *p, mp_pool_fn fn, const void *args,
 int mp_pool_apply(struct mp_pool *p, mp_pool_fn fn, const void *arg,
 		  size_t arg_size, void *result, size_t result_size)
 {
-	struct mp_pool_async *h = mp_pool_apply_async(p, fn, arg, arg_size,
-						      result_size, NULL, NULL);
-
-	if (!h)
-		return -1;
-	int r = mp_pool_get(h, result, MP_POOL_FOREVER);
-	int e = errno;
-
-	mp_pool_async_free(h);
-	errno = e;
-	return r;
+	return get_and_free(mp_pool_apply_async(p, fn, arg, arg_size,
+						result_size, NULL, NULL),
+			    result);
 }
 
 size_t mp_pool_auto_chunksize(const struct mp_pool *p, size_t n)
@@ -1670,10 +1567,8 @@ struct mp_pool_async *mp_pool_apply_async(struct mp_pool *p, mp_pool_fn fn,
 					   result_size, 1,
 					   sizeof *c + result_size);
 
-	if (!c) {
-		set_last(p, ENOMEM, false, MP_POOL_NO_INDEX, 0, 0);
+	if (!c)
 		return NULL;
-	}
 	c->results = c + 1;
 	c->shared_in = arg_size && in_heap(p, arg, arg_size);
 	c->cb = cb;
@@ -1686,33 +1581,7 @@ struct mp_pool_async *mp_pool_apply_async(struct mp_pool *p, mp_pool_fn fn,
 						 MP_POOL_NO_INDEX, 0, 0 };
 		c->njobs = 0;
 	}
-	mark_submitted(p, c);
-	return c;
-}
-
-static struct mp_pool_async *map_async(struct mp_pool *p, mp_pool_fn fn,
-				       const void *items, size_t n,
-				       size_t isz, void *results, size_t rsz,
-				       size_t chunksize, mp_pool_callback cb,
-				       void *cb_arg)
-{
-	if (!p) {
-		errno = EINVAL;
-		return NULL;
-	}
-	size_t per = check_map(p, fn, items, n, isz, results, rsz, false);
-
-	if (!per || !usable(p))
-		return NULL;
-	size_t chunk = chunksize ? chunksize : mp_pool_auto_chunksize(p, n);
-	struct mp_pool_async *c = submit_map(p, K_MAP, fn, items, n, isz,
-					     results, rsz, chunk, sizeof *c);
-
-	if (!c)
-		return NULL;
-	c->cb = cb;
-	c->cb_arg = cb_arg;
-	mark_submitted(p, c);
+	mark_submitted(c);
 	return c;
 }
 
@@ -1722,8 +1591,24 @@ struct mp_pool_async *mp_pool_map_async(struct mp_pool *p, mp_pool_fn fn,
 					size_t result_size, size_t chunksize,
 					mp_pool_callback cb, void *cb_arg)
 {
-	return map_async(p, fn, items, n, item_size, results, result_size,
-			 chunksize, cb, cb_arg);
+	if (!p) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (!check_map(p, fn, items, n, item_size, results, result_size,
+		       false))
+		return NULL;
+	struct mp_pool_async *c = map_call(
+		p, K_MAP, fn, items, n, item_size, results, result_size,
+		chunksize ? chunksize : mp_pool_auto_chunksize(p, n),
+		sizeof *c);
+
+	if (!c)
+		return NULL;
+	c->cb = cb;
+	c->cb_arg = cb_arg;
+	submit_windows(p, c, items);
+	return c;
 }
 
 struct mp_pool_async *mp_pool_starmap_async(struct mp_pool *p,
@@ -1733,8 +1618,8 @@ struct mp_pool_async *mp_pool_starmap_async(struct mp_pool *p,
 					    size_t chunksize,
 					    mp_pool_callback cb, void *cb_arg)
 {
-	return map_async(p, fn, args, n, args_size, results, result_size,
-			 chunksize, cb, cb_arg);
+	return mp_pool_map_async(p, fn, args, n, args_size, results,
+				 result_size, chunksize, cb, cb_arg);
 }
 
 /* Try to finish h's own jobs now, out of order if need be. */
@@ -1753,17 +1638,6 @@ static bool cond_finished(struct mp_pool *p, void *arg)
 	return c->finished;
 }
 
-bool mp_pool_ready(struct mp_pool_async *h)
-{
-	if (!h)
-		return false;
-	if (!h->finished && h->pool) {
-		progress(h->pool);
-		cond_finished(h->pool, h);
-	}
-	return h->finished;
-}
-
 static int64_t deadline_of(double timeout_s)
 {
 	if (timeout_s < 0)
@@ -1771,6 +1645,20 @@ static int64_t deadline_of(double timeout_s)
 	if (timeout_s > 1e9)
 		timeout_s = 1e9;
 	return now_ns() + (int64_t)(timeout_s * 1e9);
+}
+
+bool mp_pool_ready(struct mp_pool_async *h)
+{
+	if (!h)
+		return false;
+	if (!h->finished && h->pool) {
+		int e = errno;
+
+		/* A zero wait: it also reaps and replaces dead workers. */
+		wait_until(h->pool, cond_finished, h, now_ns());
+		errno = e;
+	}
+	return h->finished;
 }
 
 int mp_pool_wait(struct mp_pool_async *h, double timeout_s)
@@ -1836,35 +1724,23 @@ static struct mp_pool_iter *imap(struct mp_pool *p, int kind, mp_pool_fn fn,
 		errno = EINVAL;
 		return NULL;
 	}
-	size_t per = check_map(p, fn, items, n, isz, NULL, rsz, true);
-
-	if (!per || !usable(p))
+	if (!check_map(p, fn, items, n, isz, NULL, rsz, true))
 		return NULL;
 	/* The iterator keeps its own copy of every result, so that a window
 	 * can be retired (and its arena reused) whether or not it has been
 	 * read yet: an unread iterator never blocks the pool. */
-	char *ires = n && rsz ? malloc(n * rsz) : NULL;
-	uint16_t *icode = calloc(n ? n : 1, sizeof *icode);
-	uint8_t *iready = calloc(n ? n : 1, 1);
-	size_t *fifo = kind == K_IMAP_UNORDERED ?
-		malloc((n ? n : 1) * sizeof *fifo) : NULL;
+	size_t m = n ? n : 1;
+	char *ires = rsz ? malloc(m * rsz) : NULL;
+	uint16_t *icode = calloc(m, sizeof *icode);
+	uint8_t *iready = calloc(m, 1);
+	size_t *fifo = kind == K_IMAP_UNORDERED ? malloc(m * sizeof *fifo) :
+		NULL;
+	struct mp_pool_async *c = NULL;
 
-	if ((n && rsz && !ires) || !icode || !iready ||
-	    (kind == K_IMAP_UNORDERED && !fifo)) {
-		free(ires);
-		free(icode);
-		free(iready);
-		free(fifo);
-		set_last(p, ENOMEM, false, MP_POOL_NO_INDEX, 0, 0);
-		return NULL;
-	}
-	/* Allocate the call first: submission may already copy results. */
-	size_t chunk = chunksize ? chunksize : 1;  /* Python's imap default */
-	bool sin = n && in_heap(p, items, n * isz);
-	size_t win = n ? window_items(p, per - (sin ? isz : 0), &chunk) : 1;
-	struct mp_pool_async *c = new_call(p, kind, fn, n, isz, rsz, chunk,
-					   sizeof(struct mp_pool_iter));
-
+	if ((!rsz || ires) && icode && iready && (kind == K_IMAP || fifo))
+		c = map_call(p, kind, fn, items, n, isz, NULL, rsz,
+			     chunksize ? chunksize : 1,  /* Python's default */
+			     sizeof(struct mp_pool_iter));
 	if (!c) {
 		free(ires);
 		free(icode);
@@ -1873,30 +1749,13 @@ static struct mp_pool_iter *imap(struct mp_pool *p, int kind, mp_pool_fn fn,
 		set_last(p, ENOMEM, false, MP_POOL_NO_INDEX, 0, 0);
 		return NULL;
 	}
-	c->shared_in = sin;
+	/* Before submitting: a window that retires while the next one
+	 * waits for room is copied out at once. */
 	c->ires = ires;
 	c->icode = icode;
 	c->iready = iready;
 	c->fifo = fifo;
-	c->njobs = (n + win - 1) / win;
-	progress(p);
-	for (size_t base = 0, w = 0; w < c->njobs; w++, base += win) {
-		size_t cnt = n - base < win ? n - base : win;
-
-		if (submit(p, c, base, cnt, (const char *)items + base * isz) ==
-		    -1) {
-			/* Items never submitted are reported as cancelled. */
-			for (size_t i = base; i < n; i++) {
-				c->icode[i] = (uint16_t)errno;
-				c->iready[i] = 1;
-				if (fifo)
-					c->fifo[c->fifo_tail++] = i;
-			}
-			c->njobs = w;
-			break;
-		}
-	}
-	mark_submitted(p, c);
+	submit_windows(p, c, items);
 	return (struct mp_pool_iter *)c;
 }
 
@@ -1931,12 +1790,12 @@ int mp_pool_next(struct mp_pool_iter *it, void *result, size_t *index,
 	}
 	if (c->delivered == c->n)
 		return 0;
-	if (!iter_has_next(c) && c->pool &&
+	if (c->pool &&
 	    wait_until(c->pool, cond_iter, c, deadline_of(timeout_s)) == -1) {
 		set_last(c->pool, errno, false, MP_POOL_NO_INDEX, 0, 0);
 		return -1;
 	}
-	if (!iter_has_next(c)) {  /* cannot happen: every item is pulled */
+	if (!iter_ready(c)) {  /* cannot happen: a window retires pulled */
 		set_last(c->pool, ECHILD, false, MP_POOL_NO_INDEX, 0, 0);
 		return -1;
 	}
@@ -1946,17 +1805,12 @@ int mp_pool_next(struct mp_pool_iter *it, void *result, size_t *index,
 	if (index)
 		*index = g;
 	if (c->icode[g]) {
-		int code = c->icode[g];
-		int sig = 0;
-		pid_t pid = 0;
+		struct mp_pool_error e = item_error(c, g, c->icode[g],
+						    c->icode[g] != ECANCELED);
 
-		for (size_t i = 0; i < c->nblames; i++)
-			if (c->blames[i].index == g && c->blames[i].gaveup &&
-			    code == EOWNERDEAD) {
-				sig = c->blames[i].signal;
-				pid = c->blames[i].pid;
-			}
-		set_last(c->pool, code, code != ECANCELED, g, sig, pid);
+		if (c->pool)
+			c->pool->last = e;
+		errno = e.code;
 		return -1;
 	}
 	if (result && c->result_size)
@@ -1972,9 +1826,12 @@ void mp_pool_iter_free(struct mp_pool_iter *it)
 
 /* ---- the shared heap -------------------------------------------------------
  *
- * First fit over a sorted array of holes, in the parent's private memory.
- * Each block starts with a 64-byte header (magic, length) just before the
- * pointer handed out; workers never allocate. */
+ * A stack of blocks: mp_pool_alloc() takes the bytes at the top, and
+ * mp_pool_free() marks a block free and brings the top down over every
+ * free block there.  Each block starts with a 64-byte header just before
+ * the pointer handed out; workers never allocate. */
+
+struct block { uint64_t magic, len, prev; };  /* prev: the block below */
 
 void *mp_pool_alloc(struct mp_pool *p, size_t size)
 {
@@ -1984,71 +1841,37 @@ void *mp_pool_alloc(struct mp_pool *p, size_t size)
 	}
 	size_t len = al(size) + LINE;
 
-	for (size_t i = 0; i < p->nholes; i++) {
-		struct extent *h = &p->holes[i];
-
-		if (h->len < len)
-			continue;
-		uint64_t *hdr = (uint64_t *)(p->heap + h->off);
-
-		hdr[0] = HEAP_MAGIC;
-		hdr[1] = len;
-		h->off += len;
-		h->len -= len;
-		if (h->len == 0) {
-			memmove(h, h + 1, (p->nholes - i - 1) * sizeof *h);
-			p->nholes--;
-		}
-		return hdr + LINE / sizeof *hdr;
+	if (len > p->heap_bytes - p->heap_top) {
+		errno = ENOMEM;
+		return NULL;
 	}
-	errno = ENOMEM;
-	return NULL;
+	struct block *b = (struct block *)(p->heap + p->heap_top);
+
+	*b = (struct block){ HEAP_MAGIC, len, p->heap_last };
+	p->heap_last = p->heap_top;
+	p->heap_top += len;
+	return (char *)b + LINE;
 }
 
 int mp_pool_free(struct mp_pool *p, void *ptr)
 {
 	if (!ptr)
 		return 0;
-	uint64_t *hdr = (uint64_t *)ptr - LINE / sizeof(uint64_t);
+	struct block *b = (struct block *)((char *)ptr - LINE);
 
-	if (!p || !in_heap(p, hdr, LINE) || ((char *)hdr - p->heap) % LINE ||
-	    hdr[0] != HEAP_MAGIC) {
+	if (!p || !in_heap(p, b, LINE) || ((char *)b - p->heap) % LINE ||
+	    b->magic != HEAP_MAGIC) {
 		errno = EINVAL;
 		return -1;
 	}
-	size_t off = (size_t)((char *)hdr - p->heap), len = hdr[1], i = 0;
+	b->magic = HEAP_FREE;
+	while (p->heap_last != SIZE_MAX) {
+		struct block *top = (struct block *)(p->heap + p->heap_last);
 
-	hdr[0] = 0;
-	while (i < p->nholes && p->holes[i].off < off)
-		i++;
-	bool join_prev = i > 0 &&
-		p->holes[i - 1].off + p->holes[i - 1].len == off;
-	bool join_next = i < p->nholes && off + len == p->holes[i].off;
-
-	if (join_prev && join_next) {
-		p->holes[i - 1].len += len + p->holes[i].len;
-		memmove(&p->holes[i], &p->holes[i + 1],
-			(p->nholes - i - 1) * sizeof *p->holes);
-		p->nholes--;
-	} else if (join_prev) {
-		p->holes[i - 1].len += len;
-	} else if (join_next) {
-		p->holes[i].off = off;
-		p->holes[i].len += len;
-	} else {
-		if (p->nholes == p->capholes) {
-			struct extent *h = realloc(p->holes, 2 * p->capholes *
-						   sizeof *h);
-
-			if (!h)
-				return -1;  /* ENOMEM: the block stays used */
-			p->holes = h;
-			p->capholes *= 2;
-		}
-		memmove(&p->holes[i + 1], &p->holes[i],
-			(p->nholes - i) * sizeof *p->holes);
-		p->holes[i] = (struct extent){ off, len };
-		p->nholes++;
+		if (top->magic != HEAP_FREE)
+			break;
+		p->heap_top = p->heap_last;
+		p->heap_last = top->prev;
 	}
 	return 0;
 }
@@ -2072,9 +1895,7 @@ int mp_pool_pids(const struct mp_pool *p, pid_t *pids, int max)
 {
 	int n = 0;
 
-	if (!p)
-		return 0;
-	for (int i = 0; i < p->workers; i++)
+	for (int i = 0; p && i < p->workers; i++)
 		if (p->w[i].pid > 0) {
 			if (pids && n < max)
 				pids[n] = p->w[i].pid;
@@ -2087,13 +1908,8 @@ void mp_pool_stats(const struct mp_pool *p, struct mp_pool_stats *st)
 {
 	if (!st)
 		return;
-	*st = (struct mp_pool_stats){ 0 };
-	if (!p)
-		return;
-	*st = p->st;
-	for (int i = 0; i < p->workers; i++)
-		if (p->w[i].pid > 0) {
+	*st = p ? p->st : (struct mp_pool_stats){ 0 };
+	for (int i = 0; p && i < p->workers; i++)
+		if (p->w[i].pid > 0)
 			st->tasks += atomic_load(&p->sh->slots[i].tasks);
-			st->chunks += atomic_load(&p->sh->slots[i].claims);
-		}
 }

@@ -79,8 +79,9 @@
  *    EMFILE when memory, fork() or file descriptors fail.
  *  - Timeouts are in seconds (fractions allowed); MP_POOL_FOREVER (any
  *    negative value) waits without limit, as Python's timeout=None; 0 checks
- *    once without waiting.  A NaN timeout is EINVAL.  Waits retry by
- *    themselves when a signal handler returns (as Python does, PEP 475).
+ *    once without waiting (but still notices dead workers).  A NaN timeout
+ *    is EINVAL.  Waits retry by themselves when a signal handler returns
+ *    (as Python does, PEP 475).
  *  - One thread uses a pool (Python's Pool may be shared by threads).  Create
  *    it in a thread that outlives it: workers get SIGKILL when the thread
  *    that forked them ends (PR_SET_PDEATHSIG), so they never outlive a
@@ -282,8 +283,9 @@ struct mp_pool_async *mp_pool_starmap_async(struct mp_pool *pool,
 					    mp_pool_callback cb, void *cb_arg);
 
 /* AsyncResult.ready(): has the call finished (successfully or not)?  Also
- * collects whatever has finished meanwhile (running callbacks).  false for
- * a NULL handle. */
+ * collects whatever has finished meanwhile (running callbacks) and, like a
+ * wait, replaces workers that died and re-runs their items: a caller that
+ * only polls ready() gets its result too.  false for a NULL handle. */
 bool mp_pool_ready(struct mp_pool_async *h);
 
 /* AsyncResult.wait(timeout): wait until the call has finished.  0 when it
@@ -359,7 +361,9 @@ void mp_pool_iter_free(struct mp_pool_iter *it);
 void *mp_pool_alloc(struct mp_pool *pool, size_t size);
 
 /* Return a block to the heap (NULL is ignored; EINVAL for a pointer that
- * mp_pool_alloc() did not return).  mp_pool_destroy() frees every block. */
+ * mp_pool_alloc() did not return, or one already freed).  The heap is a
+ * stack: a block's bytes are handed out again once every block allocated
+ * after it is freed too.  mp_pool_destroy() frees every block. */
 int mp_pool_free(struct mp_pool *pool, void *ptr);
 
 /* ---- inspection ------------------------------------------------------ */
@@ -380,8 +384,6 @@ int mp_pool_pids(const struct mp_pool *pool, pid_t *pids, int max);
 /* Counters since mp_pool_create(). */
 struct mp_pool_stats {
 	uint64_t tasks;           /* task functions run to the end */
-	uint64_t chunks;          /* claims made by workers (map chunks and
-				   * apply tasks) */
 	uint64_t workers_started; /* including the first ones */
 	uint64_t workers_retired; /* left after maxtasksperchild */
 	uint64_t workers_died;    /* killed by a signal or exited early */

@@ -3,9 +3,11 @@
  *
  * Every test makes its own pool and destroys it.  Task functions reach test
  * state through `g`, a MAP_SHARED region mapped before any pool forks (the
- * Python idiom: a global the workers inherit).  Every wait on the pool has
- * a timeout (map_async + get(timeout) where a bug could hang), so a broken
- * pool fails a test instead of hanging the suite.
+ * Python idiom: a global the workers inherit).  Every wait is bounded: the
+ * waits that take a timeout get one (map_async + get(timeout) where a bug
+ * could hang), and a watchdog (alarm) ends the run, naming the cause, if
+ * a test still takes longer than WATCHDOG_S -- join(), apply() and the
+ * initializer wait of create() have no timeout of their own.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,6 +22,7 @@
 
 enum { BIG = 1000000, MAXPIDS = 1024 };
 #define WAIT_S 60.0  /* far above any correct run, even under ASan */
+enum { WATCHDOG_S = 120 };
 
 struct shared {
 	_Atomic int gate;          /* blocked tasks run once it is 1 */
@@ -27,6 +30,7 @@ struct shared {
 	_Atomic int64_t victim_item;
 	_Atomic pid_t victim;      /* ... stores its pid here and blocks */
 	_Atomic int ninit, nfin;
+	_Atomic int poison;        /* 1: every initializer kills its worker */
 	_Atomic pid_t init_pids[MAXPIDS], fin_pids[MAXPIDS];
 	_Atomic uint8_t hits[BIG]; /* how many times each item ran */
 };
@@ -102,6 +106,34 @@ static int fail_999(const void *arg, void *result)
 	return x == 5 ? -7 : 0;  /* out of range: reported as ERANGE */
 }
 
+/* square(), but item 100000 (once) poisons every later initializer and
+ * kills its own worker; from then on tasks wait for the gate (which stays
+ * shut), so the map cannot finish before the pool breaks. */
+static int square_poisoning(const void *arg, void *result)
+{
+	int64_t x = *(const int64_t *)arg;
+	int one = 1;
+
+	if (x == 100000 && atomic_compare_exchange_strong(&g->armed, &one, 0)) {
+		atomic_store(&g->poison, 1);
+		raise(SIGKILL);
+	}
+	if (atomic_load(&g->poison)) {
+		int rc = wait_gate();
+
+		if (rc)
+			return rc;
+	}
+	return square(arg, result);
+}
+
+static void poisoned_init(void *arg)
+{
+	(void)arg;
+	if (atomic_load(&g->poison))
+		raise(SIGKILL);
+}
+
 struct pair { int64_t a, b; };
 
 static int add_pair(const void *arg, void *result)
@@ -140,6 +172,7 @@ static void reset_shared(void)
 	atomic_store(&g->victim, 0);
 	atomic_store(&g->ninit, 0);
 	atomic_store(&g->nfin, 0);
+	atomic_store(&g->poison, 0);
 	memset((void *)g->hits, 0, sizeof g->hits);
 }
 
@@ -608,15 +641,89 @@ static void test_sigkill_mid_map_still_complete(void **state)
 	MP_CHECK_PT(pthread_join(t, NULL));
 	assert_true(atomic_load(&g->victim) > 0);
 	assert_true(took < 20.0);  /* bounded: no 20 s gate timeout */
-	mp_pool_stats(p, &st);
-	assert_int_equal(st.workers_died, 1);
-	assert_true(st.retried_items >= 1);
 	/* Every item ran exactly once: the killed worker died inside item k
 	 * before square() counted it, its replacement ran k and the rest of
 	 * its chunk, and nothing finished before the kill ran again. */
 	check_squares(out, n);
+	mp_pool_stats(p, &st);
+	assert_int_equal(st.workers_died, 1);
+	assert_true(st.retried_items >= 1);
 	assert_int_equal(mp_pool_workers(p), 2);
 	assert_int_equal(mp_pool_pids(p, NULL, 0), 2);
+	mp_pool_destroy(p);
+	free(in);
+	free(out);
+}
+
+/* A caller that only polls -- ready() in a loop, or get() with timeout 0 --
+ * still sees a worker that died mid-task replaced and its item run again:
+ * a look that does not wait must look at the workers too. */
+static void test_polling_caller_sees_dead_worker(void **state)
+{
+	(void)state;
+	size_t n = 1000;
+	struct mp_pool *p = make_pool(2);
+	int64_t *in = iota(n), *out = calloc(n, sizeof *out);
+	struct mp_pool_stats st;
+
+	assert_non_null(out);
+	for (int round = 0; round < 2; round++) {
+		reset_shared();
+		atomic_store(&g->victim_item, 500);
+		atomic_store(&g->armed, 1);
+		struct mp_pool_async *h = mp_pool_map_async(
+			p, square_gated, in, n, sizeof *in, out, sizeof *out,
+			10, NULL, NULL);
+
+		assert_non_null(h);
+		for (int i = 0; i < 20000 && !atomic_load(&g->victim); i++)
+			usleep(1000);
+		assert_int_equal(kill(atomic_load(&g->victim), SIGKILL), 0);
+		bool done = false;
+
+		for (int i = 0; i < 20000 && !done; i++) {
+			done = round == 0 ? mp_pool_ready(h) :
+				mp_pool_get(h, NULL, 0) == 0;
+			if (!done)
+				usleep(1000);
+		}
+		assert_true(done);  /* not 20 s of polls for nothing */
+		assert_int_equal(mp_pool_get(h, NULL, 0), 0);
+		check_squares(out, n);
+		mp_pool_async_free(h);
+	}
+	mp_pool_stats(p, &st);
+	assert_int_equal(st.workers_died, 2);
+	assert_int_equal(mp_pool_pids(p, NULL, 0), 2);
+	mp_pool_destroy(p);
+	free(in);
+	free(out);
+}
+
+/* The pool breaks (replacement workers keep dying in their initializer)
+ * while a map much larger than the arena is still being submitted: the
+ * map fails with ECHILD, and no window is published into the dead pool
+ * (where nothing would ever run it). */
+static void test_pool_breaking_during_submission_fails_map(void **state)
+{
+	(void)state;
+	struct mp_pool *p;
+	int64_t *in = iota(BIG), *out = calloc(BIG, sizeof *out), x = 1, v;
+
+	assert_non_null(out);
+	reset_shared();
+	atomic_store(&g->armed, 1);
+	p = mp_pool_create(&(struct mp_pool_options){
+		.workers = 2, .initializer = poisoned_init,
+		.arena_bytes = 1 << 20 });  /* a few windows at a time */
+	assert_non_null(p);
+	assert_int_equal(map_bounded(p, square_poisoning, in, BIG, out, 0),
+			 -1);
+	assert_int_equal(errno, ECHILD);
+	assert_int_equal(mp_pool_pids(p, NULL, 0), 0);
+	assert_null(mp_pool_apply_async(p, square, &x, sizeof x, sizeof v,
+					NULL, NULL));
+	assert_int_equal(errno, ECHILD);  /* and so does every later call */
 	mp_pool_destroy(p);
 	free(in);
 	free(out);
@@ -785,8 +892,8 @@ static void test_bad_arguments_einval(void **state)
 }
 
 /* Items and results in the pool's shared heap: the same exact results
- * (workers read and write the blocks themselves); blocks are reused after
- * mp_pool_free(); bad pointers are refused. */
+ * (workers read and write the blocks themselves); the heap is a stack whose
+ * top comes down as blocks are freed; bad pointers are refused. */
 static void test_shared_heap_map_without_copies(void **state)
 {
 	(void)state;
@@ -823,14 +930,19 @@ static void test_shared_heap_map_without_copies(void **state)
 				       sizeof v), 0);
 	assert_int_equal(v, want(77));
 
-	/* Freed blocks are found again; the heap has a limit. */
+	/* The top block's bytes come back at once, a lower block's once the
+	 * blocks above it are gone too; the heap has a limit. */
 	assert_int_equal(mp_pool_free(p, out), 0);
 	int64_t *again = mp_pool_alloc(p, n * sizeof *again);
 
 	assert_ptr_equal(again, out);
 	assert_int_equal(mp_pool_free(p, in), 0);
+	assert_int_equal(mp_pool_free(p, in), -1);  /* twice */
+	assert_int_equal(errno, EINVAL);
+	assert_null(mp_pool_alloc(p, 60 << 20));    /* `again` is on top */
+	assert_int_equal(errno, ENOMEM);
 	assert_int_equal(mp_pool_free(p, again), 0);
-	assert_non_null(in = mp_pool_alloc(p, 60 << 20));  /* all coalesced */
+	assert_non_null(in = mp_pool_alloc(p, 60 << 20));  /* all free */
 	assert_null(mp_pool_alloc(p, 60 << 20));
 	assert_int_equal(errno, ENOMEM);
 	assert_null(mp_pool_alloc(p, 0));
@@ -891,9 +1003,38 @@ static void test_throughput_floor(void **state)
 	free(out);
 }
 
+/* ---- the watchdog ------------------------------------------------- */
+
+static void on_watchdog(int sig)
+{
+	static const char msg[] = "test_pool_throughput: watchdog: the test "
+				  "above hung (no answer in 120 s)\n";
+	ssize_t r = write(STDERR_FILENO, msg, sizeof msg - 1);
+
+	(void)sig;
+	(void)r;
+	_exit(1);  /* the workers follow: PR_SET_PDEATHSIG */
+}
+
+static int arm_watchdog(void **state)
+{
+	(void)state;
+	alarm(WATCHDOG_S);
+	return 0;
+}
+
+static int disarm_watchdog(void **state)
+{
+	(void)state;
+	alarm(0);
+	return 0;
+}
+
 static int setup(void **state)
 {
 	(void)state;
+	if (signal(SIGALRM, on_watchdog) == SIG_ERR)
+		return -1;
 	g = mp_shm_alloc(sizeof *g);
 	return g ? 0 : -1;
 }
@@ -904,25 +1045,33 @@ static int teardown(void **state)
 	return mp_shm_free(g, sizeof *g);
 }
 
+/* Every test runs under the watchdog. */
+#define T(f) cmocka_unit_test_setup_teardown(f, arm_watchdog, disarm_watchdog)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_map_million_exact_for_each_chunksize),
-		cmocka_unit_test(test_map_small_and_empty),
-		cmocka_unit_test(test_starmap_and_map_async_callback),
-		cmocka_unit_test(test_imap_ordered_and_streaming),
-		cmocka_unit_test(test_imap_unordered_complete),
-		cmocka_unit_test(test_apply_async_get_timeout),
-		cmocka_unit_test(
-			test_initializer_once_per_worker_with_maxtasks),
-		cmocka_unit_test(test_task_error_reports_index),
-		cmocka_unit_test(test_sigkill_mid_map_still_complete),
-		cmocka_unit_test(test_always_crashing_task_fails_call),
-		cmocka_unit_test(test_terminate_leaves_no_worker),
-		cmocka_unit_test(test_bad_arguments_einval),
-		cmocka_unit_test(test_shared_heap_map_without_copies),
-		cmocka_unit_test(test_throughput_floor),
+		T(test_map_million_exact_for_each_chunksize),
+		T(test_map_small_and_empty),
+		T(test_starmap_and_map_async_callback),
+		T(test_imap_ordered_and_streaming),
+		T(test_imap_unordered_complete),
+		T(test_apply_async_get_timeout),
+		T(test_initializer_once_per_worker_with_maxtasks),
+		T(test_task_error_reports_index),
+		T(test_sigkill_mid_map_still_complete),
+		T(test_polling_caller_sees_dead_worker),
+		T(test_pool_breaking_during_submission_fails_map),
+		T(test_always_crashing_task_fails_call),
+		T(test_terminate_leaves_no_worker),
+		T(test_bad_arguments_einval),
+		T(test_shared_heap_map_without_copies),
+		T(test_throughput_floor),
 	};
 
+	/* Line-buffered even into a pipe: the watchdog's _exit() must not
+	 * swallow the name of the test that hung. */
+	if (setvbuf(stdout, NULL, _IOLBF, 0) != 0)
+		return EXIT_FAILURE;
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
