@@ -8,10 +8,11 @@
  *   seq == 2*(pos + capacity) after that consumer: free for the next lap
  * (Vyukov's original counts pos, pos + 1, pos + capacity, which cannot tell
  * "full" from "free" when capacity is 1; doubling keeps the two apart.)
- * Tickets are 64-bit and only grow, so they never wrap in practice.  Bit 63
- * of the tail is the "closed" flag: a producer's compare-and-swap on the tail
- * fails once it is set, so every put either happened before close() or
- * fails with EPIPE, and the tail at close time is the exact end of the queue.
+ * Tickets are 64-bit and only grow: 2^63 of them (bit 63 is taken, below)
+ * last about 300 years at a billion a second.  Bit 63 of the tail is the
+ * "closed" flag: a producer's compare-and-swap on the tail fails once it is
+ * set, so every put either happened before close() or fails with EPIPE, and
+ * the tail at close time is the exact end of the queue.
  *
  * Sleeping is an "event count" per direction: a 32-bit futex word that a
  * waker increments before FUTEX_WAKE, and a count of sleepers.  A waiter
@@ -19,10 +20,14 @@
  * if the word has not moved.  A publisher stores the slot's sequence number,
  * then (after a full fence) reads the sleeper count.  The two fences make it
  * impossible for both to miss each other (the store-buffer pattern of
- * Dekker's algorithm), so no wake-up is lost and no call pays for a system
- * call while nobody sleeps.  A third word, `woken`, keeps a burst of puts
- * from making one FUTEX_WAKE each while the woken consumer waits for a CPU
- * (see event_signal()).
+ * Dekker's algorithm): either the waiter's last look sees the item, or the
+ * publisher sees the sleeper and moves the word, which the kernel compares
+ * under its own lock in FUTEX_WAIT.  So no wake-up is lost and no call pays
+ * for a system call while nobody sleeps.  A third word, `woken`, keeps a
+ * burst of puts from making one FUTEX_WAKE each while the woken consumer
+ * waits for a CPU (see event_signal()).  The word may wrap; a waiter would
+ * miss a wake-up only if exactly 2^32 of them came between its reading the
+ * word and its FUTEX_WAIT, which is not a practical worry.
  */
 #define _GNU_SOURCE
 #include "mp_queue.h"
@@ -122,7 +127,10 @@ static int event_wait(struct event *ev, uint32_t seen,
  * while the woken ones wait for a CPU, later puts see `woken` set and go on
  * without one (on a busy machine that is the difference between one system
  * call per item and one per sleep).  A sleeper clears `woken` before its
- * last look at the ring, so a publish it did not see always wakes it. */
+ * fence and last look at the ring, so for a publish it did not see, the
+ * publisher's exchange reads that 0 or a later value: either it wakes, or an
+ * exchange after the sleeper's clear already took the job, and that one
+ * moves the word after the sleeper read it. */
 static void event_signal(struct event *ev)
 {
 	atomic_thread_fence(memory_order_seq_cst);
@@ -270,11 +278,20 @@ static long get_some(struct mp_queue *q, unsigned char *items, size_t n)
 
 /* ---- waiting ---------------------------------------------------------- */
 
-/* mode: wait forever (deadline NULL, !try_only), until deadline, or not. */
+/* How long to wait: not at all (try_only: fail at once with err), until an
+ * absolute CLOCK_MONOTONIC deadline, or forever (deadline NULL). */
 struct wait_mode {
 	bool try_only;
+	int err;  /* errno when try_only finds nothing: EAGAIN or ETIMEDOUT */
 	const struct timespec *deadline;
 };
+
+/* tests/test_queue.c compiles this file into itself with this defined, to
+ * stop a waiter exactly where a lost wake-up would strike: after its last
+ * look found nothing, before it counts itself as a sleeper. */
+#ifndef MP_QUEUE_BEFORE_SLEEP
+#define MP_QUEUE_BEFORE_SLEEP() ((void)0)
+#endif
 
 static bool past(const struct timespec *deadline)
 {
@@ -304,16 +321,19 @@ static long wait_for(struct mp_queue *q, struct event *ev,
 		if (r != 0)
 			return r;
 		if (m.try_only) {
-			*err = EAGAIN;
+			*err = m.err;
 			return NONE;
 		}
 		if (m.deadline && past(m.deadline)) {
 			*err = ETIMEDOUT;
 			return NONE;
 		}
+		MP_QUEUE_BEFORE_SLEEP();
 		/* Count ourselves as a sleeper and ask for a wake-up, then look
 		 * once more: a publish before our count is seen here, one after
-		 * it sees the count and moves the word before waking. */
+		 * it sees the count and moves the word before waking.  Without
+		 * this last look, an item put since the look above (by someone
+		 * who saw no sleeper, so woke nobody) would be slept through. */
 		uint32_t seen = atomic_load_explicit(&ev->word,
 						     memory_order_seq_cst);
 
@@ -350,18 +370,28 @@ static long get_op(struct mp_queue *q, void *items, size_t n)
 	return get_some(q, items, n);
 }
 
-static int deadline_after(double timeout_s, struct timespec *deadline)
+/* The wait mode for a timeout: 0 tries once, more than FOREVER_S (about
+ * 31 years, INFINITY too) waits without a deadline, anything else ends at
+ * now + timeout_s on CLOCK_MONOTONIC, which no clock setting moves. */
+#define FOREVER_S 1e9
+static int timeout_mode(double timeout_s, struct timespec *deadline,
+			struct wait_mode *m)
 {
-	if (!(timeout_s >= 0) || timeout_s > 1e9) {  /* also NaN */
+	if (!(timeout_s >= 0)) {  /* negative, or NaN */
 		errno = EINVAL;
 		return -1;
 	}
-	clock_gettime(CLOCK_MONOTONIC, deadline);
+	*m = (struct wait_mode){ timeout_s == 0, ETIMEDOUT, NULL };
+	if (timeout_s == 0 || timeout_s > FOREVER_S)
+		return 0;
+	if (clock_gettime(CLOCK_MONOTONIC, deadline) == -1)
+		return -1;
 	time_t whole = (time_t)timeout_s;  /* in range, not negative: floor */
 	long ns = deadline->tv_nsec + (long)((timeout_s - (double)whole) * 1e9);
 
 	deadline->tv_sec += whole + ns / 1000000000;
 	deadline->tv_nsec = ns % 1000000000;
+	m->deadline = deadline;
 	return 0;
 }
 
@@ -446,41 +476,43 @@ int mp_queue_destroy(struct mp_queue *q)
 
 int mp_queue_put(struct mp_queue *q, const void *item)
 {
-	return put_one(q, item, (struct wait_mode){ false, NULL });
+	return put_one(q, item, (struct wait_mode){ false, 0, NULL });
 }
 
 int mp_queue_try_put(struct mp_queue *q, const void *item)
 {
-	return put_one(q, item, (struct wait_mode){ true, NULL });
+	return put_one(q, item, (struct wait_mode){ true, EAGAIN, NULL });
 }
 
 int mp_queue_put_timeout(struct mp_queue *q, const void *item,
 			 double timeout_s)
 {
 	struct timespec deadline;
+	struct wait_mode m;
 
-	if (deadline_after(timeout_s, &deadline) == -1)
+	if (timeout_mode(timeout_s, &deadline, &m) == -1)
 		return -1;
-	return put_one(q, item, (struct wait_mode){ false, &deadline });
+	return put_one(q, item, m);
 }
 
 int mp_queue_get(struct mp_queue *q, void *item)
 {
-	return get_one(q, item, (struct wait_mode){ false, NULL });
+	return get_one(q, item, (struct wait_mode){ false, 0, NULL });
 }
 
 int mp_queue_try_get(struct mp_queue *q, void *item)
 {
-	return get_one(q, item, (struct wait_mode){ true, NULL });
+	return get_one(q, item, (struct wait_mode){ true, EAGAIN, NULL });
 }
 
 int mp_queue_get_timeout(struct mp_queue *q, void *item, double timeout_s)
 {
 	struct timespec deadline;
+	struct wait_mode m;
 
-	if (deadline_after(timeout_s, &deadline) == -1)
+	if (timeout_mode(timeout_s, &deadline, &m) == -1)
 		return -1;
-	return get_one(q, item, (struct wait_mode){ false, &deadline });
+	return get_one(q, item, m);
 }
 
 ssize_t mp_queue_put_many(struct mp_queue *q, const void *items, size_t n)
@@ -496,7 +528,7 @@ ssize_t mp_queue_put_many(struct mp_queue *q, const void *items, size_t n)
 	while (done < n) {
 		long r = wait_for(q, &q->not_full, put_op,
 				  (void *)(p + done * q->item_size), n - done,
-				  (struct wait_mode){ false, NULL }, &err);
+				  (struct wait_mode){ false, 0, NULL }, &err);
 
 		if (r == SHUT) {
 			if (done > 0)
@@ -518,7 +550,7 @@ ssize_t mp_queue_get_many(struct mp_queue *q, void *items, size_t max)
 		return -1;
 	}
 	long r = wait_for(q, &q->not_empty, get_op, items, max,
-			  (struct wait_mode){ false, NULL }, &err);
+			  (struct wait_mode){ false, 0, NULL }, &err);
 
 	if (r > 0)
 		return r;
@@ -545,14 +577,16 @@ size_t mp_queue_qsize(const struct mp_queue *q)
 {
 	if (!q)
 		return 0;
-	/* head first: it never passes the tail, so the difference read this
-	 * way is never negative (only possibly stale). */
+	/* Head first: it never passes the tail, so read in this order the
+	 * difference is not negative, only stale (claimed tickets count, done
+	 * or not).  Clamped all the same: the two reads are not one snapshot,
+	 * and the memory model does not promise this order between them. */
 	uint64_t head = atomic_load_explicit(&q->head, memory_order_acquire);
 	uint64_t tail = atomic_load_explicit(&q->tail, memory_order_acquire) &
 			~CLOSED_BIT;
-	uint64_t n = tail - head;
+	int64_t n = (int64_t)(tail - head);
 
-	return n > q->capacity ? q->capacity : (size_t)n;
+	return n < 0 ? 0 : (uint64_t)n > q->capacity ? q->capacity : (size_t)n;
 }
 
 bool mp_queue_empty(const struct mp_queue *q)

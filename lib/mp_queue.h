@@ -26,14 +26,17 @@
  *  - put() copies the item into shared memory before it returns: there is no
  *    feeder thread and no per-process buffer, so there is no "join a process
  *    before the queue is drained" deadlock (a Python child that put items
- *    cannot exit until its feeder thread has flushed them into the pipe);
+ *    cannot exit until its feeder thread has flushed them into the pipe).
+ *    A producer still waits inside put() while the queue is full, as a
+ *    Python producer does in put() on a full Queue(maxsize);
  *  - close() is shared by all processes and means "no more puts": consumers
  *    drain what is left, then get 0 (end of queue), like read(2) at EOF;
  *    producers get EPIPE.  Python's close() only closes this process's end;
  *  - a process killed while inside put() or get() can leave its slot claimed
- *    but never completed, and the others then wait for it (as they would for
- *    a lock it held).  Python's queue can be corrupted the same way
- *    (documented under Queue and Process.terminate()).
+ *    but never completed, or a wake-up claimed but never sent, and the
+ *    others may then wait forever (as they would for a lock it held).
+ *    Python's queue can be corrupted the same way (documented under Queue
+ *    and Process.terminate()).
  *
  * qsize(), empty() and full() are approximate between processes, as in
  * Python: the answer may be stale by the time the caller acts on it.  Only
@@ -42,9 +45,12 @@
  * Conventions: functions return 0 / -1 with errno set, except the get calls,
  * which return the number of items they stored, like read(2) returns bytes:
  * 1 (or up to max for get_many), 0 at end of queue, -1 with errno on error.
- * A NULL queue or item pointer, an item size or capacity of 0, or a negative
- * timeout give EINVAL.  Calls that wait retry by themselves after a signal
- * handler returns.
+ * A NULL queue or item pointer, an item size or capacity of 0, a get_many
+ * max of 0, or a negative or NaN timeout give EINVAL.  Timeouts are in
+ * seconds on CLOCK_MONOTONIC (setting the clock does not move them); 0
+ * tries once without waiting, more than 1e9 (or INFINITY) waits without
+ * limit.  Calls that wait never return EINTR: after a signal handler
+ * returns they wait again, for what is left of their timeout.
  */
 #ifndef MP_QUEUE_H
 #define MP_QUEUE_H
@@ -73,7 +79,7 @@ int mp_queue_put(struct mp_queue *q, const void *item);
 int mp_queue_try_put(struct mp_queue *q, const void *item);
 
 /* The same waiting at most timeout_s seconds: ETIMEDOUT when it expires
- * (a timeout of 0 tries once). */
+ * (a timeout of 0 tries once: ETIMEDOUT if the queue is full right now). */
 int mp_queue_put_timeout(struct mp_queue *q, const void *item,
 			 double timeout_s);
 
@@ -92,8 +98,8 @@ int mp_queue_get_timeout(struct mp_queue *q, void *item, double timeout_s);
 /* Batches: one call moves many items and pays the atomic operations and the
  * wake-up check once per batch instead of once per item.
  * put_many puts all n items in order (waiting for room as needed) and
- * returns n; if the queue is closed meanwhile it returns how many it put
- * (like a short write), or -1 with EPIPE if none.
+ * returns n (0 for n = 0); if the queue is closed meanwhile it returns how
+ * many it put (like a short write), or -1 with EPIPE if none.
  * get_many waits until at least one item is ready, then takes up to max
  * ready items in order; returns how many, 0 at end of queue, -1 on error. */
 ssize_t mp_queue_put_many(struct mp_queue *q, const void *items, size_t n);

@@ -2,14 +2,29 @@
  *
  * What is pinned: FIFO order per producer; with several producers and
  * consumers every item is received exactly once; put waits while full and
- * get while empty, asleep in the kernel (not spinning); timeouts expire with
- * ETIMEDOUT; close lets consumers drain and then end, and refuses producers
- * with EPIPE, waking those that wait; EINVAL for sizes of 0 and NULLs.
+ * get while empty, asleep in the kernel (not spinning); no wake-up is lost,
+ * neither in the window just before a waiter sleeps (made to happen, below)
+ * nor over many thousand sleeps; a signal handler does not end a wait;
+ * timeouts expire with ETIMEDOUT; close lets consumers drain and then end,
+ * refuses producers with EPIPE (waking those that wait, cutting a put_many
+ * short); tickets are 64-bit; EINVAL for sizes of 0 and NULLs.
+ *
+ * The queue's source is compiled into this test (lib/ is a static library,
+ * so its mp_queue.o is then never linked in) with one hook defined: a waiter
+ * calls before_sleep() after its last look at the ring found nothing and
+ * before it counts itself as a sleeper, where a put, get or close that it
+ * did not see must still reach it.  There a child can stop while the parent
+ * acts (a deterministic test), or dawdle while the other side aims a put at
+ * it (a stress test).  Tests that need the struct's fields see them too.
  *
  * Children report through their exit status (0 = all good) and _exit; every
  * child arms alarm() so that a bug kills it instead of hanging the suite, and
  * the parent only waits with timeouts.
  */
+static void before_sleep(void);
+#define MP_QUEUE_BEFORE_SLEEP() before_sleep()
+#include "../lib/mp_queue.c"
+
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -87,6 +102,68 @@ static bool readable(int fd, int ms)
 static double now_s(void)
 {
 	return (double)mp_now_ns() / 1e9;
+}
+
+/* Reap pid within limit_s seconds: its exit status (100 + signal if it was
+ * killed), or -1 if it was still running then (hung: it is killed). */
+static int reap_within(pid_t pid, double limit_s)
+{
+	double end = now_s() + limit_s;
+	int status;
+	pid_t r;
+
+	while ((r = waitpid(pid, &status, WNOHANG)) == 0 && now_s() < end)
+		nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+	if (r == 0) {
+		kill(pid, SIGKILL);
+		reap(pid);
+		return -1;
+	}
+	if (r == -1)
+		return -2;
+	return WIFEXITED(status) ? WEXITSTATUS(status)
+				 : 100 + WTERMSIG(status);
+}
+
+/* ---- the hook ------------------------------------------------------- */
+
+/* Per process (a forked child gets its own copy).  Armed, the next waiter
+ * to reach the hook writes a byte to at[1] and waits for one on go[0].  With
+ * flag set, every visit raises *flag and then dawdles a random while (up to
+ * HOOK_SPINS pauses, a fraction of a microsecond), so that the other side
+ * can aim a put at what the waiter does next. */
+enum { HOOK_SPINS = 12 };
+static struct {
+	bool armed;
+	int at[2], go[2];
+	_Atomic int *flag;
+	uint64_t rng;
+	long visits;
+} hook;
+
+static uint64_t xorshift(uint64_t *x)
+{
+	*x ^= *x << 13;
+	*x ^= *x >> 7;
+	*x ^= *x << 17;
+	return *x;
+}
+
+static void before_sleep(void)
+{
+	char c = 'w';
+
+	hook.visits++;
+	if (hook.flag) {
+		atomic_store(hook.flag, 1);
+		for (uint64_t d = xorshift(&hook.rng) % HOOK_SPINS; d > 0; d--)
+			cpu_relax();
+	}
+	if (!hook.armed)
+		return;
+	hook.armed = false;
+	if (write(hook.at[1], &c, 1) != 1 || read(hook.go[0], &c, 1) != 1)
+		_exit(9);
 }
 
 /* ---- argument checks -------------------------------------------------- */
@@ -188,6 +265,47 @@ static void test_capacity_one_holds_one_item(void **state)
 		assert_int_equal(v, i);
 	}
 	assert_int_equal(mp_queue_destroy(q), 0);
+}
+
+/* Tickets are 64-bit and only grow (white box: this file sees the struct).
+ * Start them just below 2^32 and 2^62, with the slots' sequence numbers to
+ * match, and run laps of the ring across: FIFO, full and empty as usual. */
+static void test_tickets_past_32_and_62_bits(void **state)
+{
+	(void)state;
+	const uint64_t starts[] = { (UINT64_C(1) << 32) - 3,
+				    (UINT64_C(1) << 62) - 3 };
+
+	for (int t = 0; t < 4; t++) {
+		size_t cap = t % 2 ? 3 : 4;  /* a mask, and % */
+		uint64_t start = starts[t / 2], v;
+		struct mp_queue *q = mp_queue_create(sizeof v, cap);
+
+		assert_non_null(q);
+		atomic_store(&q->head, start);
+		atomic_store(&q->tail, start);
+		for (uint64_t i = 0; i < cap; i++)
+			atomic_store(&slot_at(q, start + i)->seq,
+				     2 * (start + i));
+		for (uint64_t lap = 0, next = 0; lap < 5; lap++) {
+			for (uint64_t i = 0; i < cap; i++) {
+				v = lap * 10 + i;
+				assert_int_equal(mp_queue_try_put(q, &v), 0);
+			}
+			assert_int_equal(mp_queue_qsize(q), cap);
+			assert_int_equal(mp_queue_try_put(q, &v), -1);
+			for (uint64_t i = 0; i < cap; i++, next++) {
+				assert_int_equal(mp_queue_try_get(q, &v), 1);
+				assert_int_equal(v, lap * 10 + i);
+			}
+			assert_int_equal(mp_queue_try_get(q, &v), -1);
+			assert_true(mp_queue_empty(q));
+		}
+		assert_int_equal(atomic_load(&q->head), start + 5 * cap);
+		assert_int_equal(mp_queue_close(q), 0);
+		assert_int_equal(mp_queue_get(q, &v), 0);
+		assert_int_equal(mp_queue_destroy(q), 0);
+	}
 }
 
 /* ---- several processes ------------------------------------------------ */
@@ -463,6 +581,151 @@ static void test_get_waits_while_empty(void **state)
 	assert_int_equal(mp_queue_destroy(q), 0);
 }
 
+/* The lost wake-up, made to happen.  A child finds the queue empty (or
+ * full) and stops in the hook, just before it would count itself as a
+ * sleeper; the parent then puts (gets, or closes): it sees no sleeper, so it
+ * wakes nobody.  Let go, the child must still see that put (get, close) and
+ * return at once.  Its last look at the ring, after counting itself, is what
+ * sees it: without that look it sleeps forever, and this test fails. */
+static void test_what_comes_just_before_a_sleep_is_not_missed(void **state)
+{
+	(void)state;
+	static const char *what[] = { "put to a waiting get",
+				      "get from a waiting put",
+				      "close under a waiting get",
+				      "close under a waiting put" };
+
+	for (int c = 0; c < 4; c++) {
+		bool getter = c % 2 == 0, closes = c >= 2;
+		uint64_t v = 41;
+		struct mp_queue *q = mp_queue_create(sizeof v, 1);
+
+		assert_non_null(q);
+		if (!getter)
+			assert_int_equal(mp_queue_put(q, &v), 0);  /* full */
+		assert_int_equal(pipe(hook.at), 0);
+		assert_int_equal(pipe(hook.go), 0);
+		pid_t pid = child();
+
+		if (pid == 0) {
+			uint64_t x = 43;
+			int rc;
+
+			hook.armed = true;
+			errno = 0;
+			if (getter) {
+				rc = mp_queue_get(q, &x);
+				_exit(closes ? rc != 0 : rc != 1 || x != 42);
+			}
+			rc = mp_queue_put(q, &x);
+			_exit(closes ? rc != -1 || errno != EPIPE : rc != 0);
+		}
+		print_message("  %s\n", what[c]);
+		assert_true(readable(hook.at[0], 10000));  /* in the window */
+		v = 42;
+		if (closes)
+			assert_int_equal(mp_queue_close(q), 0);
+		else if (getter)
+			assert_int_equal(mp_queue_put(q, &v), 0);
+		else
+			assert_int_equal(mp_queue_get(q, &v), 1);
+		assert_int_equal(write(hook.go[1], "g", 1), 1);
+		assert_int_equal(reap_within(pid, 10), 0);  /* -1: asleep */
+		if (!getter && !closes) {
+			assert_int_equal(v, 41);
+			assert_int_equal(mp_queue_get(q, &v), 1);
+			assert_int_equal(v, 43);
+		}
+		for (int i = 0; i < 2; i++) {
+			assert_int_equal(close(hook.at[i]), 0);
+			assert_int_equal(close(hook.go[i]), 0);
+		}
+		assert_int_equal(mp_queue_destroy(q), 0);
+	}
+}
+
+/* The same window, hammered: two processes bat a counter back and forth
+ * through two one-slot queues, each waiting for the other in a blocking get.
+ * Before it answers, each waits until the other has reached the hook (so
+ * nearly every round goes down the sleep path) and then puts after a random
+ * short while, so that its put lands all around the other's counting itself
+ * as a sleeper, its fence and its last look, where the memory orders matter.
+ * A lost wake-up leaves both waiting: the parent's bounded wait catches it.
+ * Without the fence in event_signal() this fails in most runs on x86-64. */
+static void test_ping_pong_loses_no_wake_up(void **state)
+{
+	(void)state;
+	enum { ROUNDS = 20000, PUT_SPINS = 4, LIMIT_S = 10 };
+	struct shared {
+		_Atomic int at_window[2];
+		_Atomic long visits[2], rounds;
+	} *sh = mp_shm_alloc(sizeof *sh);
+	struct mp_queue *q[2] = { mp_queue_create(sizeof(uint64_t), 1),
+				  mp_queue_create(sizeof(uint64_t), 1) };
+	pid_t pids[2];
+	double t0 = now_s();
+
+	assert_non_null(sh);
+	assert_non_null(q[0]);
+	assert_non_null(q[1]);
+	for (int side = 0; side < 2; side++) {  /* side s gets from q[s] */
+		if ((pids[side] = child()) != 0)
+			continue;
+		uint64_t x = 0, want = side == 0 ? 1 : 0;
+		double end = now_s() + LIMIT_S;
+		_Atomic int *other = &sh->at_window[1 - side];
+		int rc;
+
+		hook.flag = &sh->at_window[side];
+		hook.rng = 88172645463325252u + (uint64_t)side;
+		if (side == 0 && mp_queue_put(q[1], &x) == -1)  /* serve */
+			_exit(1);
+		while ((rc = mp_queue_get(q[side], &x)) == 1 && x == want) {
+			sh->visits[side] = hook.visits;
+			sh->rounds = (long)x;
+			if (x >= ROUNDS || now_s() > end)
+				break;
+			/* The other side, waiting for x + 1, reaches the hook
+			 * after its spin, some microseconds from now.  Unless
+			 * it has no CPU: then put without aiming, rather than
+			 * keep this one from it. */
+			for (double t = now_s() + 50e-6;
+			     !atomic_exchange(other, 0) && now_s() < t;)
+				cpu_relax();
+			uint64_t d = xorshift(&hook.rng) % PUT_SPINS;
+
+			while (d-- > 0)
+				cpu_relax();
+			want = ++x + 1;
+			if (mp_queue_put(q[1 - side], &x) == -1)
+				_exit(3);
+		}
+		if (rc == 0)
+			_exit(5);  /* the other side stopped first */
+		if (rc != 1 || x != want)
+			_exit(2);
+		/* Stop the other side: it waits in get for an answer. */
+		_exit(mp_queue_close(q[1 - side]) == 0 ? 0 : 4);
+	}
+	int st[2];
+	double end = t0 + LIMIT_S + 10;
+
+	for (int side = 0; side < 2; side++) {  /* -1: hung, a wake-up lost */
+		double left = end - now_s();
+
+		st[side] = reap_within(pids[side], left > 0.1 ? left : 0.1);
+	}
+	print_message("  %ld rounds in %.2f s, %ld + %ld visits to the "
+		      "window\n", (long)sh->rounds, now_s() - t0,
+		      (long)sh->visits[0], (long)sh->visits[1]);
+	/* One side stops first (0); the other finds its queue closed (5). */
+	assert_true((st[0] == 0 && st[1] == 5) || (st[0] == 5 && st[1] == 0));
+	assert_true(sh->rounds > 0);
+	assert_int_equal(mp_queue_destroy(q[0]), 0);
+	assert_int_equal(mp_queue_destroy(q[1]), 0);
+	assert_int_equal(mp_shm_free(sh, sizeof *sh), 0);
+}
+
 /* A waiter must sleep in the kernel: a child waiting 1 s on an empty queue
  * uses a few microseconds of CPU (its short spin), not the whole second; the
  * bound is loose enough for a loaded machine and a sanitizer build, tight
@@ -516,6 +779,9 @@ static void test_timeouts_expire_with_etimedout(void **state)
 	errno = 0;
 	assert_int_equal(mp_queue_get_timeout(q, &v, 0), -1);  /* tries once */
 	assert_int_equal(errno, ETIMEDOUT);
+	/* Beyond 1e9 s (INFINITY too): no limit, not EINVAL. */
+	assert_int_equal(mp_queue_put_timeout(q, &v, 1e300), 0);
+	assert_int_equal(mp_queue_get_timeout(q, &v, INFINITY), 1);
 
 	assert_int_equal(mp_queue_put_timeout(q, &v, 0.2), 0);  /* room: now */
 	t0 = now_s();
@@ -527,6 +793,64 @@ static void test_timeouts_expire_with_etimedout(void **state)
 	assert_true(waited < 5.0);
 	assert_int_equal(mp_queue_get_timeout(q, &v, 0.2), 1);  /* ready */
 	assert_int_equal(v, 5);
+	assert_int_equal(mp_queue_destroy(q), 0);
+}
+
+/* A signal whose handler returns does not end a wait: no EINTR, as the
+ * header promises (Python retries its waits too, PEP 475).  The handler is
+ * installed without SA_RESTART, so the futex call itself does return EINTR;
+ * the child tells the parent through a pipe when its handler has run and
+ * when its first get is done. */
+static int note_fd = -1;
+
+static void note_signal(int sig)
+{
+	(void)sig;
+	if (write(note_fd, "s", 1) != 1)
+		_exit(8);
+}
+
+static void test_a_signal_handler_does_not_end_a_wait(void **state)
+{
+	(void)state;
+	int note[2];
+	uint64_t v;
+	struct mp_queue *q = mp_queue_create(sizeof v, 2);
+	char c;
+
+	assert_non_null(q);
+	assert_int_equal(pipe(note), 0);
+	pid_t pid = child();
+
+	if (pid == 0) {
+		struct sigaction sa = { .sa_handler = note_signal };
+		uint64_t a = 0, b = 0;
+
+		note_fd = note[1];
+		if (sigemptyset(&sa.sa_mask) == -1 ||
+		    sigaction(SIGUSR1, &sa, NULL) == -1)
+			_exit(7);
+		if (mp_queue_get(q, &a) != 1 || write(note[1], "g", 1) != 1 ||
+		    mp_queue_get_timeout(q, &b, 30) != 1)
+			_exit(1);
+		_exit(a == 7 && b == 8 ? 0 : 2);
+	}
+	for (v = 7; v <= 8; v++) {  /* in get, then in get_timeout */
+		assert_true(wait_until_sleeping(pid));
+		assert_int_equal(kill(pid, SIGUSR1), 0);
+		assert_true(readable(note[0], 10000));
+		assert_int_equal(read(note[0], &c, 1), 1);
+		assert_int_equal(c, 's');  /* the handler ran */
+		assert_int_equal(mp_queue_put(q, &v), 0);
+		if (v == 7) {
+			assert_true(readable(note[0], 10000));
+			assert_int_equal(read(note[0], &c, 1), 1);
+			assert_int_equal(c, 'g');
+		}
+	}
+	assert_int_equal(reap_within(pid, 10), 0);
+	assert_int_equal(close(note[0]), 0);
+	assert_int_equal(close(note[1]), 0);
 	assert_int_equal(mp_queue_destroy(q), 0);
 }
 
@@ -608,6 +932,37 @@ static void test_close_wakes_waiting_consumers_and_producers(void **state)
 	assert_int_equal(mp_queue_destroy(full), 0);
 }
 
+/* put_many on a queue closed while it waits for room: a short count, like
+ * a write(2) cut short, and the items it did put are there to drain. */
+static void test_close_cuts_a_waiting_put_many_short(void **state)
+{
+	(void)state;
+	enum { CAP = 4, N = 10 };
+	uint64_t v;
+	struct mp_queue *q = mp_queue_create(sizeof v, CAP);
+
+	assert_non_null(q);
+	pid_t pid = child();
+
+	if (pid == 0) {
+		uint64_t items[N];
+
+		for (uint64_t i = 0; i < N; i++)
+			items[i] = i;
+		_exit(mp_queue_put_many(q, items, N) == CAP ? 0 : 1);
+	}
+	assert_true(wait_until_sleeping(pid));  /* full, waiting for room */
+	assert_int_equal(mp_queue_qsize(q), CAP);
+	assert_int_equal(mp_queue_close(q), 0);
+	assert_int_equal(reap_within(pid, 10), 0);
+	for (uint64_t want = 0; want < CAP; want++) {
+		assert_int_equal(mp_queue_get(q, &v), 1);
+		assert_int_equal(v, want);
+	}
+	assert_int_equal(mp_queue_get(q, &v), 0);
+	assert_int_equal(mp_queue_destroy(q), 0);
+}
+
 /* ---- batches ---------------------------------------------------------- */
 
 static void test_batches_keep_order_through_a_small_ring(void **state)
@@ -671,15 +1026,20 @@ int main(void)
 		QTEST(test_zero_sizes_and_nulls_are_einval),
 		QTEST(test_fifo_bound_and_odd_item_size),
 		QTEST(test_capacity_one_holds_one_item),
+		QTEST(test_tickets_past_32_and_62_bits),
 		QTEST(test_fifo_per_producer_across_processes),
 		QTEST(test_every_item_received_exactly_once),
 		QTEST(test_contended_tickets_are_never_shared),
 		QTEST(test_put_waits_while_full),
 		QTEST(test_get_waits_while_empty),
+		QTEST(test_what_comes_just_before_a_sleep_is_not_missed),
+		QTEST(test_ping_pong_loses_no_wake_up),
 		QTEST(test_waiting_sleeps_instead_of_spinning),
 		QTEST(test_timeouts_expire_with_etimedout),
+		QTEST(test_a_signal_handler_does_not_end_a_wait),
 		QTEST(test_close_drains_then_ends_and_refuses_puts),
 		QTEST(test_close_wakes_waiting_consumers_and_producers),
+		QTEST(test_close_cuts_a_waiting_put_many_short),
 		QTEST(test_batches_keep_order_through_a_small_ring),
 	};
 
