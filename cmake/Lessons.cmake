@@ -1,7 +1,7 @@
 # add_lesson() and add_mp_test(): one line per program.
 #
 #   add_lesson(<name> [NO_VERDICT] [TIMEOUT <s>] [LIBS <targets>...]
-#              [INTERRUPT <args>...])
+#              [INTERRUPT <args>...] [CASE <case> <args>...]...)
 #
 # builds <name>.c of the current folder into build/<folder>/<name>, linked
 # with lib/ (mp) and pthreads, and registers the lesson's harness tests
@@ -12,12 +12,48 @@
 #   <folder>/<name>:badopt  an unknown option exits 2 with a message
 #   <folder>/<name>:sigint  (with INTERRUPT) run with <args>, interrupted with
 #                           SIGINT once it has forked: must clean up and exit 130
+#   <folder>/<name>:<case>  (each CASE) a run with awkward <args> (capacity 1,
+#                           an empty input, a killed worker...) that must exit
+#                           0 with "result: ... OK", like :run
 # Every one of them also fails if the run leaves a process or a named IPC
 # object behind.  A lesson's own tests hold a lock named after it, so they
 # never run at the same time, even under ctest -j.
 
+# mp_split_cases(<rest_var> <cases_var> <args>...): take every
+# "CASE <case> <args>..." group out of <args>.  Each group becomes one entry
+# of <cases_var>, its words joined by "|"; the other words go to <rest_var>.
+function(mp_split_cases rest_var cases_var)
+  set(rest "")
+  set(cases "")
+  set(current "")
+  set(in_case FALSE)
+  foreach(word IN LISTS ARGN)
+    if(word STREQUAL "CASE")
+      if(in_case)
+        list(APPEND cases "${current}")
+      endif()
+      set(in_case TRUE)
+      set(current "")
+    elseif(in_case)
+      if(current STREQUAL "")
+        set(current "${word}")
+      else()
+        string(APPEND current "|${word}")
+      endif()
+    else()
+      list(APPEND rest "${word}")
+    endif()
+  endforeach()
+  if(in_case)
+    list(APPEND cases "${current}")
+  endif()
+  set(${rest_var} "${rest}" PARENT_SCOPE)
+  set(${cases_var} "${cases}" PARENT_SCOPE)
+endfunction()
+
 function(mp_lesson_tests name dir chapter)
-  cmake_parse_arguments(T "NO_VERDICT" "TIMEOUT" "INTERRUPT" ${ARGN})
+  mp_split_cases(args cases ${ARGN})
+  cmake_parse_arguments(T "NO_VERDICT" "TIMEOUT" "INTERRUPT" ${args})
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 120)
   endif()
@@ -37,6 +73,16 @@ function(mp_lesson_tests name dir chapter)
              COMMAND ${check} sigint --timeout ${T_TIMEOUT} -- ${prog} ${T_INTERRUPT})
     list(APPEND tests ${dir}/${name}:sigint)
   endif()
+  foreach(c IN LISTS cases)
+    string(REPLACE "|" ";" words "${c}")
+    list(POP_FRONT words case)
+    if(NOT case OR case MATCHES "^(run|help|badopt|sigint)$")
+      message(FATAL_ERROR "add_lesson(${name}): CASE needs a new name, got '${case}'")
+    endif()
+    add_test(NAME ${dir}/${name}:${case}
+             COMMAND ${check} run --verdict --timeout ${T_TIMEOUT} -- ${prog} ${words})
+    list(APPEND tests ${dir}/${name}:${case})
+  endforeach()
   math(EXPR ctest_timeout "${T_TIMEOUT} + 30")  # the harness times out first
   set_tests_properties(${tests} PROPERTIES
     LABELS "${chapter};lesson" RESOURCE_LOCK ${name}
@@ -44,7 +90,8 @@ function(mp_lesson_tests name dir chapter)
 endfunction()
 
 function(add_lesson name)
-  cmake_parse_arguments(L "NO_VERDICT" "TIMEOUT" "LIBS;INTERRUPT" ${ARGN})
+  mp_split_cases(args cases ${ARGN})
+  cmake_parse_arguments(L "NO_VERDICT" "TIMEOUT" "LIBS;INTERRUPT" ${args})
   file(RELATIVE_PATH dir ${PROJECT_SOURCE_DIR} ${CMAKE_CURRENT_SOURCE_DIR})
   string(REGEX REPLACE "/.*" "" chapter "${dir}")
 
@@ -64,6 +111,10 @@ function(add_lesson name)
   if(L_INTERRUPT)
     list(APPEND pass INTERRUPT ${L_INTERRUPT})
   endif()
+  foreach(c IN LISTS cases)
+    string(REPLACE "|" ";" words "${c}")
+    list(APPEND pass CASE ${words})
+  endforeach()
   mp_lesson_tests(${name} ${dir} ${chapter} ${pass})
 endfunction()
 
