@@ -18,7 +18,7 @@
  *          EDEADLK on a re-lock by the owner, EPERM on an unlock by anyone else.
  * Usage:   rlock [--procs N (4, 1..64)] [--rounds N (50000, 1..10^9)]
  *                [--depth N (3, 1..100)]
- * Output:  [parent 24343 +0.7ms] recursive: locked 3 deep, another process gets EBUSY at 3 of 3 depths
+ * Output:  [parent 24343 +0.7ms] recursive: locked 3 of 3 deep, another process gets EBUSY at 3 of them
  *          [parent 24343 +7.0ms] unlock 3 of 3: free
  *          [parent 24343 +250.6ms] 4 workers x 50000 deposit_twice(): balance=400000 expected=400000, max depth 2, 0 owner violations
  *          [parent 24343 +250.6ms] errorcheck: relock by the owner: EDEADLK (a plain lock would hang here)
@@ -26,7 +26,8 @@
  *          [parent 24343 +250.8ms] unlock by the owner: 0; unlock again: EPERM
  *          result: balance=400000 expected=400000 depth=2 probes=6/6 EDEADLK EPERM x3 OK
  * Try this: make rlock PTHREAD_MUTEX_NORMAL: the second lock in step 2
- *          waits for itself forever (Ctrl-C ends it); --depth 10.
+ *          waits for itself (a plain pthread_mutex_lock would wait forever;
+ *          the lesson gives up after a second and says MISMATCH); --depth 10.
  */
 #include "mp.h"
 
@@ -52,16 +53,37 @@ static void init_mutex(pthread_mutex_t *m, int type)
 	MP_CHECK_PT(pthread_mutexattr_destroy(&a));
 }
 
-/* Take rlock and check what we find: nobody inside on the first level,
- * ourselves on the next ones.  Mutual exclusion is what makes this hold. */
-static void enter(struct shared *sh)
+/* pthread_mutex_lock, but giving up after a second: a mutex that is not
+ * recursive makes its owner wait for itself, and a lesson must not hang.
+ * (timedlock takes a CLOCK_REALTIME deadline: fine for a safety bound.) */
+static bool lock_bounded(pthread_mutex_t *m)
 {
-	MP_CHECK_PT(pthread_mutex_lock(&sh->rlock));
+	struct timespec deadline;
+
+	MP_CHECK(clock_gettime(CLOCK_REALTIME, &deadline));
+	deadline.tv_sec += 1;
+	int err = pthread_mutex_timedlock(m, &deadline);
+
+	if (err != 0 && err != ETIMEDOUT)
+		mp_die_en(err, "pthread_mutex_timedlock");
+	return err == 0;
+}
+
+/* Take rlock and check what we find: nobody inside on the first level,
+ * ourselves on the next ones.  Mutual exclusion is what makes this hold.
+ * A lock that cannot be had within the bound counts as a violation. */
+static bool enter(struct shared *sh)
+{
+	if (!lock_bounded(&sh->rlock)) {
+		atomic_fetch_add(&sh->violations, 1);
+		return false;
+	}
 	if (sh->depth == 0 ? sh->owner != 0 : sh->owner != getpid())
 		atomic_fetch_add(&sh->violations, 1);
 	sh->owner = getpid();
 	if (++sh->depth > atomic_load(&sh->max_depth))
 		atomic_store(&sh->max_depth, sh->depth);
+	return true;
 }
 
 static void leave(struct shared *sh)
@@ -72,21 +94,24 @@ static void leave(struct shared *sh)
 }
 
 /* A public operation that takes the lock itself ... */
-static void deposit(struct shared *sh, long amount)
+static bool deposit(struct shared *sh, long amount)
 {
-	enter(sh);
+	if (!enter(sh))
+		return false;
 	long b = sh->balance; /* read, then write: racy without the lock */
 	sh->balance = b + amount;
 	leave(sh);
+	return true;
 }
 
 /* ... called by another that already holds it: the reason for an RLock. */
-static void deposit_twice(struct shared *sh)
+static bool deposit_twice(struct shared *sh)
 {
-	enter(sh);
-	deposit(sh, 1);
-	deposit(sh, 1);
+	if (!enter(sh))
+		return false;
+	bool ok = deposit(sh, 1) && deposit(sh, 1);
 	leave(sh);
+	return ok;
 }
 
 /* Can another process take the lock now?  A child tries once and answers
@@ -137,18 +162,20 @@ int main(int argc, char *argv[])
 	 *    held at every depth, and free only after the last unlock. */
 	long right = 0;
 
-	for (long d = 1; d <= depth; d++) {
-		MP_CHECK_PT(pthread_mutex_lock(&sh->rlock));
+	long held = 0;
+
+	while (held < depth && lock_bounded(&sh->rlock)) {
+		held++;
 		right += !free_for_others(&sh->rlock);
 	}
-	mp_say("parent", "recursive: locked %ld deep, another process gets "
-	       "EBUSY at %ld of %ld depths", depth, right, depth);
-	for (long d = depth; d >= 1; d--) {
+	mp_say("parent", "recursive: locked %ld of %ld deep, another process "
+	       "gets EBUSY at %ld of them", held, depth, right);
+	for (long d = held; d >= 1; d--) {
 		MP_CHECK_PT(pthread_mutex_unlock(&sh->rlock));
 		bool is_free = free_for_others(&sh->rlock);
 
 		right += is_free == (d == 1);
-		mp_say("parent", "unlock %ld of %ld: %s", depth - d + 1, depth,
+		mp_say("parent", "unlock %ld of %ld: %s", held - d + 1, held,
 		       is_free ? "free" : "still held");
 	}
 
@@ -156,7 +183,8 @@ int main(int argc, char *argv[])
 	for (long p = 0; p < procs; p++) {
 		if (mp_fork() == 0) {
 			for (long i = 0; i < rounds; i++)
-				deposit_twice(sh);
+				if (!deposit_twice(sh))
+					break;  /* counted in violations */
 			_exit(EXIT_SUCCESS);
 		}
 	}
@@ -177,7 +205,8 @@ int main(int argc, char *argv[])
 
 	mp_say("parent", "errorcheck: relock by the owner: %s (a plain lock "
 	       "would hang here)", mp_errname(relock));
-	MP_CHECK_PT(pthread_mutex_lock(&sh->rlock));
+	bool rlocked = lock_bounded(&sh->rlock);
+
 	if (mp_fork() == 0) {
 		sh->unlock_err[0] = pthread_mutex_unlock(&sh->elock);
 		sh->unlock_err[1] = pthread_mutex_unlock(&sh->rlock);
@@ -187,7 +216,8 @@ int main(int argc, char *argv[])
 	mp_say("parent", "unlock by another process: errorcheck %s, "
 	       "recursive %s", mp_errname(sh->unlock_err[0]),
 	       mp_errname(sh->unlock_err[1]));
-	MP_CHECK_PT(pthread_mutex_unlock(&sh->rlock));
+	if (rlocked)
+		MP_CHECK_PT(pthread_mutex_unlock(&sh->rlock));
 	int own = pthread_mutex_unlock(&sh->elock);
 	int twice = pthread_mutex_unlock(&sh->elock);
 
@@ -196,6 +226,7 @@ int main(int argc, char *argv[])
 
 	/* 5. Check and clean up. */
 	bool ok = sh->balance == want && atomic_load(&sh->violations) == 0 &&
+		  held == depth && rlocked &&
 		  atomic_load(&sh->max_depth) == 2 && right == 2 * depth &&
 		  relock == EDEADLK && sh->unlock_err[0] == EPERM &&
 		  sh->unlock_err[1] == EPERM && own == 0 && twice == EPERM;
