@@ -23,7 +23,7 @@
  *          mp_pool_map_async, mp_pool_apply_async with an mp_pool_callback,
  *          mp_pool_ready, mp_pool_wait (ETIMEDOUT), mp_pool_get, and
  *          CLOCK_MONOTONIC, which every process reads on the same scale.
- * Usage:   imap_async [--workers N (4, 2..64)] [--tasks N (8, 2..64)]
+ * Usage:   imap_async [--workers N (4, 2..64)] [--tasks N (8, 3..64)]
  *                     [--step-ms N (20, 5..60000): the unit of task sleep]
  * Output:  [parent 8133 +0.8ms] 2. imap over 8 tasks of 20..160 ms
  *          [parent 8133 +40.9ms]    #0 = 0, done at 40.1 ms, read at 40.2 ms
@@ -102,7 +102,9 @@ int main(int argc, char *argv[])
 	long workers = 4, n = 8, step = 20;
 	const struct mp_opt opts[] = {
 		MP_OPT_L("workers", &workers, 2, 64, "worker processes"),
-		MP_OPT_L("tasks", &n, 2, 64, "tasks per call"),
+		/* 3 at least: with 2 tasks the first result is also the
+		 * last to finish, so nothing could stream. */
+		MP_OPT_L("tasks", &n, 3, 64, "tasks per call"),
 		MP_OPT_L("step-ms", &step, 5, 60000, "the unit of task sleep, in ms"),
 	};
 
