@@ -4,7 +4,9 @@
  * Python:  pool.map(square, range(n), chunksize=c), c = 1, 4 ... 1024, None.
  *          CPython (Lib/multiprocessing/pool.py) cuts the items into chunks
  *          (None: ceil(n / (4 * processes))), pickles each chunk as one task
- *          into a SimpleQueue (a pipe plus a lock); a worker unpickles it,
+ *          into a SimpleQueue (a pipe plus two locks, _rlock for readers
+ *          and _wlock for writers: Lib/multiprocessing/queues.py); a worker
+ *          unpickles it,
  *          runs mapstar() and pickles the list of results back, and the
  *          parent's _result_handler thread stores them: a round trip through
  *          two pipes and three threads per chunk.
@@ -25,7 +27,8 @@
  *   and C's is nearly flat.  The tail: when the last chunks run, the other
  *   workers wait; a bigger c makes it longer (up to c * t_item), and with
  *   uneven tasks it unbalances the load.  Python's rule, n / (4 W), keeps
- *   4 chunks per worker: few dispatches, a tail of a quarter of the work.
+ *   4 chunks per worker: few dispatches, and a tail of at most one chunk,
+ *   1 / (4 W) of the work.
  * Calls:   mp_pool_create, mp_pool_map, mp_pool_alloc/free,
  *          mp_pool_apply_async, mp_pool_get, mp_pool_pids, mp_pool_stats,
  *          mp_pool_auto_chunksize; omp parallel for; fork + exec of python3
@@ -48,10 +51,10 @@
  *   python           1024    1000000   0.167730        5961963    138.07x
  *   mp_pool     one chunk costs a worker about 0.0275 us more than its task
  *   python      one chunk costs a worker about 37.1 us more than its task
- *   mp_pool / python at chunksize 1: 787x (target >= 100x)
+ *   mp_pool is 787x faster than python per item at chunksize 1
  *   apply_async: 1000000 tasks submitted and completed: 5883458 tasks/s
- *     (target >= 1000000; python: 29992)
- *   idle worker USS (Private_Clean + Private_Dirty): 44 KiB (target <= 256);
+ *     (python: 29992)
+ *   idle worker USS (Private_Clean + Private_Dirty): 44 KiB;
  *     python fork worker: 3980 KiB
  *   result: 45000000 tasks by mp_pool, every result of every engine exact OK
  *   With --csv: "engine,chunksize,tasks,seconds,tasks_per_s", then one row
@@ -330,11 +333,12 @@ static void print_worst(struct row r[NENGINE][NCHUNK], int e)
 		}
 	}
 	if (worst > 0 && chunks[at])
-		printf("%-11s / openmp: worst %.2fx, at chunksize %zu "
-		       "(target <= 2x)\n", engines[e], worst, chunks[at]);
+		printf("%-11s is furthest behind openmp at chunksize %zu: "
+		       "%.2fx its time per item\n", engines[e], chunks[at],
+		       worst);
 	else if (worst > 0)
-		printf("%-11s / openmp: worst %.2fx, at chunksize auto "
-		       "(target <= 2x)\n", engines[e], worst);
+		printf("%-11s is furthest behind openmp at chunksize auto: "
+		       "%.2fx its time per item\n", engines[e], worst);
 }
 
 int main(int argc, char *argv[])
@@ -437,16 +441,19 @@ int main(int argc, char *argv[])
 			printf("python: skipped (python3 was not found at "
 			       "configure time)\n");
 		else if (r[PY][0].done)
-			printf("mp_pool / python at chunksize 1: %.0fx "
-			       "(target >= 100x)\n",
+			printf("mp_pool is %.0fx faster than python per item at "
+			       "chunksize 1%s\n",
 			       (r[0][0].tasks / r[0][0].s) /
-			       (r[PY][0].tasks / r[PY][0].s));
+			       (r[PY][0].tasks / r[PY][0].s),
+			       r[PY][0].tasks == r[0][0].tasks ? "" :
+			       " (python mapped fewer items: --python gives it"
+			       " as many)");
 		if (napply)
 			printf("apply_async: %ld tasks submitted and "
-			       "completed: %.0f tasks/s (target >= 1000000; "
-			       "python: %.0f)\n", napply, arate, pyapply);
+			       "completed: %.0f tasks/s (python: %.0f)\n",
+			       napply, arate, pyapply);
 		printf("idle worker USS (Private_Clean + Private_Dirty): %ld "
-		       "KiB (target <= 256)", uss);
+		       "KiB", uss);
 		if (pyuss >= 0)
 			printf("; python fork worker: %ld KiB", pyuss);
 		printf("\n");
