@@ -7,7 +7,12 @@
  *          Popen in Lib/multiprocessing/popen_fork.py flushes sys.stdout and
  *          sys.stderr, calls os.fork(), and the child runs
  *          process_obj._bootstrap() (run(), then flush the std streams) and
- *          leaves with os._exit(code) from a finally: block.  join() ends in
+ *          leaves with os._exit(code) from a finally: block.  Since 3.13
+ *          the child first clears the atexit handlers it inherited, and runs
+ *          its own ones (atexit._run_exitfuncs()) just before os._exit
+ *          (gh-83856): the parent's handlers never run twice, the child's
+ *          do run -- what exit() does in C, without exit()'s second flush
+ *          of stdio buffers copied from the parent (step 4).  join() ends in
  *          os.waitpid(); exitcode is WEXITSTATUS, or -WTERMSIG when a signal
  *          killed the child (-9 for SIGKILL).  Process.name is an attribute
  *          of the object only ("Process-1" by default): the kernel never hears

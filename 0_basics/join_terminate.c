@@ -326,7 +326,10 @@ int main(int argc, char *argv[])
 
 	/* 3. A child that exits on its own is a zombie until it is reaped: its
 	 *    pid and exit status wait for the parent.  In Python it stays one
-	 *    until join(), is_alive() or active_children() reaps it. */
+	 *    until something calls Popen.poll() on it: join(), is_alive(),
+	 *    reading exitcode, active_children(), or the next start() of any
+	 *    Process, which first runs _cleanup() over all of them
+	 *    (Lib/multiprocessing/process.py). */
 	proc_start(&p, 2, quick, (int)code);
 	bool exited = proc_wait_exit(&p, BOUND_S);  /* exited, not reaped */
 	char before = proc_state(p.pid);

@@ -12,7 +12,9 @@
  * C:       sem_init(pshared=1) in MAP_SHARED memory; sem_open(O_CREAT|O_EXCL)
  *          in the parent, sem_open(name, 0) in each child, sem_close,
  *          sem_unlink; sem_wait/sem_post/sem_trywait/sem_timedwait/
- *          sem_getvalue; a bounded post made exact with a process-shared mutex.
+ *          sem_getvalue; a bounded post made exact with a process-shared
+ *          mutex, refusing with EOVERFLOW (our choice: C has no bounded
+ *          semaphore; sem_post gives EOVERFLOW past SEM_VALUE_MAX).
  * Usage:   semaphores [--procs N (6, 1..64)] [--slots K (2, 1..64)]
  *                     [--rounds N (20, 1..10^9)] [--work-us N (1000, 0..10^6)]
  *                     [--no-limit]
@@ -53,7 +55,9 @@ static int bounded_post(struct shared *sh, sem_t *sem, int max)
 	MP_CHECK(sem_getvalue(sem, &v));
 	if (v >= max) {
 		rc = -1;
-		errno = EOVERFLOW; /* what sem_post says past SEM_VALUE_MAX */
+		/* Our own choice of error number: the one sem_post gives past
+		 * SEM_VALUE_MAX.  Python raises ValueError here instead. */
+		errno = EOVERFLOW;
 	} else {
 		MP_CHECK(sem_post(sem));
 	}

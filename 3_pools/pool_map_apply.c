@@ -9,11 +9,14 @@
  * CPython: Lib/multiprocessing/pool.py.  Pool() starts `processes` workers
  *          (os.process_cpu_count() since 3.13, os.cpu_count() before) and
  *          starts three threads in the parent.  map() (Pool._map_async)
- *          sets chunksize = ceil(n / (4 * workers)), Pool._get_tasks cuts
- *          the items into chunks of that size, and they go on _taskqueue;
- *          the _task_handler thread pickles each
- *          (job, i, mapstar, (func, chunk)) -- func by module and name --
- *          into _inqueue, a SimpleQueue (a pipe and a lock); a worker runs
+ *          sets chunksize = ceil(n / (4 * workers)) and puts ONE task
+ *          generator on _taskqueue for the whole call
+ *          (_guarded_task_generation over Pool._get_tasks, which cuts the
+ *          items into chunks of that size as it is iterated); the
+ *          _task_handler thread iterates it and pickles each task,
+ *          (job, i, mapstar, ((func, chunk),), {}) -- func by module and
+ *          name -- into _inqueue, a SimpleQueue (a pipe and two locks,
+ *          _rlock and _wlock); a worker runs
  *          the chunk and sends (job, i, (True, results)) back on _outqueue;
  *          the _result_handler thread unpickles it and MapResult._set() puts
  *          the slice at i * chunksize.  That is why results come back in item
