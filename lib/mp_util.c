@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "mp_util.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -10,11 +11,15 @@
 #include <poll.h>
 #include <mqueue.h>
 #include <semaphore.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -30,6 +35,14 @@ __attribute__((constructor)) static void mp_util_init(void)
 {
 	main_pid = getpid();
 	start_ns = mp_now_ns();
+	/* Started with stdin, stdout or stderr closed (`lesson >&-`), the
+	 * first descriptor the program opens would become 1, and the
+	 * narration would go into a pipe, an eventfd or a queue.  Fill the
+	 * gaps with /dev/null first. */
+	for (int fd = 0; fd <= 2; fd++)
+		if (fcntl(fd, F_GETFD) == -1 && errno == EBADF &&
+		    open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) != fd)
+			_exit(EXIT_FAILURE);  /* cannot happen: fd was free */
 }
 
 bool mp_is_main_process(void)
@@ -41,10 +54,16 @@ bool mp_is_main_process(void)
 
 static void stop_children_and_clean_up(void);
 
+/* err 0: a failure that no call reported, printed without an errno. */
 static _Noreturn void die_msg(int err, const char *msg)
 {
-	fprintf(stderr, "%s: %s: %s (%s)\n", program_invocation_short_name,
-		msg, mp_errname(err), strerror(err));
+	if (err)
+		fprintf(stderr, "%s: %s: %s (%s)\n",
+			program_invocation_short_name, msg, mp_errname(err),
+			strerror(err));
+	else
+		fprintf(stderr, "%s: %s\n", program_invocation_short_name,
+			msg);
 	/* An error exit leaves nothing behind either: no child, no name. */
 	stop_children_and_clean_up();
 	if (mp_is_main_process())
@@ -76,6 +95,17 @@ void mp_die_en(int err, const char *fmt, ...)
 	die_msg(err, msg);
 }
 
+void mp_fail(const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	die_msg(0, msg);
+}
+
 const char *mp_errname(int err)
 {
 	const char *name = err ? strerrorname_np(err) : "0";
@@ -84,6 +114,18 @@ const char *mp_errname(int err)
 }
 
 /* ---- narration -------------------------------------------------------- */
+
+static void stop_and_exit(int status);
+
+/* Writing to stdout failed.  EPIPE: the reader went away (`lesson | head`,
+ * in a program that ignores SIGPIPE): end quietly, as the SIGPIPE handler
+ * of mp_stop_on_signals() would.  Anything else is an error to report. */
+static void stdout_failed(void)
+{
+	if (errno == EPIPE)
+		stop_and_exit(128 + SIGPIPE);
+	mp_die("writing to stdout");
+}
 
 int64_t mp_now_ns(void)
 {
@@ -114,7 +156,7 @@ void mp_say(const char *role, const char *fmt, ...)
 	/* One fputs of the whole line: several processes share this stdout. */
 	if (fputs(line, stdout) == EOF || fputc('\n', stdout) == EOF ||
 	    fflush(stdout) == EOF)
-		mp_die("writing to stdout");
+		stdout_failed();
 }
 
 /* ---- options ---------------------------------------------------------- */
@@ -186,10 +228,13 @@ static void set_value(const struct mp_opt *o, const char *text)
 		*(const char **)o->value = text;
 		return;
 	}
+	/* strtol and strtod skip leading blanks: ' 5' would pass. */
+	bool blank = isspace((unsigned char)text[0]);
+
 	if (o->kind == MP_OPT_LONG) {
 		long v = strtol(text, &end, 10);
 
-		if (end == text || *end != '\0' || errno == ERANGE)
+		if (blank || end == text || *end != '\0' || errno == ERANGE)
 			usage_error("--%s: '%s' is not a whole number",
 				    o->name, text);
 		if ((double)v < o->min || (double)v > o->max)
@@ -200,7 +245,8 @@ static void set_value(const struct mp_opt *o, const char *text)
 	}
 	double v = strtod(text, &end);
 
-	if (end == text || *end != '\0' || errno == ERANGE || !isfinite(v))
+	if (blank || end == text || *end != '\0' || errno == ERANGE ||
+	    !isfinite(v))
 		usage_error("--%s: '%s' is not a number", o->name, text);
 	if (v < o->min || v > o->max)
 		usage_error("--%s: %g is out of range %g..%g", o->name, v,
@@ -286,30 +332,84 @@ int mp_wait_all(void)
 				sigabbrev_np(WTERMSIG(status)) ?
 				sigabbrev_np(WTERMSIG(status)) : "a signal");
 	}
-	if (bad) {
-		errno = ECHILD;
-		mp_die("%d of %d children failed", bad, reaped);
-	}
+	if (bad)
+		mp_fail("%d of %d children failed", bad, reaped);
 	return reaped;
+}
+
+/* The children this process made with mp_fork(), so that a stop can find
+ * them without opening a file (with no descriptor left, EMFILE) and on a
+ * kernel without /proc/PID/task/TID/children.  A slot holds a pid until the
+ * stop handler finds it reaped; a full table falls back on /proc. */
+enum { MAX_TRACKED = 1024 };
+static pid_t tracked[MAX_TRACKED];
+static _Atomic int ntracked;
+static _Atomic pid_t twin_group;  /* a running Python twin's group, or 0 */
+
+static void track_child(pid_t pid)
+{
+	int n = atomic_load(&ntracked);
+
+	for (int i = 0; i < n; i++) {  /* reuse the slot of a reaped child */
+		siginfo_t si;
+
+		/* WNOWAIT: look, never reap; a zombie stays for the lesson. */
+		if (waitid(P_PID, (id_t)tracked[i], &si,
+			   WEXITED | WNOHANG | WNOWAIT) == -1 &&
+		    errno == ECHILD) {
+			tracked[i] = pid;
+			return;
+		}
+	}
+	if (n < MAX_TRACKED) {
+		tracked[n] = pid;
+		atomic_store(&ntracked, n + 1);  /* after the slot is written */
+	}
 }
 
 pid_t mp_fork(void)
 {
+	pid_t parent = getpid();
+
 	if (fflush(stdout) == EOF)
 		mp_die("fflush(stdout)");
 	pid_t pid = fork();
 
 	if (pid == -1)
 		mp_die("fork");
-	return pid;
+	if (pid > 0) {
+		track_child(pid);
+		return pid;
+	}
+	/* The child: its parent's children are not its own. */
+	atomic_store(&ntracked, 0);
+	atomic_store(&twin_group, 0);
+	/* If the parent dies without stopping us (SIGKILL), we get SIGTERM
+	 * and stop too, instead of running on as an orphan.  The parent may
+	 * have died between fork() and prctl(): then getppid() is no longer
+	 * the pid saved before fork(), and no signal would ever come. */
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1)
+		mp_die("prctl(PR_SET_PDEATHSIG)");
+	if (getppid() != parent)
+		_exit(128 + SIGTERM);
+	return 0;
 }
 
 /* ---- IPC names and a clean stop --------------------------------------- */
 
 void mp_ipc_name(char *buf, size_t size, const char *what)
 {
-	snprintf(buf, size, "/mpp-%s-%s-%jd", program_invocation_short_name,
-		 what, (intmax_t)getpid());
+	/* The pid tells whose object it is; the random part makes the name
+	 * impossible to guess, so nobody can create it first and make our
+	 * O_EXCL open fail (Python's names carry random characters too:
+	 * "/psm_" + token_hex in shared_memory.py, "/mp-" + random in
+	 * synchronize.py). */
+	uint32_t r;
+
+	if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+		mp_die("getrandom");
+	snprintf(buf, size, "/mpp-%s-%s-%jd-%08" PRIx32,
+		 program_invocation_short_name, what, (intmax_t)getpid(), r);
 }
 
 enum { MAX_CLEANUPS = 16 };
@@ -320,34 +420,46 @@ static struct cleanup {
 	pid_t owner;  /* the process that registered it; children inherit the
 			 table but must not unlink their parent's objects */
 } cleanups[MAX_CLEANUPS];
-static volatile sig_atomic_t ncleanups;
+/* A lock-free atomic: the handler reads it at any moment, and sees an
+ * entry only after every field of it was written (C11 7.17.4: sequentially
+ * consistent stores are not reordered, and a lock-free atomic is
+ * async-signal-safe). */
+static _Atomic int ncleanups;
 
 int mp_atcleanup(void (*fn)(void *), void *arg)
 {
-	if (ncleanups == MAX_CLEANUPS) {
+	int n = atomic_load(&ncleanups);
+
+	if (n == MAX_CLEANUPS) {
 		errno = ENOMEM;
 		return -1;
 	}
-	cleanups[ncleanups] = (struct cleanup){ fn, arg, getpid() };
-	ncleanups++;  /* after the entry is complete: a signal may come now */
+	cleanups[n] = (struct cleanup){ fn, arg, getpid() };
+	atomic_store(&ncleanups, n + 1);  /* now the handler may run it */
 	return 0;
 }
 
 int mp_cancel_cleanup(void (*fn)(void *), void *arg)
 {
-	for (int i = ncleanups - 1; i >= 0; i--) {
+	for (int i = atomic_load(&ncleanups) - 1; i >= 0; i--) {
 		if (cleanups[i].fn != fn || cleanups[i].arg != arg ||
 		    cleanups[i].owner != getpid())
 			continue;
 		cleanups[i].fn = NULL;  /* a hole: skipped by the handler */
-		while (ncleanups > 0 && cleanups[ncleanups - 1].fn == NULL)
-			ncleanups--;
+		while (atomic_load(&ncleanups) > 0 &&
+		       cleanups[atomic_load(&ncleanups) - 1].fn == NULL)
+			atomic_fetch_sub(&ncleanups, 1);
 		return 0;
 	}
 	errno = ENOENT;
 	return -1;
 }
 
+/* shm_unlink, sem_unlink and mq_unlink are not on POSIX's list of
+ * async-signal-safe functions (signal-safety(7)).  In glibc each is an
+ * unlink(2) of a file under /dev/shm (or the mq_unlink(2) system call),
+ * with no lock and no allocation, so they are safe there in practice: we
+ * rely on that, and say so. */
 void mp_cleanup_shm(void *name)
 {
 	shm_unlink(name);  /* best effort: it may be gone already */
@@ -363,6 +475,11 @@ void mp_cleanup_mq(void *name)
 	mq_unlink(name);
 }
 
+/* Two descriptors kept open for the stop handler, which closes them before
+ * it reads /proc: with every other descriptor in use (EMFILE), it can still
+ * find children that mp_fork() did not make. */
+static int reserve_fd[2] = { -1, -1 };
+
 /* Digits of a non-negative number, for the signal handler below, where
  * snprintf() is not allowed (it is not async-signal-safe). */
 static long parse_pid(const char **p)
@@ -376,12 +493,36 @@ static long parse_pid(const char **p)
 	return v;
 }
 
-/* Send sig to every child of every thread of this process.  The kernel lists
- * them in /proc/self/task/TID/children.  Only async-signal-safe calls here:
- * open, read, close, kill and the raw getdents64 (opendir() may allocate). */
+/* Send sig to one child, and SIGCONT after it: a stopped process (SIGSTOP,
+ * Ctrl-Z) keeps a SIGTERM pending until it is continued.  A child that
+ * leads its own process group (a Python twin, see mp_run_twin) gets both
+ * group-wide, so its own workers stop too. */
+static void signal_child(pid_t pid, int sig)
+{
+	pid_t target = getpgid(pid) == pid ? -pid : pid;
+
+	kill(target, sig);
+	if (sig != SIGKILL)
+		kill(target, SIGCONT);
+}
+
+/* Send sig to every child of every thread of this process: those mp_fork()
+ * made, from the table, and any other, from /proc/self/task/TID/children.
+ * Only async-signal-safe calls here: waitpid, kill, open, read, close and
+ * the raw getdents64 (opendir() may allocate). */
 static void signal_children(int sig)
 {
 	char buf[4096];
+
+	for (int i = 0; i < atomic_load(&ntracked); i++)
+		/* Still our child?  Then its pid cannot have been reused. */
+		if (tracked[i] != 0 && waitpid(tracked[i], NULL, WNOHANG) == 0)
+			signal_child(tracked[i], sig);
+	for (int i = 0; i < 2; i++)
+		if (reserve_fd[i] != -1) {
+			close(reserve_fd[i]);
+			reserve_fd[i] = -1;
+		}
 	int dfd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
 	if (dfd == -1)
@@ -412,61 +553,126 @@ static void signal_children(int sig)
 				continue;
 			list[len] = '\0';
 			const char *p = list;
-			/* A child that leads its own process group (a Python
-			 * twin, see mp_run_twin) gets the signal group-wide,
-			 * so its own workers stop too. */
+
 			for (long pid; (pid = parse_pid(&p)) > 0;)
-				kill(getpgid((pid_t)pid) == pid ? -(pid_t)pid
-								: (pid_t)pid,
-				     sig);
+				signal_child((pid_t)pid, sig);
 		}
 	}
 	close(dfd);
 }
 
-/* SIGTERM and reap every child (each does the same for its own), then run
- * the cleanups this process registered.  Async-signal-safe. */
+/* Stop and reap every child (each does the same for its own), wait for a
+ * Python twin's whole group, then run the cleanups this process
+ * registered.  Async-signal-safe. */
 static void stop_children_and_clean_up(void)
 {
-	/* Reap every child, including ones that ended earlier.  The kernel's
-	 * children list may miss a child that forks or exits while it is
-	 * read, so poll, and send the signal again every half second. */
+	/* SIGTERM (with SIGCONT) at once and every half second, as the kernel's
+	 * children list may miss a child that forks or exits while it is read;
+	 * SIGKILL after 2 s for a child that ignores or blocks SIGTERM.  A
+	 * group leader (a shell's job) also sends SIGTERM to its whole group,
+	 * which reaches children nobody could list (no /proc, no descriptor);
+	 * the stop signals are blocked here, so it does not stop us. */
+	bool leader = getpgrp() == getpid();
+
+	mp_block_stop_signals(NULL);
 	for (int round = 0;; round++) {
 		pid_t r;
 
-		if (round % 50 == 0)
-			signal_children(SIGTERM);
-		while ((r = waitpid(-1, NULL, WNOHANG)) > 0)
+		if (round % 50 == 0 || round == 200)
+			signal_children(round >= 200 ? SIGKILL : SIGTERM);
+		if (leader && round % 50 == 25)
+			kill(0, SIGTERM);
+		while ((r = waitpid(-1, NULL, WNOHANG | __WALL)) > 0)
 			;
 		if (r == -1 && errno == ECHILD)
 			break;
 		nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
 	}
+	/* python3 is reaped, but the workers it forked may still be exiting:
+	 * wait until its process group is empty. */
+	pid_t group = atomic_load(&twin_group);
+
+	for (int round = 0; group > 0 && kill(-group, 0) == 0; round++) {
+		if (round % 50 == 0 || round == 200)
+			kill(-group, round >= 200 ? SIGKILL : SIGTERM);
+		nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+	}
 	pid_t self = getpid();
 
-	for (int i = ncleanups - 1; i >= 0; i--)
+	for (int i = atomic_load(&ncleanups) - 1; i >= 0; i--)
 		if (cleanups[i].fn && cleanups[i].owner == self)
 			cleanups[i].fn(cleanups[i].arg);
 }
 
-static void on_stop_signal(int sig)
+static void stop_and_exit(int status)
 {
 	stop_children_and_clean_up();
-	_exit(128 + sig);
+	_exit(status);
+}
+
+static void on_stop_signal(int sig)
+{
+	stop_and_exit(128 + sig);
+}
+
+/* The signals that end a lesson: Ctrl-C, kill, the terminal closed,
+ * Ctrl-\, and a closed pipe on stdout (`lesson | head`). */
+static const int stop_signals[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT,
+				    SIGPIPE };
+enum { NSTOP = sizeof stop_signals / sizeof stop_signals[0] };
+
+int mp_block_stop_signals(sigset_t *old)
+{
+	sigset_t set;
+
+	if (sigemptyset(&set) == -1)
+		return -1;
+	for (int i = 0; i < NSTOP; i++)
+		if (sigaddset(&set, stop_signals[i]) == -1)
+			return -1;
+	int err = pthread_sigmask(SIG_BLOCK, &set, old);
+
+	if (err) {
+		errno = err;
+		return -1;
+	}
+	return 0;
+}
+
+int mp_restore_signals(const sigset_t *old)
+{
+	int err = pthread_sigmask(SIG_SETMASK, old, NULL);
+
+	if (err) {
+		errno = err;
+		return -1;
+	}
+	return 0;
 }
 
 void mp_stop_on_signals(void)
 {
 	struct sigaction sa = { .sa_handler = on_stop_signal };
 
-	/* Block the other stop signal while one is handled, so the handler
-	 * runs once. */
-	if (sigemptyset(&sa.sa_mask) == -1 ||
-	    sigaddset(&sa.sa_mask, SIGINT) == -1 ||
-	    sigaddset(&sa.sa_mask, SIGTERM) == -1)
-		mp_die("sigset");
-	MP_CHECK(sigaction(SIGINT, &sa, NULL));
-	MP_CHECK(sigaction(SIGTERM, &sa, NULL));
+	/* Block every stop signal while one is handled, so the handler runs
+	 * once. */
+	MP_CHECK(sigemptyset(&sa.sa_mask));
+	for (int i = 0; i < NSTOP; i++)
+		MP_CHECK(sigaddset(&sa.sa_mask, stop_signals[i]));
+	for (int i = 0; i < NSTOP; i++) {
+		struct sigaction old;
+
+		/* A signal ignored by whoever started us (nohup ignores SIGHUP)
+		 * stays ignored, as the shell's own conventions want. */
+		MP_CHECK(sigaction(stop_signals[i], NULL, &old));
+		if (old.sa_handler != SIG_IGN || stop_signals[i] == SIGPIPE ||
+		    stop_signals[i] == SIGINT || stop_signals[i] == SIGTERM)
+			MP_CHECK(sigaction(stop_signals[i], &sa, NULL));
+	}
+	for (int i = 0; i < 2; i++)
+		if (reserve_fd[i] == -1)
+			MP_CHECK(reserve_fd[i] = open("/dev/null",
+						      O_RDONLY | O_CLOEXEC));
 }
 
 /* ---- Python twins ----------------------------------------------------- */
@@ -485,7 +691,7 @@ static void echo_line(const char *line, void *arg)
 {
 	(void)arg;
 	if (printf("%s\n", line) < 0 || fflush(stdout) == EOF)
-		mp_die("writing to stdout");
+		stdout_failed();
 }
 
 /* Hand every complete line in buf[0..*len) to on_line; keep the rest. */
@@ -540,6 +746,7 @@ int mp_run_twin(const char *script, char *const args[], double timeout_s,
 		mp_die("execv %s", py);
 	}
 	setpgid(pid, pid);  /* also here: whichever runs first wins the race */
+	atomic_store(&twin_group, pid);
 	if (close(fd[1]) == -1)
 		mp_die("close");
 
@@ -589,6 +796,12 @@ int mp_run_twin(const char *script, char *const args[], double timeout_s,
 	if (timed_out)
 		stop_group(pid);
 	status = mp_waitpid(pid);
+	/* Its workers may outlive python3 by a moment: wait for the group. */
+	for (int i = 0; i < 200 && kill(-pid, 0) == 0; i++)
+		nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+	if (kill(-pid, 0) == 0)
+		stop_group(pid);
+	atomic_store(&twin_group, 0);
 	if (timed_out) {
 		errno = ETIMEDOUT;
 		return -1;

@@ -21,6 +21,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <signal.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -52,6 +53,11 @@ _Noreturn void mp_die_en(int err, const char *fmt, ...)
 			mp_die_en(mp_en_, "%s:%d: %s", __FILE__,          \
 				  __LINE__, #call);                       \
 	} while (0)
+
+/* Die as mp_die() does, for a failure that no call reported (a child's bad
+ * exit status, a wrong count): the message alone, no errno. */
+_Noreturn void mp_fail(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
 
 /* The symbolic name of an error number, as lessons print a call's result:
  * "EOWNERDEAD" for EOWNERDEAD, "0" for 0 (success), "?" for an unknown one. */
@@ -119,31 +125,56 @@ int mp_waitpid(pid_t pid);
 
 /* fflush(stdout) and fork(); dies if fork fails.  Flushing first matters:
  * under a pipe stdout is fully buffered, and a child would print the parent's
- * pending output a second time. */
+ * pending output a second time.  The parent remembers the child, so that a
+ * stop (mp_stop_on_signals, mp_die) finds it without /proc and with no free
+ * descriptor.  The child asks for SIGTERM when its parent dies
+ * (prctl(PR_SET_PDEATHSIG)), so that a parent killed with SIGKILL leaves no
+ * orphan running; the race (the parent dying before the prctl) is closed by
+ * comparing getppid() with the parent's pid saved before fork().  Caveats:
+ * the signal comes when the parent *thread* that forked exits, and a
+ * grandchild does not inherit the setting (fork clears it). */
 pid_t mp_fork(void);
 
 /* ---- IPC names and a clean stop --------------------------------------- */
 
-/* Write "/mpp-<program>-<what>-<pid>" into buf (NUL-terminated, truncated to
- * size): names of shm segments, semaphores and message queues carry the
- * program and the pid, so two runs at once never share or unlink each
- * other's objects, and a leftover can be traced to whoever made it. */
+/* Write "/mpp-<program>-<what>-<pid>-<random>" into buf (NUL-terminated,
+ * truncated to size): names of shm segments, semaphores and message queues
+ * carry the program and the pid, so two runs at once never share or unlink
+ * each other's objects and a leftover can be traced to whoever made it, and
+ * 32 random bits, so that nobody can create the name first. */
 void mp_ipc_name(char *buf, size_t size, const char *what);
 
-/* Stop cleanly on SIGINT and SIGTERM.  Call it once, early in main, before
- * forking: the handler is inherited by forked children.  On the signal, the
- * handler (in whichever process receives it)
- *   1. sends SIGTERM to every child of this process (Python's terminate()),
- *      and to the whole process group of a child that leads one,
+/* Stop cleanly on SIGINT (Ctrl-C), SIGTERM, SIGHUP (the terminal closed),
+ * SIGQUIT (Ctrl-\) and SIGPIPE (stdout piped into `head`, which exited).
+ * Call it once, early in main, before forking: the handler is inherited by
+ * forked children.  On the signal, the handler (in whichever process
+ * receives it)
+ *   1. sends SIGTERM and SIGCONT (a stopped child would keep SIGTERM
+ *      pending) to every child of this process (Python's terminate()), and
+ *      to the whole process group of a child that leads one; the children
+ *      mp_fork() made are found from memory, the others in /proc;
  *   2. reaps them all (each child does the same for its own children),
+ *      sending SIGKILL to those still there after 2 s;
  *   3. runs the cleanups this process registered with mp_atcleanup(),
  *      newest first (unlinking its named IPC objects),
  *   4. _exits with 128 + the signal number, as a shell reports it.
  * Cleanups run inside a signal handler, so they may only call
- * async-signal-safe functions: unlink-style calls are fine; printf, malloc
- * and free are not.  A child that blocks or ignores SIGTERM would make the
- * handler wait for it: don't, or handle the signal yourself. */
+ * async-signal-safe functions (signal-safety(7)): printf, malloc and free
+ * are not.  shm_unlink, sem_unlink and mq_unlink are not on POSIX's list
+ * either; glibc implements them as a plain unlink(2) (or the mq_unlink
+ * system call) without locks or allocation, so they are safe there in
+ * practice, and the ready-made cleanups below rely on that.  A signal
+ * ignored when the program started (nohup's SIGHUP) stays ignored. */
 void mp_stop_on_signals(void);
+
+/* Block the stop signals in this thread, saving the old mask in *old (NULL:
+ * not saved), and restore it.  Around a call that must not be cut short by
+ * the handler: sem_open(O_CREAT) first creates a temporary file
+ * /dev/shm/sem.XXXXXX with a random name and then renames it, and a stop in
+ * between would leave that file where no cleanup can name it.  Both return
+ * 0, or -1 with errno. */
+int mp_block_stop_signals(sigset_t *old);
+int mp_restore_signals(const sigset_t *old);
 
 /* Register fn(arg) to run on a signal stop (see above) or in mp_die().  They
  * do not run on a normal exit: there the lesson cleans up in plain sight.

@@ -14,6 +14,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 
 #include "mp.h"
@@ -333,8 +334,7 @@ static void test_wait_all_dies_on_a_failed_child(void **state)
 	assert_exited(&r, 1);
 	snprintf(want, sizeof want,
 		 "test_mp_util: child %s exited with status 3\n"
-		 "test_mp_util: 1 of 2 children failed: ECHILD "
-		 "(No child processes)\n", r.out);
+		 "test_mp_util: 1 of 2 children failed\n", r.out);
 	assert_string_equal(r.err, want);
 }
 
@@ -398,22 +398,40 @@ static void test_ipc_name_carries_program_what_and_pid(void **state)
 	(void)state;
 	char name[64], want[64];
 
+	char other[64];
+	size_t len;
+
 	mp_ipc_name(name, sizeof name, "seg");
-	snprintf(want, sizeof want, "/mpp-test_mp_util-seg-%jd",
-		 (intmax_t)getpid());
-	assert_string_equal(name, want);
+	mp_ipc_name(other, sizeof other, "seg");
+	len = (size_t)snprintf(want, sizeof want, "/mpp-test_mp_util-seg-%jd-",
+			       (intmax_t)getpid());
+	assert_memory_equal(name, want, len);
+	/* then 8 random hex digits, different each time */
+	assert_int_equal(strlen(name), len + 8);
+	assert_int_equal(strspn(name + len, "0123456789abcdef"), 8);
+	assert_string_not_equal(name, other);
 	mp_ipc_name(name, 10, "seg");  /* truncated, still terminated */
 	assert_string_equal(name, "/mpp-test");
 }
 
+/* How the grandchild of a stop test makes the stop harder. */
+enum stop_mode {
+	PLAIN,       /* sleeps in pause() */
+	NO_FD,       /* made by a raw fork(), and its parent has no free fd */
+	STOPPED,     /* stopped by SIGSTOP: SIGTERM alone stays pending */
+	DEAF,        /* ignores SIGTERM: only SIGKILL ends it */
+};
+
 struct stop_case {
 	char kept[64], dropped[64];  /* two shm names the child creates */
 	int sig;
+	enum stop_mode mode;
 };
 
 /* Install the stop handler, create two named segments, register cleanups
- * for both and cancel one, start a grandchild that sleeps, then report
- * "<grandchild pid>\n" and wait for the signal. */
+ * for both and cancel one, start a grandchild (made hard to stop as
+ * c->mode says), then report "<grandchild pid> <kept> <dropped>\n" and wait
+ * for the signal. */
 static void stop_victim(void *arg)
 {
 	struct stop_case *c = arg;
@@ -427,22 +445,42 @@ static void stop_victim(void *arg)
 	    mp_atcleanup(mp_cleanup_shm, c->dropped) == -1 ||
 	    mp_cancel_cleanup(mp_cleanup_shm, c->kept) == -1)
 		mp_die("mp_atcleanup");
-	pid_t grandchild = mp_fork();
+	if (fflush(stdout) == EOF)
+		_exit(96);
+	pid_t grandchild = c->mode == NO_FD ? fork() : mp_fork();
 
+	if (grandchild == -1)
+		_exit(95);
 	if (grandchild == 0) {
 		close(STDOUT_FILENO);  /* the parent reads the pipe to EOF */
-		pause();
-		_exit(0);
+		if (c->mode == DEAF && signal(SIGTERM, SIG_IGN) == SIG_ERR)
+			_exit(94);
+		if (c->mode == STOPPED)
+			raise(SIGSTOP);
+		for (;;)
+			pause();
 	}
-	printf("%jd\n", (intmax_t)grandchild);
+	if (c->mode == STOPPED) {  /* report only once it is stopped */
+		int st;
+
+		if (waitpid(grandchild, &st, WUNTRACED) != grandchild ||
+		    !WIFSTOPPED(st))
+			_exit(93);
+	}
+	if (c->mode == DEAF)  /* give it time to ignore SIGTERM */
+		nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
+	printf("%jd %s %s\n", (intmax_t)grandchild, c->kept, c->dropped);
 	fclose(stdout);  /* EOF for the parent: now it may send the signal */
+	if (c->mode == NO_FD)  /* use up every descriptor */
+		while (open("/dev/null", O_RDONLY) != -1)
+			;
 	for (;;)
 		pause();
 }
 
-static void check_stop(int sig)
+static void check_stop(int sig, enum stop_mode mode)
 {
-	struct stop_case c = { .sig = sig };
+	struct stop_case c = { .sig = sig, .mode = mode };
 	int out[2];
 
 	assert_int_equal(pipe(out), 0);
@@ -457,13 +495,15 @@ static void check_stop(int sig)
 		stop_victim(&c);
 	}
 	assert_int_equal(close(out[1]), 0);
-	char line[64];
+	char line[256], kept[64], dropped[64];
+	long grandchild = 0;
 
 	slurp(out[0], line, sizeof line);
-	char *end;
-	long grandchild = strtol(line, &end, 10);
-
-	assert_true(grandchild > 0 && *end == '\n');
+	assert_int_equal(sscanf(line, "%ld %63s %63s", &grandchild, kept,
+				dropped), 3);
+	assert_true(grandchild > 0);
+	if (mode == NO_FD)  /* let it reach EMFILE */
+		nanosleep(&(struct timespec){ 0, 100 * 1000 * 1000 }, NULL);
 	assert_int_equal(kill(pid, sig), 0);
 	int status = mp_waitpid(pid);
 
@@ -473,12 +513,6 @@ static void check_stop(int sig)
 	assert_int_equal(kill((pid_t)grandchild, 0), -1);
 	assert_int_equal(errno, ESRCH);
 
-	/* The names were made in the child: rebuild them with its pid. */
-	char kept[64], dropped[64];
-
-	snprintf(kept, sizeof kept, "/mpp-test_mp_util-kept-%jd", (intmax_t)pid);
-	snprintf(dropped, sizeof dropped, "/mpp-test_mp_util-dropped-%jd",
-		 (intmax_t)pid);
 	assert_int_equal(shm_open(dropped, O_RDONLY, 0), -1);  /* cleaned up */
 	assert_int_equal(errno, ENOENT);
 	assert_int_equal(mp_shm_unlink(kept), 0);  /* its cleanup was cancelled */
@@ -487,13 +521,160 @@ static void check_stop(int sig)
 static void test_stop_on_sigterm_reaps_children_and_runs_cleanups(void **state)
 {
 	(void)state;
-	check_stop(SIGTERM);
+	check_stop(SIGTERM, PLAIN);
 }
 
 static void test_stop_on_sigint_exits_130(void **state)
 {
 	(void)state;
-	check_stop(SIGINT);
+	check_stop(SIGINT, PLAIN);
+}
+
+static void test_stop_on_sighup_and_sigquit_too(void **state)
+{
+	(void)state;
+	check_stop(SIGHUP, PLAIN);
+	check_stop(SIGQUIT, PLAIN);
+}
+
+static void test_stop_finds_children_with_no_free_descriptor(void **state)
+{
+	(void)state;
+	check_stop(SIGINT, NO_FD);
+}
+
+static void test_stop_continues_a_stopped_child(void **state)
+{
+	(void)state;
+	check_stop(SIGINT, STOPPED);
+}
+
+static void test_stop_kills_a_child_that_ignores_sigterm(void **state)
+{
+	(void)state;
+	check_stop(SIGTERM, DEAF);
+}
+
+/* stdout is a pipe nobody reads: the next line narrated ends the program
+ * (through SIGPIPE, or EPIPE where SIGPIPE is ignored), quietly, with the
+ * grandchild stopped and the name unlinked.  Reports "<pid> <name>" on the
+ * pipe given as arg before that. */
+static void narrate_into_a_closed_pipe(void *arg)
+{
+	int report = *(int *)arg;
+	static char name[64];
+	int dead[2];
+
+	mp_stop_on_signals();
+	if (report < 0 && signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		_exit(97);
+	report = abs(report);
+	mp_ipc_name(name, sizeof name, "piped");
+	if (!mp_shm_create(name, 4096) ||
+	    mp_atcleanup(mp_cleanup_shm, name) == -1)
+		mp_die("mp_shm_create");
+	pid_t grandchild = mp_fork();
+
+	if (grandchild == 0) {
+		close(report);
+		for (;;)
+			pause();
+	}
+	if (dprintf(report, "%jd %s", (intmax_t)grandchild, name) < 0 ||
+	    close(report) == -1 || pipe(dead) == -1 ||
+	    dup2(dead[1], STDOUT_FILENO) == -1 || close(dead[0]) == -1 ||
+	    close(dead[1]) == -1)
+		_exit(96);
+	mp_say("child", "nobody reads this");
+	_exit(95);
+}
+
+static void check_closed_stdout(bool ignore_sigpipe)
+{
+	int rep[2];
+	struct outcome r;
+	long grandchild = 0;
+	char line[128], name[64];
+
+	assert_int_equal(pipe(rep), 0);
+	int arg = ignore_sigpipe ? -rep[1] : rep[1];
+
+	run_child(narrate_into_a_closed_pipe, &arg, &r);
+	assert_int_equal(close(rep[1]), 0);
+	slurp(rep[0], line, sizeof line);
+	assert_exited(&r, 128 + SIGPIPE);
+	assert_string_equal(r.err, "");  /* quietly */
+	assert_int_equal(sscanf(line, "%ld %63s", &grandchild, name), 2);
+	assert_int_equal(kill((pid_t)grandchild, 0), -1);
+	assert_int_equal(errno, ESRCH);
+	assert_int_equal(shm_open(name, O_RDONLY, 0), -1);
+	assert_int_equal(errno, ENOENT);
+}
+
+static void test_closed_stdout_ends_quietly_and_cleans_up(void **state)
+{
+	(void)state;
+	check_closed_stdout(false);  /* SIGPIPE, handled */
+	check_closed_stdout(true);   /* SIGPIPE ignored: EPIPE */
+}
+
+/* A subreaper (it adopts its orphaned descendants) makes a child with
+ * mp_fork(), which makes a grandchild with mp_fork(); the child is killed
+ * with SIGKILL, so it cannot stop anyone.  The grandchild must die of the
+ * SIGTERM that PR_SET_PDEATHSIG asked for, and come back to the subreaper
+ * to be reaped: exit 0 when it did, within the alarm. */
+static void orphan_gets_sigterm(void *arg)
+{
+	(void)arg;
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1) == -1)
+		_exit(90);
+	int ready[2];
+
+	if (pipe(ready) == -1)
+		_exit(91);
+	pid_t child = mp_fork();
+
+	if (child == 0) {
+		if (mp_fork() == 0) {
+			close(ready[1]);
+			for (;;)
+				pause();
+		}
+		close(ready[1]);  /* the grandchild holds it: EOF = it's gone */
+		for (;;)
+			pause();
+	}
+	close(ready[1]);
+	/* Both hold the write end; wait until the child is running. */
+	nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
+	if (kill(child, SIGKILL) == -1)
+		_exit(92);
+	int st;
+	pid_t got = waitpid(child, &st, 0);
+
+	if (got != child || !WIFSIGNALED(st))
+		_exit(93);
+	got = waitpid(-1, &st, 0);  /* the grandchild, adopted */
+	_exit(got > 0 && WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM ? 0 : 94);
+}
+
+static void test_fork_child_stops_when_its_parent_is_killed(void **state)
+{
+	(void)state;
+	struct outcome r;
+
+	run_child(orphan_gets_sigterm, NULL, &r);
+	assert_exited(&r, 0);
+}
+
+static void test_options_refuse_leading_blanks(void **state)
+{
+	(void)state;
+	char *lng[] = { "p", "--procs", " 5", NULL };
+	char *dbl[] = { "p", "--ratio", " 0.5", NULL };
+
+	expect_usage_error(lng, "--procs: ' 5' is not a whole number");
+	expect_usage_error(dbl, "--ratio: ' 0.5' is not a number");
 }
 
 /* Like stop_victim, but fails instead of waiting for a signal. */
@@ -693,6 +874,13 @@ int main(void)
 		cmocka_unit_test(test_ipc_name_carries_program_what_and_pid),
 		cmocka_unit_test(test_stop_on_sigterm_reaps_children_and_runs_cleanups),
 		cmocka_unit_test(test_stop_on_sigint_exits_130),
+		cmocka_unit_test(test_stop_on_sighup_and_sigquit_too),
+		cmocka_unit_test(test_stop_finds_children_with_no_free_descriptor),
+		cmocka_unit_test(test_stop_continues_a_stopped_child),
+		cmocka_unit_test(test_stop_kills_a_child_that_ignores_sigterm),
+		cmocka_unit_test(test_closed_stdout_ends_quietly_and_cleans_up),
+		cmocka_unit_test(test_fork_child_stops_when_its_parent_is_killed),
+		cmocka_unit_test(test_options_refuse_leading_blanks),
 		cmocka_unit_test(test_atcleanup_holds_16_then_enomem),
 		cmocka_unit_test(test_python3_is_what_configure_found),
 		cmocka_unit_test(test_run_twin_hands_over_lines_and_status),
