@@ -73,13 +73,19 @@ static void on_stop(int sig)
 	_exit(128 + sig);
 }
 
+/* Ctrl-C, kill, the terminal closed, Ctrl-\, stdout piped into a `head`
+ * that has exited: each of them stops the lesson through on_stop(). */
+static const int stop_signals[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT,
+				    SIGPIPE };
+#define NSTOP (sizeof stop_signals / sizeof stop_signals[0])
+
 static void block_stop_signals(int how)
 {
 	sigset_t set;
 
 	MP_CHECK(sigemptyset(&set));
-	MP_CHECK(sigaddset(&set, SIGINT));
-	MP_CHECK(sigaddset(&set, SIGTERM));
+	for (size_t i = 0; i < NSTOP; i++)
+		MP_CHECK(sigaddset(&set, stop_signals[i]));
 	MP_CHECK(sigprocmask(how, &set, NULL));
 }
 
@@ -95,8 +101,8 @@ static void proc_start(struct proc *p, int slot, void (*body)(int), int arg)
 		 * too, which is why terminate() ends it. */
 		struct sigaction dfl = { .sa_handler = SIG_DFL };
 
-		MP_CHECK(sigaction(SIGINT, &dfl, NULL));
-		MP_CHECK(sigaction(SIGTERM, &dfl, NULL));
+		for (size_t i = 0; i < NSTOP; i++)
+			MP_CHECK(sigaction(stop_signals[i], &dfl, NULL));
 		block_stop_signals(SIG_UNBLOCK);
 		/* Should the parent die on an error before it stops us,
 		 * SIGALRM (default action: terminate) still ends us. */
@@ -275,8 +281,8 @@ int main(int argc, char *argv[])
 			 "vs kill(), zombies, exit codes.",
 			 opts, sizeof opts / sizeof opts[0]);
 	MP_CHECK(sigfillset(&sa.sa_mask));
-	MP_CHECK(sigaction(SIGINT, &sa, NULL));
-	MP_CHECK(sigaction(SIGTERM, &sa, NULL));
+	for (size_t i = 0; i < NSTOP; i++)
+		MP_CHECK(sigaction(stop_signals[i], &sa, NULL));
 
 	/* 1. join(timeout) gives up on a sleeper; terminate() ends it. */
 	proc_start(&p, 0, sleeper, 0);

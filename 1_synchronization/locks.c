@@ -186,10 +186,17 @@ int main(int argc, char *argv[])
 	/* glibc keeps a named semaphore in a file: /dev/shm/sem.<name> */
 	snprintf(path, sizeof path, "/dev/shm/sem.%s", name + 1);
 	MP_CHECK(mp_atcleanup(mp_cleanup_sem, name));
+	/* sem_open writes a temporary /dev/shm/sem.XXXXXX first and renames
+	 * it: a Ctrl-C in between would strand that file, so hold the stop
+	 * signals for the call. */
+	sigset_t old;
+
+	MP_CHECK(mp_block_stop_signals(&old));
 	sem_t *sem = sem_open(name, O_CREAT | O_EXCL, 0600, 1);
 
 	if (sem == SEM_FAILED)
 		mp_die("sem_open(%s)", name);
+	MP_CHECK(mp_restore_signals(&old));
 	bool made = access(path, F_OK) == 0;
 
 	MP_CHECK(sem_unlink(name)); /* the open semaphore lives on, nameless */

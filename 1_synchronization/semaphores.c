@@ -151,11 +151,18 @@ int main(int argc, char *argv[])
 	mp_ipc_name(sem_name, sizeof sem_name, "slots");
 	/* On Ctrl-C or an error exit (mp_die), the name is unlinked for us. */
 	MP_CHECK(mp_atcleanup(mp_cleanup_sem, sem_name));
+	/* sem_open writes a temporary /dev/shm/sem.XXXXXX first and renames
+	 * it: a Ctrl-C in between would strand that file, so hold the stop
+	 * signals for the call. */
+	sigset_t old;
+
+	MP_CHECK(mp_block_stop_signals(&old));
 	sem_t *named = sem_open(sem_name, O_CREAT | O_EXCL, 0600,
 				(unsigned)slots);
 
 	if (named == SEM_FAILED)
 		mp_die("sem_open(%s)", sem_name);
+	MP_CHECK(mp_restore_signals(&old));
 	/* glibc keeps a named semaphore in a file: /dev/shm/sem.<name> */
 	snprintf(path, sizeof path, "/dev/shm/sem.%s", sem_name + 1);
 	MP_CHECK(access(path, F_OK));
