@@ -50,8 +50,15 @@ void *mp_shm_create(const char *name, size_t size)
 
 	if (fd == -1)
 		return NULL;
-	if (ftruncate(fd, (off_t)size) == -1) {
-		int saved = errno;
+	/* ftruncate only sets the size: tmpfs finds the pages at first touch,
+	 * and a full /dev/shm then kills the toucher with SIGBUS.
+	 * posix_fallocate reserves them now, so a full /dev/shm is ENOSPC
+	 * here, where it can be reported. */
+	int err = ftruncate(fd, (off_t)size) == -1 ? errno
+		  : posix_fallocate(fd, 0, (off_t)size);
+
+	if (err) {
+		int saved = err;
 
 		close(fd);
 		shm_unlink(name);

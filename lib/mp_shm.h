@@ -4,7 +4,8 @@
  *          forked children) and shared_memory.SharedMemory(name=...) (a named
  *          segment that unrelated processes attach to).
  * C:       mmap(MAP_SHARED | MAP_ANONYMOUS) before fork(); shm_open +
- *          ftruncate + mmap for a named segment under /dev/shm.
+ *          ftruncate + posix_fallocate + mmap for a named segment under
+ *          /dev/shm.
  *
  * Chapter 2 teaches these calls one by one; later lessons use these helpers.
  * All return NULL or -1 with errno set on failure.
@@ -25,9 +26,12 @@ void *mp_shm_alloc(size_t size);
 int mp_shm_free(void *p, size_t size);
 
 /* Create a new named segment of size bytes (fails with EEXIST if the name is
- * taken) and map it.  The name looks like "/mpp-lesson-what-4711" (see
- * mp_ipc_name()).  The segment outlives every process until mp_shm_unlink():
- * whoever creates it must unlink it, also on Ctrl-C (mp_atcleanup()). */
+ * taken) and map it.  The name looks like "/mpp-lesson-what-4711-1a2b3c4d"
+ * (see mp_ipc_name()).  The pages are reserved at once (posix_fallocate), so
+ * a full /dev/shm fails here with ENOSPC instead of killing the first
+ * process that touches a page with SIGBUS; a failure leaves no name.  The
+ * segment outlives every process until mp_shm_unlink(): whoever creates it
+ * must unlink it, also on Ctrl-C (mp_atcleanup()). */
 void *mp_shm_create(const char *name, size_t size);
 
 /* Map an existing named segment; its size (from fstat) goes to *size. */

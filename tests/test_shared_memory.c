@@ -18,6 +18,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 
 #include "mp.h"
@@ -523,13 +525,53 @@ static void test_mp_shm_create_leaves_no_name_when_it_fails(void **state)
 	assert_null(mp_shm_create(name, SIZE_MAX));
 	assert_int_equal(errno, EINVAL);
 	assert_false(in_dev_shm(name));
-	errno = 0;                  /* ftruncate works (sparse), mmap fails */
+	errno = 0;  /* ftruncate works (sparse), no room to reserve 4 EiB */
 	assert_null(mp_shm_create(name, (size_t)1 << 62));
-	assert_int_equal(errno, ENOMEM);
+	assert_int_equal(errno, ENOSPC);
 	assert_false(in_dev_shm(name));
 }
 
 /* A name whose creator has not sized it yet (size 0) is no segment to map. */
+/* In a child with a mount namespace of its own, /dev/shm becomes a 64 KiB
+ * tmpfs; creating a 1 MiB segment there must fail with ENOSPC at once
+ * (reserved with posix_fallocate), not die of SIGBUS at the first touch,
+ * and leave no name.  Exit 0: as expected; 77: no permission to mount. */
+static void full_dev_shm(void)
+{
+	char name[64];
+
+	if (unshare(CLONE_NEWNS) == -1)
+		_exit(77);
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == -1 ||
+	    mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=64k") == -1)
+		_exit(77);
+	mp_ipc_name(name, sizeof name, "full");
+	char *p = mp_shm_create(name, 1 << 20);
+
+	if (p) {
+		memset(p, 1, 1 << 20);  /* SIGBUS here without the reserve */
+		_exit(1);
+	}
+	if (errno != ENOSPC)
+		_exit(2);
+	_exit(shm_open(name, O_RDONLY, 0) == -1 && errno == ENOENT ? 0 : 3);
+}
+
+static void test_mp_shm_create_reports_enospc_on_a_full_dev_shm(void **state)
+{
+	(void)state;
+	pid_t pid = mp_fork();
+
+	if (pid == 0)
+		full_dev_shm();
+	int st = mp_waitpid(pid);
+
+	assert_true(WIFEXITED(st));
+	if (WEXITSTATUS(st) == 77)
+		skip();  /* not root: cannot mount a small /dev/shm */
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 static void test_mp_shm_attach_refuses_an_empty_segment(void **state)
 {
 	char name[96];
@@ -561,6 +603,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_mp_shm_attach_unlink_and_free, unlink_all),
 		cmocka_unit_test_teardown(test_mp_shm_create_leaves_no_name_when_it_fails, unlink_all),
 		cmocka_unit_test_teardown(test_mp_shm_attach_refuses_an_empty_segment, unlink_all),
+		cmocka_unit_test_teardown(test_mp_shm_create_reports_enospc_on_a_full_dev_shm, unlink_all),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -171,6 +171,14 @@ int main(int argc, char *argv[])
 	if (fd == -1)
 		mp_die("shm_open(%s)", name);
 	MP_CHECK(ftruncate(fd, (off_t)total)); /* a new object has size 0 */
+	/* ftruncate only sets the size; tmpfs finds pages at first touch, and
+	 * on a full /dev/shm that touch dies of SIGBUS.  Reserving them now
+	 * turns it into ENOSPC, here.  (Python's SharedMemory only calls
+	 * os.ftruncate: Lib/multiprocessing/shared_memory.py.) */
+	int err = posix_fallocate(fd, 0, (off_t)total);
+
+	if (err)
+		mp_die_en(err, "posix_fallocate(%s, %zu bytes)", name, total);
 	struct seg *s = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED,
 			     fd, 0);
 
@@ -218,6 +226,8 @@ int main(int argc, char *argv[])
 	if (mfd == -1)
 		mp_die("memfd_create");
 	MP_CHECK(ftruncate(mfd, (off_t)total));
+	if ((err = posix_fallocate(mfd, 0, (off_t)total)) != 0)
+		mp_die_en(err, "posix_fallocate(memfd, %zu bytes)", total);
 	s = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
 	if (s == MAP_FAILED)
 		mp_die("mmap memfd");
