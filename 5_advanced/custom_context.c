@@ -5,14 +5,19 @@
  * Python:  ctx = mp.get_context("spawn"); mp.set_start_method("forkserver")
  *          (once: a second call raises RuntimeError("context has already
  *          been set"), DefaultContext in Lib/multiprocessing/context.py);
- *          mp.set_forkserver_preload([...]) (default ['__main__']: the
- *          server imports the main module once, forkserver.py main()).
- *          ctx.Lock() is a SemLock that remembers its context: made for
- *          fork it is unlinked at once (no name: only a forked child can
- *          reach it), otherwise it keeps a name that a spawned child opens
- *          (synchronize.py).  Since 3.11.7/3.12, passing a fork-made lock to
- *          a spawn or forkserver process raises RuntimeError (test_mixed_
- *          startmethod in Lib/test/_test_multiprocessing.py).
+ *          mp.set_forkserver_preload([...]): modules the server imports
+ *          once, for every worker it forks (forkserver.py main()).  The
+ *          default, ['__main__'], has done nothing since 2013: the server
+ *          never gets main_path (gh-98552; fixed by gh-126631), so each
+ *          worker runs the main script again -- the twin shows it.  A
+ *          server is a fresh "python -c" started at first use
+ *          (ensure_running() + util.spawnv_passfds()).  ctx.Lock() is a
+ *          SemLock that remembers its context (synchronize.py): made for
+ *          fork it is unlinked at once, so only a forked child can reach
+ *          it; otherwise it keeps a name that a spawned child opens.
+ *          Python 3.12 (and 3.11.7; not Debian's 3.11.2) refuses to send a
+ *          fork-made lock to a spawn or forkserver process: RuntimeError
+ *          (test_mixed_startmethod in Lib/test/_test_multiprocessing.py).
  * C:       a struct context whose start() is fork(), posix_spawn() of
  *          /proc/self/exe, or a request to a server forked first, which
  *          forks the worker and gets the worker's socket by SCM_RIGHTS; an
@@ -118,9 +123,10 @@ static int probe(const struct job *j, bool by_name)
 			return errno;
 		lp = mmap(NULL, sizeof *lp, PROT_READ | PROT_WRITE, MAP_SHARED,
 			  fd, 0);
+		err = lp == MAP_FAILED ? errno : 0;
 		MP_CHECK(close(fd));
-		if (lp == MAP_FAILED)
-			return errno;
+		if (err)
+			return err;
 	}
 	/* Let the kernel read the address: write() from an unmapped one
 	 * fails with EFAULT, where our own load would be a SIGSEGV. */
@@ -247,24 +253,30 @@ static pid_t start(const struct context *c, int fd, int other,
 			 mib, NULL };
 	pid_t pid;
 
-	if (c->method == FORK && (pid = mp_fork()) == 0) {
-		MP_CHECK(close(other));  /* or our own EOF never comes */
-		worker_main(fd);
-	} else if (c->method == SPAWN) {  /* fd must survive exec */
+	union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int))]; } ctl;
+	struct iovec iov = { &fd, sizeof fd };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+			      .msg_control = ctl.b,
+			      .msg_controllen = sizeof ctl.b };
+	struct cmsghdr *h;
+
+	switch (c->method) {
+	case FORK:
+		if ((pid = mp_fork()) == 0) {
+			MP_CHECK(close(other));  /* or our EOF never comes */
+			worker_main(fd);
+		}
+		return pid;
+	case SPAWN:  /* a fresh image; fd must survive exec */
 		snprintf(fdtext, sizeof fdtext, "%d", fd);
 		snprintf(mib, sizeof mib, "%ld", table_mib);
 		MP_CHECK(fcntl(fd, F_SETFD, 0));
 		MP_CHECK_PT(posix_spawn(&pid, "/proc/self/exe", NULL, NULL,
 					args, environ));
-	} else if (c->method == FORKSERVER) {
-		union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int))]; }
-			ctl = { 0 };
-		struct iovec iov = { &fd, sizeof fd };
-		struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
-				      .msg_control = ctl.b,
-				      .msg_controllen = sizeof ctl.b };
-		struct cmsghdr *h = CMSG_FIRSTHDR(&msg);
-
+		return pid;
+	default:     /* FORKSERVER: fd travels as SCM_RIGHTS */
+		memset(&ctl, 0, sizeof ctl);
+		h = CMSG_FIRSTHDR(&msg);
 		h->cmsg_level = SOL_SOCKET;
 		h->cmsg_type = SCM_RIGHTS;
 		h->cmsg_len = CMSG_LEN(sizeof(int));
@@ -272,8 +284,8 @@ static pid_t start(const struct context *c, int fd, int other,
 		MP_CHECK(sendmsg(c->server, &msg, MSG_NOSIGNAL));
 		if (recv(c->server, &pid, sizeof pid, 0) != sizeof pid)
 			mp_die("the forkserver went away");
+		return pid;
 	}
-	return pid;
 }
 
 /* A lock made for context c: for fork an unnamed shared page (inherited,
