@@ -32,10 +32,11 @@
  *                        not hung: a timeout cannot tell), 0 other
  *   result: 21 succeeded exactly once with the right result, 3 quarantined
  *           after 3 attempts with their reason, 0 ran twice, 0 wrong or
- *           unfinished, 0 not as injected OK
+ *           unfinished, 0 not as injected, 0 core files OK
  * Try this: drop the SIGKILL in turn() (step 3): hung attempts outlive
  *          their deadline and the run stops a second later, MISMATCH;
  *          quarantine at the first failure (if (0) in finish_attempt());
+ *          drop the setrlimit() and run under "ulimit -c unlimited";
  *          --seed 7 --fail-rate 0.3 --crash-rate 0.1 --hang-rate 0.05.
  */
 #define _GNU_SOURCE /* sigabbrev_np, pidfd_open */
@@ -85,7 +86,8 @@ struct run {
 	struct slot slot[MAX_WORKERS];
 	int rec[2];  /* the records' pipe */
 	long left, nattempts, unexpected, slow, stray, seen[F_OTHER + 1];
-	long cores, first_crash, pending_then;
+	long cores, core_files, first_crash, pending_then;
+	bool had_core;  /* a file "core" was in the cwd before the run */
 	const char *stop;  /* why the loop gave up, if it did */
 };
 
@@ -265,9 +267,16 @@ static void finish_attempt(struct run *ru, struct slot *s)
 	enum fault plan = planned(&ru->in, s->task, s->attempt);
 
 	MP_CHECK(close(s->pidfd));
-	s->pid = 0;
 	ru->seen[seen]++;
 	ru->cores += WIFSIGNALED(st) && WCOREDUMP(st);
+	if (WIFSIGNALED(st)) {  /* a core is written before the exit */
+		char core[32];
+
+		snprintf(core, sizeof core, "core.%jd", (intmax_t)s->pid);
+		ru->core_files += access(core, F_OK) == 0 ||
+				  (!ru->had_core && access("core", F_OK) == 0);
+	}
+	s->pid = 0;
 	/* Only a timeout may differ from the plan: a slow attempt on a busy
 	 * machine looks hung, and is killed like one. */
 	ru->unexpected += seen != plan && seen != F_HANG;
@@ -417,6 +426,7 @@ int main(int argc, char *argv[])
 	if (!(ru.t = calloc((size_t)ru.ntasks, sizeof *ru.t)))
 		mp_die("calloc");
 	ru.left = ru.ntasks;
+	ru.had_core = access("core", F_OK) == 0;
 	/* The longest a correct run can take: every attempt hangs. */
 	int64_t watchdog = mp_now_ns() + (int64_t)(1e9 *
 		((double)(ru.ntasks * ru.attempts) * (ru.timeout +
@@ -472,9 +482,19 @@ int main(int argc, char *argv[])
 	       "hung: a timeout cannot tell), %ld other", ru.nattempts,
 	       ru.seen[F_NONE], ru.seen[F_ERROR], ru.seen[F_ABORT],
 	       ru.seen[F_SEGV], ru.seen[F_HANG], ru.slow, ru.seen[F_OTHER]);
-	mp_say("parent", "   WCOREDUMP was 1 for %ld of %ld crashes: the "
-	       "flag says a core was written, and RLIMIT_CORE 0 stops that",
-	       ru.cores, ru.seen[F_ABORT] + ru.seen[F_SEGV]);
+	char pattern[128] = "?";  /* where the kernel writes cores */
+	FILE *f = fopen("/proc/sys/kernel/core_pattern", "re");
+
+	if (f && fgets(pattern, sizeof pattern, f))
+		pattern[strcspn(pattern, "\n")] = '\0';
+	if (f && fclose(f) == EOF)
+		mp_die("fclose");
+	mp_say("parent", "   WCOREDUMP was 1 for %ld of %ld crashes, core "
+	       "files in the cwd: %ld.  The flag says a core was written; "
+	       "RLIMIT_CORE 0 stops that, unless core_pattern (here '%s') "
+	       "pipes to a program, which ignores the limit (core(5))",
+	       ru.cores, ru.seen[F_ABORT] + ru.seen[F_SEGV], ru.core_files,
+	       pattern);
 
 	/* 7. The same faults under Python's pools. */
 	if (ru.first_crash >= 0)
@@ -486,13 +506,13 @@ int main(int argc, char *argv[])
 		       ru.first_crash, ru.pending_then, ru.first_crash);
 
 	bool ok = done + dead == ru.ntasks && twice == 0 &&
-		  ru.unexpected == 0 && ru.stray == 0;
+		  ru.unexpected == 0 && ru.stray == 0 && ru.core_files == 0;
 
 	printf("result: %ld succeeded exactly once with the right result, "
 	       "%ld quarantined after %ld attempts with their reason, %ld ran "
-	       "twice, %ld wrong or unfinished, %ld not as injected %s\n",
-	       done, dead, ru.attempts, twice, wrong, ru.unexpected + ru.stray,
-	       ok ? "OK" : "MISMATCH");
+	       "twice, %ld wrong or unfinished, %ld not as injected, %ld core "
+	       "files %s\n", done, dead, ru.attempts, twice, wrong,
+	       ru.unexpected + ru.stray, ru.core_files, ok ? "OK" : "MISMATCH");
 	free(ru.t);
 	return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }
