@@ -326,7 +326,9 @@ static bool turn(struct run *ru, int64_t watchdog)
 		if (k->state != WAITING)
 			continue;
 		waiting++;
-		if (k->not_before <= now && w < ru->workers)
+		if (w == ru->workers)  /* no free slot: an end wakes us */
+			continue;
+		if (k->not_before <= now)
 			start_attempt(ru, i, w);
 		else if (k->not_before < wake)
 			wake = k->not_before;
