@@ -366,11 +366,6 @@ int main(int argc, char *argv[])
 	 *    whenever it starts; a forked server is as clean as the moment
 	 *    it was forked, so that moment is now. */
 	mp_stop_on_signals();
-	/* Piped into head: a write after the reader has gone fails with
-	 * EPIPE, and mp_die() stops the children and unlinks the lock;
-	 * SIGPIPE would kill us on the spot and leave them behind. */
-	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
-		mp_die("signal");
 	struct context *fs = get_context(FORKSERVER);
 
 	mp_say("parent", "1. forkserver %jd started, and preloaded a %ld MiB "

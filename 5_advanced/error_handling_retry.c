@@ -415,11 +415,6 @@ int main(int argc, char *argv[])
 	}
 	ru.in.seed = (uint64_t)seed;
 	mp_stop_on_signals();
-	/* Piped into head: a write after the reader has gone fails with
-	 * EPIPE, and mp_die() stops and reaps the children; SIGPIPE would
-	 * kill us on the spot and leave them behind. */
-	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
-		mp_die("signal");
 
 	/* 1. One pipe for every error record (the read end does not block:
 	 *    it is drained whenever poll() wakes up), and the tasks. */
