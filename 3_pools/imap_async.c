@@ -45,19 +45,27 @@
  */
 #include "mp.h"
 
-struct job { int64_t index, sleep_ms; };  /* the argument bytes of a task */
-struct done { int64_t value, done_ns; };  /* its result bytes */
+struct job {
+	int64_t index, sleep_ms;
+}; /* the argument bytes of a task */
+struct done {
+	int64_t value, done_ns;
+}; /* its result bytes */
 
 /* What the callbacks collect.  They run in this thread, inside a pool call,
  * so plain fields do: no lock, unlike a Python callback, which runs in the
  * result-handler thread while the main thread does something else. */
-struct tally { long calls, errors, n; int64_t sum, at_ns; };
+struct tally {
+	long calls, errors, n;
+	int64_t sum, at_ns;
+};
 
 /* The task: sleep, then report index^2 and when it finished. */
 static int slow(const void *arg, void *res)
 {
 	const struct job *j = arg;
-	struct timespec t = { j->sleep_ms / 1000, j->sleep_ms % 1000 * 1000000 };
+	struct timespec t = { j->sleep_ms / 1000,
+			      j->sleep_ms % 1000 * 1000000 };
 
 	while (nanosleep(&t, &t) == -1)
 		if (errno != EINTR)
@@ -67,7 +75,8 @@ static int slow(const void *arg, void *res)
 }
 
 /* map_async's callback: result is the whole results array. */
-static void on_map(void *arg, const void *result, const struct mp_pool_error *err)
+static void on_map(void *arg, const void *result,
+		   const struct mp_pool_error *err)
 {
 	struct tally *t = arg;
 	const struct done *d = result;
@@ -83,7 +92,8 @@ static void on_map(void *arg, const void *result, const struct mp_pool_error *er
 }
 
 /* apply_async's callback: result is one struct done. */
-static void on_apply(void *arg, const void *result, const struct mp_pool_error *err)
+static void on_apply(void *arg, const void *result,
+		     const struct mp_pool_error *err)
 {
 	struct tally *t = arg;
 
@@ -94,8 +104,10 @@ static void on_apply(void *arg, const void *result, const struct mp_pool_error *
 		t->sum += ((const struct done *)result)->value;
 }
 
-static double ms_since(int64_t t0, int64_t t) { return (double)(t - t0) / 1e6; }
-
+static double ms_since(int64_t t0, int64_t t)
+{
+	return (double)(t - t0) / 1e6;
+}
 
 int main(int argc, char *argv[])
 {
@@ -105,15 +117,18 @@ int main(int argc, char *argv[])
 		/* 3 at least: with 2 tasks the first result is also the
 		 * last to finish, so nothing could stream. */
 		MP_OPT_L("tasks", &n, 3, 64, "tasks per call"),
-		MP_OPT_L("step-ms", &step, 5, 60000, "the unit of task sleep, in ms"),
+		MP_OPT_L("step-ms", &step, 5, 60000,
+			 "the unit of task sleep, in ms"),
 	};
 
-	mp_parse_options(argc, argv, "imap, imap_unordered, map_async, apply_async, timeouts.",
-			 opts, sizeof opts / sizeof opts[0]);
+	mp_parse_options(argc, argv, "imap, imap_unordered, map_async, "
+			 "apply_async, timeouts.", opts,
+			 sizeof opts / sizeof opts[0]);
 	mp_stop_on_signals();
 
 	/* 1. The pool. */
-	struct mp_pool *pool = mp_pool_create(&(struct mp_pool_options){ .workers = (int)workers });
+	struct mp_pool *pool = mp_pool_create(
+	    &(struct mp_pool_options){ .workers = (int)workers });
 
 	if (!pool)
 		mp_die("mp_pool_create");
@@ -129,24 +144,31 @@ int main(int argc, char *argv[])
 	for (long i = 0; i < n; i++)
 		jobs[i] = (struct job){ i, (i < 2 ? 2 - i : i + 1) * step };
 	int64_t t0 = mp_now_ns(), first_read = 0, last_done = 0, prev_done = 0;
-	struct mp_pool_iter *it = mp_pool_imap(pool, slow, jobs, (size_t)n, sizeof *jobs, sizeof d, 1);
+	struct mp_pool_iter *it = mp_pool_imap(pool, slow, jobs, (size_t)n,
+					       sizeof *jobs, sizeof d, 1);
 	long in_order = 0;
 
 	if (!it)
 		mp_die("mp_pool_imap");
-	mp_say("parent", "2. imap over %ld tasks of %ld..%ld ms", n, step, n * step);
+	mp_say("parent", "2. imap over %ld tasks of %ld..%ld ms", n, step,
+	       n * step);
 	int rc;
 
-	for (long k = 0; (rc = mp_pool_next(it, &d, &idx, MP_POOL_FOREVER)) == 1; k++) {
+	for (long k = 0;
+	     (rc = mp_pool_next(it, &d, &idx, MP_POOL_FOREVER)) == 1; k++) {
 		int64_t now = mp_now_ns();
 
 		if (k == 0)
 			first_read = now;
 		last_done = d.done_ns > last_done ? d.done_ns : last_done;
 		in_order += idx == (size_t)k && d.value == k * k;
-		mp_say("parent", "   #%zu = %" PRId64 ", done at %.1f ms, read at %.1f ms%s", idx,
-		       d.value, ms_since(t0, d.done_ns), ms_since(t0, now),
-		       d.done_ns < prev_done ? " (done before the one above: held back)" : "");
+		mp_say("parent",
+		       "   #%zu = %" PRId64
+		       ", done at %.1f ms, read at %.1f ms%s",
+		       idx, d.value, ms_since(t0, d.done_ns), ms_since(t0, now),
+		       d.done_ns < prev_done
+			   ? " (done before the one above: held back)"
+			   : "");
 		prev_done = d.done_ns;
 	}
 	if (rc == -1)
@@ -154,7 +176,8 @@ int main(int argc, char *argv[])
 	mp_pool_iter_free(it);
 	bool streamed = first_read < last_done;
 
-	mp_say("parent", "   first result read at %.1f ms, last task done at %.1f ms: %s",
+	mp_say("parent",
+	       "   first result read at %.1f ms, last task done at %.1f ms: %s",
 	       ms_since(t0, first_read), ms_since(t0, last_done),
 	       streamed ? "streamed while work remained" : "NOT streamed");
 
@@ -167,23 +190,30 @@ int main(int argc, char *argv[])
 	char order[256];
 	int len = 0;
 
-	if (!(it = mp_pool_imap_unordered(pool, slow, jobs, (size_t)n, sizeof *jobs, sizeof d, 1)))
+	if (!(it = mp_pool_imap_unordered(pool, slow, jobs, (size_t)n,
+					  sizeof *jobs, sizeof d, 1)))
 		mp_die("mp_pool_imap_unordered");
-	for (long k = 0; (rc = mp_pool_next(it, &d, &idx, MP_POOL_FOREVER)) == 1; k++) {
-		if (idx < (size_t)n && !seen[idx] && d.value == (int64_t)(idx * idx)) {
+	for (long k = 0;
+	     (rc = mp_pool_next(it, &d, &idx, MP_POOL_FOREVER)) == 1; k++) {
+		if (idx < (size_t)n && !seen[idx] &&
+		    d.value == (int64_t)(idx * idx)) {
 			seen[idx] = true;
 			got++;
 		}
 		sorted += idx == (size_t)k;
-		len += snprintf(order + len, sizeof order - (size_t)len, " %zu", idx);
+		len += snprintf(order + len, sizeof order - (size_t)len, " %zu",
+				idx);
 	}
 	if (rc == -1)
 		mp_die("mp_pool_next(imap_unordered)");
 	mp_pool_iter_free(it);
 	bool unordered_ok = got == n && sorted < n;
 
-	mp_say("parent", "3. imap_unordered: completion order%s; %ld/%ld items, each once%s", order,
-	       got, n, sorted < n ? "" : " (in order: no worker overtook another?)");
+	mp_say(
+	    "parent",
+	    "3. imap_unordered: completion order%s; %ld/%ld items, each once%s",
+	    order, got, n,
+	    sorted < n ? "" : " (in order: no worker overtook another?)");
 
 	/* 4. map_async with a callback: the parent goes on with its own work
 	 *    (here: a 2 ms nap and a ready() check) while the pool works. */
@@ -194,8 +224,9 @@ int main(int argc, char *argv[])
 	long polls = 0;
 
 	t0 = mp_now_ns();
-	struct mp_pool_async *h = mp_pool_map_async(pool, slow, jobs, (size_t)n, sizeof *jobs,
-						    results, sizeof *results, 0, on_map, &mt);
+	struct mp_pool_async *h =
+	    mp_pool_map_async(pool, slow, jobs, (size_t)n, sizeof *jobs,
+			      results, sizeof *results, 0, on_map, &mt);
 
 	if (!h)
 		mp_die("mp_pool_map_async");
@@ -212,8 +243,11 @@ int main(int argc, char *argv[])
 		want += i * i;
 	bool map_ok = mt.calls == 1 && mt.errors == 0 && mt.sum == want;
 
-	mp_say("parent", "4. map_async: %ld ready() polls meanwhile; callback ran %ld time(s) at "
-	       "%.1f ms, in this thread: sum of squares %" PRId64 " (want %" PRId64 ")",
+	mp_say("parent",
+	       "4. map_async: %ld ready() polls meanwhile; callback ran %ld "
+	       "time(s) at "
+	       "%.1f ms, in this thread: sum of squares %" PRId64
+	       " (want %" PRId64 ")",
 	       polls, mt.calls, ms_since(t0, mt.at_ns), mt.sum, want);
 
 	/* 5. A wait with a timeout: the task takes 10 steps, the wait allows
@@ -221,22 +255,27 @@ int main(int argc, char *argv[])
 	double timeout = 2.5 * (double)step / 1e3;
 
 	t0 = mp_now_ns();
-	if (!(h = mp_pool_apply_async(pool, slow, &(struct job){ 42, 10 * step }, sizeof(struct job),
-				      sizeof d, NULL, NULL)))
+	if (!(h = mp_pool_apply_async(
+		  pool, slow, &(struct job){ 42, 10 * step },
+		  sizeof(struct job), sizeof d, NULL, NULL)))
 		mp_die("mp_pool_apply_async");
 	rc = mp_pool_wait(h, timeout);
 	int wait_err = errno;
 	bool was_ready = mp_pool_ready(h);
 
-	mp_say("parent", "5. apply_async(slow 42): wait(%.3f) returned %d %s at %.1f ms, ready()=%s",
-	       timeout, rc, rc == -1 ? mp_errname(wait_err) : "", ms_since(t0, mp_now_ns()),
-	       was_ready ? "true" : "false");
+	mp_say("parent",
+	       "5. apply_async(slow 42): wait(%.3f) returned %d %s at %.1f ms, "
+	       "ready()=%s",
+	       timeout, rc, rc == -1 ? mp_errname(wait_err) : "",
+	       ms_since(t0, mp_now_ns()), was_ready ? "true" : "false");
 	if (mp_pool_get(h, &d, MP_POOL_FOREVER) == -1)
 		mp_die("mp_pool_get(apply_async)");
 	mp_pool_async_free(h);
-	bool timeout_ok = rc == -1 && wait_err == ETIMEDOUT && !was_ready && d.value == 42 * 42;
+	bool timeout_ok = rc == -1 && wait_err == ETIMEDOUT && !was_ready &&
+			  d.value == 42 * 42;
 
-	mp_say("parent", "   get() then gave %" PRId64 " at %.1f ms", d.value, ms_since(t0, mp_now_ns()));
+	mp_say("parent", "   get() then gave %" PRId64 " at %.1f ms", d.value,
+	       ms_since(t0, mp_now_ns()));
 
 	/* 6. Fire and forget: apply_async with a callback, the handle freed at
 	 *    once; close() + join() wait for everything, running the callbacks. */
@@ -244,8 +283,9 @@ int main(int argc, char *argv[])
 	long calls = 4 * n;
 
 	for (long i = 0; i < calls; i++) {
-		if (!(h = mp_pool_apply_async(pool, slow, &(struct job){ i, 0 }, sizeof(struct job),
-					      sizeof d, on_apply, &at)))
+		if (!(h = mp_pool_apply_async(pool, slow, &(struct job){ i, 0 },
+					      sizeof(struct job), sizeof d,
+					      on_apply, &at)))
 			mp_die("mp_pool_apply_async");
 		mp_pool_async_free(h);
 	}
@@ -255,15 +295,22 @@ int main(int argc, char *argv[])
 	want = (calls - 1) * calls * (2 * calls - 1) / 6;
 	bool apply_ok = at.calls == calls && at.errors == 0 && at.sum == want;
 
-	mp_say("parent", "6. %ld apply_async, handles freed; after close+join the callback had run "
-	       "%ld times, sum %" PRId64 " (want %" PRId64 ")", calls, at.calls, at.sum, want);
+	mp_say("parent",
+	       "6. %ld apply_async, handles freed; after close+join the "
+	       "callback had run "
+	       "%ld times, sum %" PRId64 " (want %" PRId64 ")",
+	       calls, at.calls, at.sum, want);
 
-	bool ok = in_order == n && streamed && unordered_ok && map_ok && timeout_ok && apply_ok;
+	bool ok = in_order == n && streamed && unordered_ok && map_ok &&
+		  timeout_ok && apply_ok;
 
-	printf("result: imap %ld/%ld in order and streamed %s, imap_unordered %ld/%ld reordered %s, "
-	       "map_async callback %s, wait ETIMEDOUT then get %s, %ld/%ld callbacks %s\n",
-	       in_order, n, streamed ? "yes" : "no", got, n, sorted < n ? "yes" : "no",
-	       map_ok ? "yes" : "no", timeout_ok ? "yes" : "no", at.calls, calls,
+	printf("result: imap %ld/%ld in order and streamed %s, imap_unordered "
+	       "%ld/%ld reordered %s, "
+	       "map_async callback %s, wait ETIMEDOUT then get %s, %ld/%ld "
+	       "callbacks %s\n",
+	       in_order, n, streamed ? "yes" : "no", got, n,
+	       sorted < n ? "yes" : "no", map_ok ? "yes" : "no",
+	       timeout_ok ? "yes" : "no", at.calls, calls,
 	       ok ? "OK" : "MISMATCH");
 	return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }

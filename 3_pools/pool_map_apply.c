@@ -52,10 +52,15 @@
 
 /* One result of a map: the value and who computed it.  Two int64_t: no
  * padding bytes, so the bytes copied back are all meaningful. */
-struct result { int64_t value, pid; };
+struct result {
+	int64_t value, pid;
+};
 
 /* What apply() brings back from a worker. */
-struct where { int64_t pid; uint64_t square_at; };
+struct where {
+	int64_t pid;
+	uint64_t square_at;
+};
 
 /* Set once in main before the pool forks: every worker has its own copy with
  * that value (a module-level setting in Python under "fork" is the same). */
@@ -63,11 +68,12 @@ static long task_delay_us;
 
 static int nap(void)
 {
-	struct timespec t = { task_delay_us / 1000000, task_delay_us % 1000000 * 1000 };
+	struct timespec t = { task_delay_us / 1000000,
+			      task_delay_us % 1000000 * 1000 };
 
 	while (nanosleep(&t, &t) == -1)
 		if (errno != EINTR)
-			return errno;  /* the task fails with this code */
+			return errno; /* the task fails with this code */
 	return 0;
 }
 
@@ -114,17 +120,18 @@ static long check(const struct result *r, long n, bool tri, const pid_t *pids,
 	return good;
 }
 
-static void show_split(const char *what, const pid_t *pids, int n, const long *per)
+static void show_split(const char *what, const pid_t *pids, int n,
+		       const long *per)
 {
 	char line[512];
 	int len = 0;
 
 	for (int w = 0; w < n && len < (int)sizeof line - 40; w++)
-		len += snprintf(line + len, sizeof line - (size_t)len, "%s%jd: %ld",
-				w ? ", " : "", (intmax_t)pids[w], per[w]);
+		len += snprintf(line + len, sizeof line - (size_t)len,
+				"%s%jd: %ld", w ? ", " : "", (intmax_t)pids[w],
+				per[w]);
 	mp_say("parent", "   %s, items per worker: %s", what, line);
 }
-
 
 /* Run this program again through exec and read the address of square() that
  * the new image prints (hidden option --fn-address). */
@@ -141,7 +148,8 @@ static uint64_t square_after_exec(void)
 		MP_CHECK(dup2(fd[1], STDOUT_FILENO));
 		MP_CHECK(close(fd[0]));
 		MP_CHECK(close(fd[1]));
-		execl("/proc/self/exe", "pool_map_apply", "--fn-address", (char *)NULL);
+		execl("/proc/self/exe", "pool_map_apply", "--fn-address",
+		      (char *)NULL);
 		mp_die("execl /proc/self/exe");
 	}
 	MP_CHECK(close(fd[1]));
@@ -160,14 +168,16 @@ int main(int argc, char *argv[])
 	bool fn_address = false;
 	const struct mp_opt opts[] = {
 		MP_OPT_L("workers", &workers, 0, MP_POOL_MAX_WORKERS,
-			 "worker processes, 0 = the CPUs this process may run on"),
+			 "worker processes, 0 = the CPUs we may run on"),
 		MP_OPT_L("items", &items, 1, 10000000, "items per map"),
 		MP_OPT_L("delay-us", &task_delay_us, 0, 1000000,
 			 "microseconds each task sleeps (simulated work)"),
-		MP_OPT_F("fn-address", &fn_address, NULL), /* hidden: the exec'd copy */
+		MP_OPT_F("fn-address", &fn_address,
+			 NULL), /* hidden: the exec'd copy */
 	};
 
-	mp_parse_options(argc, argv, "Pool.map and Pool.apply on a pool of forked workers.",
+	mp_parse_options(argc, argv,
+			 "Pool.map and Pool.apply on a pool of forked workers.",
 			 opts, sizeof opts / sizeof opts[0]);
 	if (fn_address) {
 		printf("%" PRIxPTR "\n", (uintptr_t)square);
@@ -184,11 +194,14 @@ int main(int argc, char *argv[])
 	long online = sysconf(_SC_NPROCESSORS_ONLN);
 
 	MP_CHECK(online);
-	mp_say("parent", "1. CPUs online: %ld (os.cpu_count), CPUs we may run on: %d "
-	       "(os.process_cpu_count)", online, CPU_COUNT(&cpus));
+	mp_say("parent",
+	       "1. CPUs online: %ld (os.cpu_count), CPUs we may run on: %d "
+	       "(os.process_cpu_count)",
+	       online, CPU_COUNT(&cpus));
 
 	/* 2. Pool(processes): fork the workers once; they wait for work. */
-	struct mp_pool *pool = mp_pool_create(&(struct mp_pool_options){ .workers = (int)workers });
+	struct mp_pool *pool = mp_pool_create(
+	    &(struct mp_pool_options){ .workers = (int)workers });
 
 	if (!pool)
 		mp_die("mp_pool_create");
@@ -197,8 +210,9 @@ int main(int argc, char *argv[])
 	int npids = mp_pool_pids(pool, pids, MP_POOL_MAX_WORKERS);
 	bool default_ok = workers != 0 || nw == CPU_COUNT(&cpus);
 
-	mp_say("parent", "2. pool of %d worker%s (%s), first worker pid %jd", nw,
-	       nw == 1 ? "" : "s", workers ? "--workers" : "the default", (intmax_t)pids[0]);
+	mp_say("parent", "2. pool of %d worker%s (%s), first worker pid %jd",
+	       nw, nw == 1 ? "" : "s", workers ? "--workers" : "the default",
+	       (intmax_t)pids[0]);
 
 	/* 3. map(square, range(n)): items and results are arrays of fixed-size
 	 *    items; chunksize 0 = Python's rule. */
@@ -212,12 +226,16 @@ int main(int argc, char *argv[])
 		in[i] = i;
 	int64_t t0 = mp_now_ns();
 
-	if (mp_pool_map(pool, square, in, (size_t)items, sizeof *in, out, sizeof *out, 0) == -1)
+	if (mp_pool_map(pool, square, in, (size_t)items, sizeof *in, out,
+			sizeof *out, 0) == -1)
 		mp_die("mp_pool_map(square)");
 	long good1 = check(out, items, false, pids, npids, per);
 
-	mp_say("parent", "3. map(square): %ld/%ld results in order in %.1f ms, chunksize %zu",
-	       good1, items, mp_elapsed_s(t0) * 1e3, mp_pool_auto_chunksize(pool, (size_t)items));
+	mp_say("parent",
+	       "3. map(square): %ld/%ld results in order in %.1f ms, chunksize "
+	       "%zu",
+	       good1, items, mp_elapsed_s(t0) * 1e3,
+	       mp_pool_auto_chunksize(pool, (size_t)items));
 	show_split("out[i] == i*i for every i", pids, npids, per);
 
 	/* 4. apply(f): one task, run in a worker, waited for.  The pool passed
@@ -229,13 +247,17 @@ int main(int argc, char *argv[])
 		mp_die("mp_pool_apply");
 	bool apply_ok = w.pid != getpid() && w.square_at == (uintptr_t)square;
 
-	mp_say("parent", "4. apply(where_am_i) ran in worker %jd (parent %jd); square() is at "
-	       "%#" PRIx64 " there and %#" PRIxPTR " here", (intmax_t)w.pid,
-	       (intmax_t)getpid(), w.square_at, (uintptr_t)square);
+	mp_say("parent",
+	       "4. apply(where_am_i) ran in worker %jd (parent %jd); square() "
+	       "is at "
+	       "%#" PRIx64 " there and %#" PRIxPTR " here",
+	       (intmax_t)w.pid, (intmax_t)getpid(), w.square_at,
+	       (uintptr_t)square);
 
 	/* 5. The same pool again, with another function: no new processes. */
 	t0 = mp_now_ns();
-	if (mp_pool_map(pool, triangle, in, (size_t)items, sizeof *in, out, sizeof *out, 0) == -1)
+	if (mp_pool_map(pool, triangle, in, (size_t)items, sizeof *in, out,
+			sizeof *out, 0) == -1)
 		mp_die("mp_pool_map(triangle)");
 	long good2 = check(out, items, true, pids, npids, per);
 	struct mp_pool_stats st;
@@ -245,9 +267,12 @@ int main(int argc, char *argv[])
 		    memcmp(pids, again, sizeof *pids * (size_t)npids) == 0 &&
 		    st.workers_started == (uint64_t)nw;
 
-	mp_say("parent", "5. map(triangle) on the same pool: %ld/%ld in order in %.1f ms; "
-	       "workers started so far: %" PRIu64 " (%s)", good2, items,
-	       mp_elapsed_s(t0) * 1e3, st.workers_started, same ? "the same ones" : "NEW ONES");
+	mp_say(
+	    "parent",
+	    "5. map(triangle) on the same pool: %ld/%ld in order in %.1f ms; "
+	    "workers started so far: %" PRIu64 " (%s)",
+	    good2, items, mp_elapsed_s(t0) * 1e3, st.workers_started,
+	    same ? "the same ones" : "NEW ONES");
 	show_split("out[i] == i*(i+1)/2", pids, npids, per);
 
 	/* 6. close(): no more work (Python: ValueError "Pool not running");
@@ -259,8 +284,11 @@ int main(int argc, char *argv[])
 	MP_CHECK(mp_pool_join(pool));
 	bool reaped = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
 
-	mp_say("parent", "6. after close(), apply() gives %s; after join(), children left: %s",
-	       late == -1 ? mp_errname(late_err) : "success (!)", reaped ? "none" : "some");
+	mp_say("parent",
+	       "6. after close(), apply() gives %s; after join(), children "
+	       "left: %s",
+	       late == -1 ? mp_errname(late_err) : "success (!)",
+	       reaped ? "none" : "some");
 	mp_pool_destroy(pool);
 	free(in);
 	free(out);
@@ -270,15 +298,20 @@ int main(int argc, char *argv[])
 	 *    spawn pickles a function as module + name and imports it again. */
 	uint64_t exec_at = square_after_exec();
 
-	mp_say("parent", "7. square() after exec: %#" PRIx64 " (%s)", exec_at,
-	       exec_at != (uintptr_t)square ? "another address: a pointer sent there would be garbage"
-	       : "the same: ASLR is off here, which is luck, not a contract");
+	mp_say(
+	    "parent", "7. square() after exec: %#" PRIx64 " (%s)", exec_at,
+	    exec_at != (uintptr_t)square
+		? "another address: a pointer sent there would be garbage"
+		: "the same: ASLR is off here, which is luck, not a contract");
 
-	bool ok = good1 == items && good2 == items && apply_ok && same && default_ok &&
-		  late == -1 && late_err == EINVAL && reaped;
+	bool ok = good1 == items && good2 == items && apply_ok && same &&
+		  default_ok && late == -1 && late_err == EINVAL && reaped;
 
-	printf("result: map %ld/%ld and %ld/%ld in order, apply in worker %s, %d worker(s) reused %s, "
-	       "closed+joined %s %s\n", good1, items, good2, items, apply_ok ? "yes" : "no", nw,
-	       same ? "yes" : "no", reaped ? "yes" : "no", ok ? "OK" : "MISMATCH");
+	printf("result: map %ld/%ld and %ld/%ld in order, apply in worker %s, "
+	       "%d worker(s) reused %s, "
+	       "closed+joined %s %s\n",
+	       good1, items, good2, items, apply_ok ? "yes" : "no", nw,
+	       same ? "yes" : "no", reaped ? "yes" : "no",
+	       ok ? "OK" : "MISMATCH");
 	return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }

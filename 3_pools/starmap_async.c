@@ -54,13 +54,19 @@ enum { MOD = 1000003, KILL_FIRST_TRY = 1, ABORT_ALWAYS = 2 };
 
 /* A task's argument tuple (base, exp, mod) is a struct in C: plain bytes,
  * copied into the pool's shared memory at submission. */
-struct powmod { int64_t base, exp, mod; };
+struct powmod {
+	int64_t base, exp, mod;
+};
 
 /* The same call plus a fault to inject.  armed points into a MAP_SHARED page
  * mapped before the pool forked: the same address and the same page in every
  * worker, replacements included.  (A pointer into the parent's heap would
  * reach each worker's private copy of it instead.) */
-struct faulty { struct powmod call; int64_t fault; _Atomic int64_t *armed; };
+struct faulty {
+	struct powmod call;
+	int64_t fault;
+	_Atomic int64_t *armed;
+};
 
 /* The task: base^exp mod mod by exp multiplications (deliberately slow: the
  * cost of a task is its exp).  Returns EDOM for mod 0, where Python's
@@ -71,10 +77,11 @@ static int powmod_slow(const void *arg, void *res)
 
 	if (p->mod <= 0)
 		return EDOM;
-	uint64_t r = 1 % (uint64_t)p->mod, b = (uint64_t)p->base % (uint64_t)p->mod;
+	uint64_t r = 1 % (uint64_t)p->mod,
+		 b = (uint64_t)p->base % (uint64_t)p->mod;
 
 	for (int64_t e = 0; e < p->exp; e++)
-		r = r * b % (uint64_t)p->mod;  /* both < 2^20: no overflow */
+		r = r * b % (uint64_t)p->mod; /* both < 2^20: no overflow */
 	*(int64_t *)res = (int64_t)r;
 	return 0;
 }
@@ -85,11 +92,11 @@ static int powmod_faulty(const void *arg, void *res)
 	const struct faulty *f = arg;
 
 	if (f->fault == KILL_FIRST_TRY && atomic_exchange(f->armed, 0) == 1 &&
-	    kill(getpid(), SIGKILL) == -1)  /* as the OOM killer would */
+	    kill(getpid(), SIGKILL) == -1) /* as the OOM killer would */
 		return errno;
-	if (f->fault == ABORT_ALWAYS) {     /* as a failed assert() would */
+	if (f->fault == ABORT_ALWAYS) { /* as a failed assert() would */
 		if (setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 }) == -1)
-			return errno;       /* (no core file for a planned crash) */
+			return errno; /* (no core file for a planned crash) */
 		abort();
 	}
 	return powmod_slow(&f->call, res);
@@ -100,7 +107,8 @@ static int64_t powmod_fast(struct powmod p)
 {
 	uint64_t r = 1, b = (uint64_t)p.base % (uint64_t)p.mod;
 
-	for (uint64_t e = (uint64_t)p.exp; e; e >>= 1, b = b * b % (uint64_t)p.mod)
+	for (uint64_t e = (uint64_t)p.exp; e;
+	     e >>= 1, b = b * b % (uint64_t)p.mod)
 		if (e & 1)
 			r = r * b % (uint64_t)p.mod;
 	return (int64_t)(r % (uint64_t)p.mod);
@@ -123,13 +131,19 @@ static long count_good(const struct powmod *args, const int64_t *out, long n,
 }
 
 /* starmap_async's callback (Python's callback and error_callback in one). */
-struct outcome { long calls; int code; size_t index; };
+struct outcome {
+	long calls;
+	int code;
+	size_t index;
+};
 
-static void on_done(void *arg, const void *result, const struct mp_pool_error *err)
+static void on_done(void *arg, const void *result,
+		    const struct mp_pool_error *err)
 {
 	struct outcome *o = arg;
 
-	(void)result;  /* the caller's results array, complete when err is NULL */
+	/* result: the caller's results array, complete when err is NULL */
+	(void)result;
 	o->calls++;
 	o->code = err ? err->code : 0;
 	o->index = err ? err->index : MP_POOL_NO_INDEX;
@@ -165,17 +179,21 @@ static const char *python_twin(long n)
 	bool python_hung = false;
 
 	if (!mp_python3()) {
-		mp_say("parent", "7. python3 was not found at configure time: no Python side by side");
+		mp_say("parent", "7. python3 was not found at configure time: "
+				 "no Python side by side");
 		return "skipped";
 	}
 	snprintf(items, sizeof items, "%ld", n);
-	mp_say("parent", "7. steps 3 and 4 in Python (starmap_async.py %s):", items);
-	int st = mp_run_twin(MP_LESSON_DIR "/starmap_async.py",
-			     (char *[]){ items, NULL }, 60, twin_line, &python_hung);
+	mp_say("parent",
+	       "7. steps 3 and 4 in Python (starmap_async.py %s):", items);
+	int st =
+	    mp_run_twin(MP_LESSON_DIR "/starmap_async.py",
+			(char *[]){ items, NULL }, 60, twin_line, &python_hung);
 
 	if (st == -1)
 		mp_die("python twin");
-	return WIFEXITED(st) && WEXITSTATUS(st) == 0 && python_hung ? "yes" : "no";
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 && python_hung ? "yes"
+								    : "no";
 }
 
 int main(int argc, char *argv[])
@@ -183,12 +201,14 @@ int main(int argc, char *argv[])
 	long workers = 0, n = 1000, work = 100;
 	const struct mp_opt opts[] = {
 		MP_OPT_L("workers", &workers, 0, MP_POOL_MAX_WORKERS,
-			 "worker processes, 0 = the CPUs this process may run on"),
+			 "worker processes, 0 = the CPUs we may run on"),
 		MP_OPT_L("items", &n, 10, 1000000, "tasks per call"),
-		MP_OPT_L("work", &work, 1, 10000000000, "multiplications per task (its exponent)"),
+		MP_OPT_L("work", &work, 1, 10000000000,
+			 "multiplications per task (its exponent)"),
 	};
 
-	mp_parse_options(argc, argv, "starmap, starmap_async, failing and crashing tasks.",
+	mp_parse_options(argc, argv,
+			 "starmap, starmap_async, failing and crashing tasks.",
 			 opts, sizeof opts / sizeof opts[0]);
 	mp_stop_on_signals();
 
@@ -200,13 +220,16 @@ int main(int argc, char *argv[])
 
 	if (!armed || !args || !fargs || !out)
 		mp_die("allocating");
-	struct mp_pool *pool = mp_pool_create(&(struct mp_pool_options){ .workers = (int)workers });
+	struct mp_pool *pool = mp_pool_create(
+	    &(struct mp_pool_options){ .workers = (int)workers });
 
 	if (!pool)
 		mp_die("mp_pool_create");
 	const struct mp_pool_error *e = mp_pool_last_error(pool);
 
-	mp_say("parent", "1. pool of %d workers; the fault flag is at %p in every one of them",
+	mp_say("parent",
+	       "1. pool of %d workers; the fault flag is at %p in every one of "
+	       "them",
 	       mp_pool_workers(pool), (void *)armed);
 
 	/* 2. starmap(powmod, [(base, exp, mod), ...]): one struct per task. */
@@ -214,11 +237,14 @@ int main(int argc, char *argv[])
 		args[i] = (struct powmod){ i + 2, work + i % 7, MOD };
 	int64_t t0 = mp_now_ns();
 
-	if (mp_pool_starmap(pool, powmod_slow, args, (size_t)n, sizeof *args, out, sizeof *out, 0) == -1)
+	if (mp_pool_starmap(pool, powmod_slow, args, (size_t)n, sizeof *args,
+			    out, sizeof *out, 0) == -1)
 		mp_die("mp_pool_starmap");
 	long good1 = count_good(args, out, n, NULL, 0);
 
-	mp_say("parent", "2. starmap(powmod, [(base, exp, mod), ...]): %ld/%ld right in %.1f ms",
+	mp_say("parent",
+	       "2. starmap(powmod, [(base, exp, mod), ...]): %ld/%ld right in "
+	       "%.1f ms",
 	       good1, n, mp_elapsed_s(t0) * 1e3);
 
 	/* 3. starmap_async with a callback, two items with mod 0 among them:
@@ -228,8 +254,9 @@ int main(int argc, char *argv[])
 
 	args[bad[1]].mod = 0;
 	args[bad[0]].mod = 0;
-	struct mp_pool_async *h = mp_pool_starmap_async(pool, powmod_slow, args, (size_t)n, sizeof *args,
-							out, sizeof *out, 0, on_done, &o);
+	struct mp_pool_async *h = mp_pool_starmap_async(
+	    pool, powmod_slow, args, (size_t)n, sizeof *args, out, sizeof *out,
+	    0, on_done, &o);
 
 	if (!h)
 		mp_die("mp_pool_starmap_async");
@@ -238,15 +265,21 @@ int main(int argc, char *argv[])
 
 	mp_pool_async_free(h);
 	bool fail_ok = rc == -1 && err == EDOM && e->code == EDOM && e->task &&
-		       e->index == (size_t)bad[0] && o.calls == 1 && o.code == EDOM &&
-		       o.index == (size_t)bad[0];
+		       e->index == (size_t)bad[0] && o.calls == 1 &&
+		       o.code == EDOM && o.index == (size_t)bad[0];
 	long good3 = count_good(args, out, n, bad, 2);
 
-	mp_say("parent", "3. starmap_async with mod=0 at items %ld and %ld: get() = %d, errno %s; "
-	       "last error: item %zu, code %s, from the task: %s", bad[0], bad[1], rc, mp_errname(err),
-	       e->index, mp_errname(e->code), e->task ? "yes" : "no");
-	mp_say("parent", "   callback ran %ld time(s) with item %zu, %s; the other %ld/%ld results "
-	       "are there (Python: ValueError from whichever chunk failed first, results dropped)",
+	mp_say("parent",
+	       "3. starmap_async with mod=0 at items %ld and %ld: get() = %d, "
+	       "errno %s; "
+	       "last error: item %zu, code %s, from the task: %s",
+	       bad[0], bad[1], rc, mp_errname(err), e->index,
+	       mp_errname(e->code), e->task ? "yes" : "no");
+	mp_say("parent",
+	       "   callback ran %ld time(s) with item %zu, %s; the other "
+	       "%ld/%ld results "
+	       "are there (Python: ValueError from whichever chunk failed "
+	       "first, results dropped)",
 	       o.calls, o.index, mp_errname(o.code), good3, n - 2);
 	args[bad[0]].mod = args[bad[1]].mod = MOD;
 
@@ -257,45 +290,59 @@ int main(int argc, char *argv[])
 	long mid = n / 2;
 
 	for (long i = 0; i < n; i++)
-		fargs[i] = (struct faulty){ args[i], i == mid ? KILL_FIRST_TRY : 0, armed };
+		fargs[i] =
+		    (struct faulty){ args[i], i == mid ? KILL_FIRST_TRY : 0,
+				     armed };
 	atomic_store(armed, 1);
 	mp_pool_stats(pool, &before);
 	t0 = mp_now_ns();
-	if (mp_pool_starmap(pool, powmod_faulty, fargs, (size_t)n, sizeof *fargs, out, sizeof *out, 0) == -1)
+	if (mp_pool_starmap(pool, powmod_faulty, fargs, (size_t)n,
+			    sizeof *fargs, out, sizeof *out, 0) == -1)
 		mp_die("mp_pool_starmap (one worker killed)");
 	mp_pool_stats(pool, &after);
 	long good4 = count_good(args, out, n, NULL, 0);
 	uint64_t died4 = after.workers_died - before.workers_died;
 
-	mp_say("parent", "4. item %ld SIGKILLed its worker once: %ld/%ld right in %.1f ms; "
-	       "workers died %" PRIu64 ", items run again %" PRIu64, mid, good4, n,
-	       mp_elapsed_s(t0) * 1e3, died4, after.retried_items - before.retried_items);
+	mp_say(
+	    "parent",
+	    "4. item %ld SIGKILLed its worker once: %ld/%ld right in %.1f ms; "
+	    "workers died %" PRIu64 ", items run again %" PRIu64,
+	    mid, good4, n, mp_elapsed_s(t0) * 1e3, died4,
+	    after.retried_items - before.retried_items);
 
 	/* 5. A task that aborts every time: retried MP_POOL_DEFAULT_RETRIES
 	 *    times on fresh workers, then the call fails with EOWNERDEAD. */
 	fargs[mid].fault = ABORT_ALWAYS;
 	before = after;
 	t0 = mp_now_ns();
-	rc = mp_pool_starmap(pool, powmod_faulty, fargs, (size_t)n, sizeof *fargs, out, sizeof *out, 0);
+	rc = mp_pool_starmap(pool, powmod_faulty, fargs, (size_t)n,
+			     sizeof *fargs, out, sizeof *out, 0);
 	err = errno;
 	mp_pool_stats(pool, &after);
 	uint64_t died5 = after.workers_died - before.workers_died;
 	long good5 = count_good(args, out, n, &mid, 1);
-	bool crash_ok = rc == -1 && err == EOWNERDEAD && e->code == EOWNERDEAD && e->task &&
+	bool crash_ok = rc == -1 && err == EOWNERDEAD &&
+			e->code == EOWNERDEAD && e->task &&
 			e->index == (size_t)mid && e->signal == SIGABRT &&
 			died5 == 1 + MP_POOL_DEFAULT_RETRIES;
 
-	mp_say("parent", "5. item %ld aborts every time: starmap = %d, errno %s after %.1f ms; item %zu, "
-	       "killed by SIG%s, last pid %jd; %" PRIu64 " workers died; others %ld/%ld right", mid,
-	       rc, mp_errname(err), mp_elapsed_s(t0) * 1e3, e->index,
+	mp_say("parent",
+	       "5. item %ld aborts every time: starmap = %d, errno %s after "
+	       "%.1f ms; item %zu, "
+	       "killed by SIG%s, last pid %jd; %" PRIu64
+	       " workers died; others %ld/%ld right",
+	       mid, rc, mp_errname(err), mp_elapsed_s(t0) * 1e3, e->index,
 	       sname(e->signal), (intmax_t)e->pid, died5, good5, n - 1);
 
 	/* 6. close + join: the pool is still whole after all that. */
 	MP_CHECK(mp_pool_close(pool));
 	MP_CHECK(mp_pool_join(pool));
 	mp_pool_stats(pool, &after);
-	mp_say("parent", "6. close + join: every worker exited normally; %" PRIu64 " were started "
-	       "in all, %" PRIu64 " died", after.workers_started, after.workers_died);
+	mp_say("parent",
+	       "6. close + join: every worker exited normally; %" PRIu64
+	       " were started "
+	       "in all, %" PRIu64 " died",
+	       after.workers_started, after.workers_died);
 	mp_pool_destroy(pool);
 	MP_CHECK(mp_shm_free(armed, sizeof *armed));
 	free(args);
@@ -303,13 +350,15 @@ int main(int argc, char *argv[])
 	free(out);
 	const char *python_hung = python_twin(n);
 
-	bool ok = good1 == n && fail_ok && good3 == n - 2 && good4 == n && died4 == 1 &&
-		  crash_ok && good5 == n - 1 && strcmp(python_hung, "no") != 0;
+	bool ok = good1 == n && fail_ok && good3 == n - 2 && good4 == n &&
+		  died4 == 1 && crash_ok && good5 == n - 1 &&
+		  strcmp(python_hung, "no") != 0;
 
-	printf("result: starmap %ld/%ld, error EDOM at item %zu via get and callback %s, "
-	       "killed worker retried %ld/%ld, abort -> EOWNERDEAD at item %ld after %" PRIu64
-	       " deaths %s, python's get() timed out %s %s\n", good1, n, o.index,
-	       fail_ok ? "yes" : "no", good4, n, mid, died5, crash_ok ? "yes" : "no",
-	       python_hung, ok ? "OK" : "MISMATCH");
+	printf("result: starmap %ld/%ld, error EDOM at item %zu via get and "
+	       "callback %s, "
+	       "killed worker retried %ld/%ld, abort -> EOWNERDEAD at item %ld "
+	       "after %" PRIu64 " deaths %s, python's get() timed out %s %s\n",
+	       good1, n, o.index, fail_ok ? "yes" : "no", good4, n, mid, died5,
+	       crash_ok ? "yes" : "no", python_hung, ok ? "OK" : "MISMATCH");
 	return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }
