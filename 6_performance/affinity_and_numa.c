@@ -434,37 +434,6 @@ static int membind(hwloc_topology_t t, size_t bytes, int *tried, bool csv)
 	return good;
 }
 
-/* The Python twin's lines (see affinity_and_numa.py):
- *   python,<case>,<cpu a>,<cpu b>,<rounds>,<ns per round trip>,<ok 0|1>
- *   python-cpus,<os.cpu_count()>,<len(os.sched_getaffinity(0))> */
-struct twin { bool csv, ok; int rows; };
-
-static void twin_line(const char *line, void *arg)
-{
-	struct twin *tw = arg;
-	char name[32], a[8], b[8];
-	long rounds, n1, n2;
-	double ns;
-	int good;
-
-	if (sscanf(line, "python,%31[^,],%7[^,],%7[^,],%ld,%lf,%d", name, a, b,
-		   &rounds, &ns, &good) == 6) {
-		tw->ok &= good == 1;
-		tw->rows++;
-		printf(tw->csv ? "python,%s,%s,%s,%ld,%.1f,,\n" :
-		       "  python %-15s %4s %4s %8ld %14.1f  (%s)\n",
-		       name, a, b, rounds, ns, good ? "exact" : "WRONG");
-	} else if (sscanf(line, "python-cpus,%ld,%ld", &n1, &n2) == 2) {
-		if (!tw->csv)
-			printf("  python: os.cpu_count() = %ld, "
-			       "len(os.sched_getaffinity(0)) = %ld; no\n  "
-			       "cores, caches or nodes: pairs by CPU number\n",
-			       n1, n2);
-	} else {
-		fprintf(stderr, "python: %s\n", line);
-	}
-}
-
 static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -585,21 +554,21 @@ int main(int argc, char *argv[])
 		printf("  memory binding: skipped (--no-bind)\n");
 
 	/* 5. Python: os.sched_setaffinity, CPU numbers and nothing else. */
-	struct twin tw = { csv, true, 0 };
+	bool twin = pyrounds && mp_python3(), twin_ok = true;
 
-	if (pyrounds && mp_python3()) {
-		char r[32], s[32];
+	if (twin) {  /* it prints its own rows, exits 1 on a wrong count */
+		char r[32], sec[32];
 
 		snprintf(r, sizeof r, "%ld", pyrounds);
-		snprintf(s, sizeof s, "%g", seconds);
+		snprintf(sec, sizeof sec, "%g", seconds);
 		int st = mp_run_twin(MP_LESSON_DIR "/affinity_and_numa.py",
-				     (char *[]){ "--rounds", r, "--seconds", s,
+				     (char *[]){ "--rounds", r, "--seconds",
+						 sec, csv ? "--csv" : "--table",
 						 nobind ? "--no-bind" : NULL,
-						 NULL }, 60, twin_line, &tw);
+						 NULL }, 60, NULL, NULL);
 
-		tw.ok &= st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0 &&
-			 tw.rows > 0;
-		ok &= tw.ok;
+		twin_ok = st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+		ok &= twin_ok;
 	} else if (pyrounds && !csv) {
 		printf("  python: skipped (python3 was not found at configure "
 		       "time)\n");
@@ -613,13 +582,14 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "affinity_and_numa: a check failed\n");
 	else if (!csv && nobind)
 		printf("result: nothing bound (--no-bind), %d ping-pong runs "
-		       "exact%s %s\n", runs, tw.rows ? ", python's too" : "",
+		       "exact%s %s\n", runs, !twin ? "" : twin_ok ? ", python's too" : ", python's NOT",
 		       ok ? "OK" : "MISMATCH");
 	else if (!csv)
 		printf("result: %d workers %s, %d ping-pong runs %s, memory "
 		       "on its node %d/%d%s %s\n", n, placed ? "on their PUs" :
 		       "NOT where bound", runs, ok ? "exact" : "checked",
-		       on_node, tried, tw.rows ? ", python's counts exact" : "",
+		       on_node, tried, !twin ? "" : twin_ok ?
+		       ", python's counts exact" : ", python's counts WRONG",
 		       ok ? "OK" : "MISMATCH");
 	return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }

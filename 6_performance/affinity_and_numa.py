@@ -12,14 +12,16 @@ this work on x86-64 and arm64, and the final counts are checked.  Where a
 process ran is read from /proc/self/stat (field 39, "processor").
 
 Usage: python3 affinity_and_numa.py [--rounds N] [--seconds X] [--no-bind]
-Output lines (CSV, no header):
-    python,<pair>,<cpu a>,<cpu b>,<rounds>,<ns per round trip>,<ok 0|1>
-    python-cpus,<os.cpu_count()>,<len(os.sched_getaffinity(0))>
+                                    [--csv]
+Prints rows for the C lesson's table (or CSV rows with --csv:
+python,<pair>,<cpu a>,<cpu b>,<rounds>,<ns per round trip>,,) and exits 1 if
+a count was wrong or a pinned process ran elsewhere.
 Stdlib only; fork start method, as the C side.
 """
 import argparse
 import multiprocessing as mp
 import os
+import sys
 import time
 
 STOP = (1 << 64) - 1
@@ -78,7 +80,7 @@ def side(me, cpu, ball, ready, rounds, seconds, out):
     out[me] = n if ok and placed else -1
 
 
-def ping_pong(name, a, b, rounds, seconds):
+def ping_pong(name, a, b, rounds, seconds, csv):
     ctx = mp.get_context("fork")
     ball = ctx.RawValue("Q", 0)
     ready = ctx.Value("i", 0)
@@ -89,11 +91,18 @@ def ping_pong(name, a, b, rounds, seconds):
     for p in procs:
         p.start()
     for p in procs:
-        p.join(30)
+        p.join(30)  # each side gives up by itself after a few seconds
+        if p.is_alive():
+            p.kill()
+            p.join()
     ok = all(p.exitcode == 0 for p in procs) and out[0] == out[1] > 0
-    print(f"python,{name},{'-' if a is None else a},"
-          f"{'-' if b is None else b},{int(out[1])},{out[2]:.1f},{int(ok)}",
-          flush=True)
+    a, b = ("-" if cpu is None else cpu for cpu in (a, b))
+    if csv:
+        print(f"python,{name},{a},{b},{int(out[1])},{out[2]:.1f},,")
+    else:
+        print(f"  python {name:<15} {a:>4} {b:>4} {int(out[1]):8d} "
+              f"{out[2]:14.1f}  ({'exact' if ok else 'WRONG'})")
+    return ok
 
 
 def main():
@@ -101,16 +110,23 @@ def main():
     ap.add_argument("--rounds", type=int, default=2000)
     ap.add_argument("--seconds", type=float, default=0.25)
     ap.add_argument("--no-bind", action="store_true")
+    ap.add_argument("--csv", action="store_true")
+    ap.add_argument("--table", action="store_true", help="(the default)")
     args = ap.parse_args()
 
     cpus = sorted(os.sched_getaffinity(0))
-    print(f"python-cpus,{os.cpu_count()},{len(cpus)}", flush=True)
+    if not args.csv:
+        print(f"  python: os.cpu_count() = {os.cpu_count()}, "
+              f"len(os.sched_getaffinity(0)) = {len(cpus)}; no\n"
+              "  cores, caches or nodes: pairs by CPU number")
+    pairs = [("unbound", None, None)]
     if not args.no_bind:
-        ping_pong("same CPU", cpus[0], cpus[0], args.rounds, args.seconds)
+        pairs[:0] = [("same CPU", cpus[0], cpus[0])]
         if len(cpus) > 1:
-            ping_pong("two CPUs", cpus[0], cpus[1], args.rounds,
-                      args.seconds)
-    ping_pong("unbound", None, None, args.rounds, args.seconds)
+            pairs[1:1] = [("two CPUs", cpus[0], cpus[1])]
+    for name, a, b in pairs:
+        if not ping_pong(name, a, b, args.rounds, args.seconds, args.csv):
+            sys.exit(1)  # fail fast, as the C side
 
 
 if __name__ == "__main__":
