@@ -313,10 +313,13 @@ static _Noreturn void worker(hwloc_topology_t t, struct shared *sh, int i,
 	_exit(0);
 }
 
-/* hwloc_distrib spreads n workers over the tree (one per core first, then
- * PUs, as far apart as it can); singlify keeps one PU of each set, so the
- * kernel cannot move the worker between SMT siblings either.  The parent
- * binds each child by pid, like taskset -p, and checks it from outside. */
+/* hwloc_distrib splits n workers over the tree level by level, in
+ * proportion to the PUs below each object: as much private cache each as
+ * the machine allows, neighbours in number order (hwloc/helper.h).  With
+ * more workers than PUs a set is shared.  singlify keeps one PU of each
+ * set, so the kernel cannot move a worker between SMT siblings either.
+ * The parent binds each child by pid, like taskset -p, and checks it from
+ * outside. */
 static bool place_workers(hwloc_topology_t t, struct shared *sh, int n,
 			  bool bind, bool quiet)
 {
@@ -468,8 +471,8 @@ int main(int argc, char *argv[])
 			 sizeof opts / sizeof *opts);
 	mp_stop_on_signals();
 	/* Piped into head: a write then fails with EPIPE and mp_die() stops
-	 * the children and cleans up, instead of a silent death by SIGPIPE
-	 * that would leave them (and the SysV objects) behind. */
+	 * and reaps the children, instead of a silent death by SIGPIPE that
+	 * would leave them running. */
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
 		mp_die("signal(SIGPIPE)");
 
