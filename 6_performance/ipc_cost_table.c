@@ -4,9 +4,10 @@
  * Python:  conn.send_bytes / recv_bytes on a Pipe() (a socketpair,
  *          Lib/multiprocessing/connection.py; a 4-byte length header goes
  *          in front of every message), Queue.put / get (a feeder thread
- *          pickles into a pipe, Lib/multiprocessing/queues.py), with
- *          lock: (a POSIX semaphore, Modules/_multiprocessing/semaphore.c),
- *          a Manager proxy call (the method name and arguments pickled over
+ *          pickles into a pipe, get() reads it under a lock and unpickles
+ *          it, Lib/multiprocessing/queues.py), "with lock:" (a POSIX
+ *          semaphore, Modules/_multiprocessing/semaphore.c), a Manager
+ *          proxy call (the method name and arguments pickled over
  *          a socket to the manager process and the result back,
  *          BaseProxy._callmethod in Lib/multiprocessing/managers.py).
  *          The twin, ipc_cost_table.py, measures those four.

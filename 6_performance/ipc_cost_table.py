@@ -4,8 +4,8 @@ The same measurements for what multiprocessing offers:
   Pipe()   a socketpair (Lib/multiprocessing/connection.py); send_bytes puts
            a 4-byte length header in front of every message.
   Queue()  put() hands the object to a feeder thread that pickles it into a
-           pipe; get() reads and unpickles it under a lock
-           (Lib/multiprocessing/queues.py).
+           pipe (os.pipe); get() reads the bytes under a lock and unpickles
+           them after releasing it (Lib/multiprocessing/queues.py).
   Manager  a proxy call pickles (id, method, args, kwds) over a socket to
            the manager process, which runs it and pickles the result back
            (BaseProxy._callmethod, Lib/multiprocessing/managers.py).
