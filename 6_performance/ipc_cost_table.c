@@ -735,7 +735,8 @@ static void rm_tmp(void *arg)  /* async-signal-safe: unlink and rmdir */
 
 static void rm_sem(void *id)
 {
-	semctl(*(int *)id, 0, IPC_RMID);
+	if (*(int *)id != -1)
+		semctl(*(int *)id, 0, IPC_RMID);
 }
 
 int main(int argc, char *argv[])
@@ -775,8 +776,9 @@ int main(int argc, char *argv[])
 		mp_die("signal(SIGPIPE)");
 
 	/* 1. A private temp dir (FIFOs, the socket, the lock file), shared
-	 *    memory with the mailboxes and the locks, a SysV semaphore.  All
-	 *    removed on every way out (mp_atcleanup). */
+	 *    memory with the mailboxes and the locks.  Everything, the SysV
+	 *    queue and semaphore made later too, is removed on every way out
+	 *    (mp_atcleanup). */
 	struct tmp tmp;
 	struct ch c = { .msqid = -1, .dir = tmp.dir };
 	struct shared *sh = mp_shm_alloc(sizeof *sh);
@@ -797,9 +799,9 @@ int main(int argc, char *argv[])
 	MP_CHECK_PT(pthread_mutex_init(&sh->mutex, &ma));
 	MP_CHECK_PT(pthread_mutexattr_destroy(&ma));
 	MP_CHECK(sem_init(&sh->sem, 1, 1));
-	MP_CHECK(sh->semid = semget(IPC_PRIVATE, 1, IPC_CREAT | 0600));
+	sh->semid = -1;  /* made for its own rows only: SysV objects have no
+			  * name, so nobody can tell whose they are */
 	MP_CHECK(mp_atcleanup(rm_sem, &sh->semid));
-	MP_CHECK(semctl(sh->semid, 0, SETVAL, 1));
 	int lfd = open(tmp.lock, O_RDWR | O_CREAT | O_EXCL, 0600);
 
 	MP_CHECK(lfd);
@@ -878,6 +880,12 @@ int main(int argc, char *argv[])
 	for (int k = 0; k < NLOCK; k++) {
 		char tail[160] = "";
 
+		if (k == SYSVSEM) {
+			MP_CHECK(sh->semid = semget(IPC_PRIVATE, 1,
+						    IPC_CREAT | 0600));
+			MP_CHECK(semctl(sh->semid, 0, SETVAL, 1));
+		}
+
 		if (full)
 			fprintf(stderr, "[%d/%d] %s\n", ++step, steps,
 				lock_name[k]);
@@ -904,6 +912,10 @@ int main(int argc, char *argv[])
 					&lock_ok);
 		}
 		row(&t, "lock_ns", lock_name[k], "1", x, p, repeat, true, 1, tail);
+		if (k == SYSVSEM) {
+			MP_CHECK(semctl(sh->semid, 0, IPC_RMID));
+			sh->semid = -1;
+		}
 	}
 
 	/* 5. Python's Pipe, Queue, Lock and a Manager proxy call. */
@@ -931,7 +943,6 @@ int main(int argc, char *argv[])
 	 *    intact, every counter exact, no row far off its probe. */
 	MP_CHECK_PT(pthread_mutex_destroy(&sh->mutex));
 	MP_CHECK(sem_destroy(&sh->sem));
-	MP_CHECK(semctl(sh->semid, 0, IPC_RMID));
 	MP_CHECK(mp_cancel_cleanup(rm_sem, &sh->semid));
 	MP_CHECK(mp_cancel_cleanup(rm_msq, &c.msqid));
 	rm_tmp(&tmp);
