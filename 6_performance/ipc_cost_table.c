@@ -926,7 +926,7 @@ int main(int argc, char *argv[])
 
 		snprintf(a[0], sizeof a[0], "%ld", pyrounds);
 		snprintf(a[1], sizeof a[1], "%ld", msgs);
-		snprintf(a[2], sizeof a[2], "%ld", full ? 50000L : 1000L);
+		snprintf(a[2], sizeof a[2], "%ld", full ? 200000L : 20000L);
 		int st = mp_run_twin(MP_LESSON_DIR "/ipc_cost_table.py",
 				     (char *[]){ "--rounds", a[0], "--messages",
 						 a[1], "--iters", a[2],
