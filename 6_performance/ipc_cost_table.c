@@ -779,20 +779,19 @@ int main(int argc, char *argv[])
 	 *    memory with the mailboxes and the locks.  Everything, the SysV
 	 *    queue and semaphore made later too, is removed on every way out
 	 *    (mp_atcleanup). */
-	struct tmp tmp;
+	struct tmp tmp = { .dir = "/tmp/mpp-ipc_cost_table-XXXXXX" };
 	struct ch c = { .msqid = -1, .dir = tmp.dir };
 	struct shared *sh = mp_shm_alloc(sizeof *sh);
 	pthread_mutexattr_t ma;
 
-	snprintf(tmp.dir, sizeof tmp.dir, "/tmp/mpp-ipc_cost_table-XXXXXX");
+	MP_CHECK(mp_atcleanup(rm_tmp, &tmp));  /* before it exists */
+	MP_CHECK(mp_atcleanup(rm_msq, &c.msqid));
 	if (!sh || !mkdtemp(tmp.dir))
 		mp_die("mp_shm_alloc / mkdtemp");
 	snprintf(tmp.fifo[0], sizeof tmp.fifo[0], "%s/fifo0", tmp.dir);
 	snprintf(tmp.fifo[1], sizeof tmp.fifo[1], "%s/fifo1", tmp.dir);
 	snprintf(tmp.sock, sizeof tmp.sock, "%s/sock", tmp.dir);
 	snprintf(tmp.lock, sizeof tmp.lock, "%s/lock", tmp.dir);
-	MP_CHECK(mp_atcleanup(rm_tmp, &tmp));
-	MP_CHECK(mp_atcleanup(rm_msq, &c.msqid));
 	c.slot = sh->slot;
 	MP_CHECK_PT(pthread_mutexattr_init(&ma));
 	MP_CHECK_PT(pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED));
