@@ -39,27 +39,33 @@
  *          --full: 20000 rounds, 2000 messages, 200 ms per lock run,
  *          4 procs, 7 repeats, progress on stderr (options given beside
  *          it still win).
- * Output:  (Debug-free default build, 2 CPUs shared by other jobs at
- *          load 11, so medians swing; cut)
+ * Output:  (release preset, 2 CPUs shared with other jobs, load 6; cut)
  *   round trip, us     bytes   median      min..max         probe  ratio
- *   pipe                   8    19.66    12.26..27.65       18.31  0.67x
- *   TCP 127.0.0.1          8    12.91    12.90..13.50       13.25  0.97x
- *   POSIX mq               8     8.40     5.52..14.12        5.44  1.02x
- *   shm + spin             8     3.50     2.85..18.45        2.97  0.96x
+ *   socketpair stream      8     8.57     8.30..8.93         8.66  0.96x
+ *   TCP 127.0.0.1          8    12.61    12.52..12.81       12.61  0.99x
+ *   SysV msg               8     5.79     5.78..5.83         5.63  1.03x
+ *   shm + futex            8     4.98     4.91..5.02         4.91  1.00x
+ *   shm + spin             8     2.76     2.74..2.83         2.66  1.03x
+ *   eventfd                8     4.01     3.93..4.03         4.00  0.98x
  *   bandwidth, MB/s    bytes   median      min..max         probe  ratio
- *   pipe               65536     4410     4157..4417         4738  1.07x
- *   SysV msg            8192     1824     1487..1825         1813  0.99x
- *   shm + futex        65536     8640     8252..8973        10222  1.14x
+ *   pipe               65536     4504     4089..4546         4870  1.07x
+ *   SysV msg            8192     2025     2021..2026         2030  1.00x
+ *   shm + futex        65536     9528     5841..9656        10767  1.12x
  *   lock pair, ns      procs   median      min..max         probe  ratio
- *   pthread mutex          1     45.4     25.6..85.5         26.3  0.97x
- *                                                           procs: ns  2: 44
- *   SysV semaphore         1   3611.6    706.2..3839.0      635.8  1.11x
- *                                                        procs: ns  2: 26221
- *   py Pipe                8    64.13    51.22..90.40
- *   py Manager call        8    18.22    17.42..18.40
- *   28 of 30 rows within 1.2x of their probe
+ *   pthread mutex          1     14.3     13.8..28.8         14.3  0.97x
+ *     (procs: ns)  2: 26
+ *   SysV semaphore         1    596.3    595.5..602.4       599.4  0.99x
+ *     (procs: ns)  2: 12898
+ *   flock                  1    618.1    615.9..619.6       614.0  1.00x
+ *     (procs: ns)  2: 1113
+ *   futex lock             1     12.2     12.1..12.2         12.1  1.00x
+ *     (procs: ns)  2: 51
+ *   py Pipe                8    19.24    18.02..21.43
+ *   py Manager call        8    17.62    17.17..37.37
+ *   py Lock                1    190.7    184.8..193.6
+ *   29 of 30 rows within 1.2x of their probe
  *   result: 11 mechanisms, every message intact; 9 locks, counters exact
- *     with up to 2 processes; median ratio 1.03x; python's exact OK
+ *     with up to 2 processes; median ratio 1.00x; python's exact OK
  *   With --csv: table,name,param,median,min,max,probe_best,ratio.
  * Try this: --procs 4 (more processes than CPUs: watch the SysV semaphore
  *          and the spinlock); make spin_lock() return at once and watch
