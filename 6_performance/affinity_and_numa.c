@@ -16,7 +16,7 @@
  *          hwloc_alloc_membind + hwloc_get_area_memlocation.
  * Why:     a round trip moves the ball's cache line twice.  SMT siblings
  *          share an L1 (fastest, where they exist); two cores of a package
- *          pass it through their shared L3 (~100 ns); two packages or
+ *          pass it through their shared L3 (~90 ns here); two packages or
  *          NUMA nodes through the interconnect (slower again); one PU must
  *          switch processes for every hand-over (microseconds).  Unbound,
  *          the kernel decides, and may change its mind mid-run.
