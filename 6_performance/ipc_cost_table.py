@@ -21,6 +21,7 @@ message or a count was wrong.  Stdlib only; fork start method, as the C side.
 """
 import argparse
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import time
@@ -66,6 +67,10 @@ def queue_echo(qin, qout, n, size, rt):
 
 
 def locked_adds(lock, counter, iters, times, k, go):
+    # Each on its own CPU, as the C side: forked workers start on their
+    # parent's CPU, and two that never run at once never contend.
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpus[k % len(cpus)]})
     go.wait()
     times[2 * k] = time.monotonic()  # CLOCK_MONOTONIC: one clock for all
     for _ in range(iters):
@@ -174,6 +179,8 @@ def main():
         bad += sum(b for _, b in res)
         report(args.csv, "lock_ns", "Lock", str(procs),
                [t * 1e9 / (procs * it) for t, _ in res], 1)
+    if bad:
+        print(f"python: {bad} wrong results (a message or a counter)")
     sys.exit(1 if bad else 0)
 
 
