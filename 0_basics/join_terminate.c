@@ -114,7 +114,10 @@ static void proc_start(struct proc *p, int slot, void (*body)(int), int arg)
 	atomic_store(&kids[slot], pid);
 	block_stop_signals(SIG_UNBLOCK);
 	/* Our own unreaped child: its pid cannot be reused under us. */
-	MP_CHECK(p->pidfd = pidfd_open(pid, 0));
+	p->pidfd = pidfd_open(pid, 0);
+	if (p->pidfd == -1 && errno == ENOSYS)  /* Linux < 5.3, valgrind */
+		p->pidfd = mp_exit_fd(pid);     /* a stand-in: see mp_util.h */
+	MP_CHECK(p->pidfd);
 }
 
 /* Wait until the child has exited, without reaping it: a pidfd polls
@@ -164,7 +167,7 @@ static bool proc_is_alive(struct proc *p)
  * Python, a child already gone is not an error. */
 static void proc_signal(struct proc *p, int sig)
 {
-	if (!p->reaped && pidfd_send_signal(p->pidfd, sig, NULL, 0) == -1 &&
+	if (!p->reaped && mp_pidfd_send_signal(p->pidfd, p->pid, sig) == -1 &&
 	    errno != ESRCH)
 		mp_die("pidfd_send_signal(%jd)", (intmax_t)p->pid);
 }

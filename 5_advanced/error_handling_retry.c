@@ -229,7 +229,7 @@ static void start_attempt(struct run *ru, long i, int w)
 		attempt_main(&ru->in, i, s->attempt, ru->rec[1], parent);
 	}
 	/* Not reaped yet, so the pid cannot be reused: no race here. */
-	MP_CHECK(s->pidfd = pidfd_open(s->pid, 0));
+	MP_CHECK(s->pidfd = mp_pidfd_open(s->pid));
 }
 
 /* Read every record in the pipe and file it with its attempt.  A child
@@ -368,7 +368,8 @@ static bool turn(struct run *ru, int64_t watchdog)
 
 		if (s->pid && !s->killed && !s->got &&
 		    mp_now_ns() >= s->deadline) {
-			MP_CHECK(pidfd_send_signal(s->pidfd, SIGKILL, NULL, 0));
+			MP_CHECK(mp_pidfd_send_signal(s->pidfd, s->pid,
+						      SIGKILL));
 			s->killed = true;
 		}
 		if (s->pid && (pfd[w + 1].revents & POLLIN))
@@ -444,8 +445,8 @@ int main(int argc, char *argv[])
 		       ru.stop ? ru.stop : "the watchdog fired");
 	for (int w = 0; w < ru.workers; w++)
 		if (ru.slot[w].pid) {
-			MP_CHECK(pidfd_send_signal(ru.slot[w].pidfd, SIGKILL,
-						   NULL, 0));
+			MP_CHECK(mp_pidfd_send_signal(ru.slot[w].pidfd,
+						      ru.slot[w].pid, SIGKILL));
 			mp_waitpid(ru.slot[w].pid);
 			MP_CHECK(close(ru.slot[w].pidfd));
 		}

@@ -482,11 +482,6 @@ int main(int argc, char *argv[])
 			 "latency between PUs, with hwloc.", opts,
 			 sizeof opts / sizeof *opts);
 	mp_stop_on_signals();
-	/* Piped into head: a write then fails with EPIPE and mp_die() stops
-	 * and reaps the children, instead of a silent death by SIGPIPE that
-	 * would leave them running. */
-	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
-		mp_die("signal(SIGPIPE)");
 
 	/* 1. The machine as hwloc sees it (from /sys, restricted to the CPUs
 	 *    this process may use). */

@@ -775,11 +775,6 @@ int main(int argc, char *argv[])
 			 "every IPC mechanism, between processes.", opts,
 			 sizeof opts / sizeof *opts);  /* ... options win */
 	mp_stop_on_signals();
-	/* Piped into head: a write then fails with EPIPE and mp_die() stops
-	 * the children and cleans up, instead of a silent death by SIGPIPE
-	 * that would leave them (and the SysV objects) behind. */
-	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
-		mp_die("signal(SIGPIPE)");
 
 	/* 1. A private temp dir (FIFOs, the socket, the lock file), shared
 	 *    memory with the mailboxes and the locks.  Everything, the SysV

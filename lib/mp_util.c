@@ -395,6 +395,74 @@ pid_t mp_fork(void)
 	return 0;
 }
 
+/* ---- a descriptor for a child's end ------------------------------------ */
+
+struct exit_watch { pid_t pid; int wfd; };
+
+static void *watch_exit(void *arg)
+{
+	struct exit_watch w = *(struct exit_watch *)arg;
+	siginfo_t si;
+
+	free(arg);
+	/* Blocks until the child ends; ECHILD if it is (already) reaped. */
+	while (waitid(P_PID, (id_t)w.pid, &si, WEXITED | WNOWAIT) == -1 &&
+	       errno == EINTR)
+		;
+	close(w.wfd);  /* EOF: the read end polls readable */
+	return NULL;
+}
+
+int mp_exit_fd(pid_t pid)
+{
+	int fd[2];
+	struct exit_watch *w = malloc(sizeof *w);
+	pthread_t t;
+	pthread_attr_t a;
+	sigset_t all, old;
+
+	if (!w)
+		return -1;
+	if (pipe2(fd, O_CLOEXEC) == -1) {
+		free(w);
+		return -1;
+	}
+	*w = (struct exit_watch){ pid, fd[1] };
+	/* The thread takes no signal: they stay with the lesson's thread. */
+	int err = sigfillset(&all) == -1 ? errno
+		  : pthread_sigmask(SIG_SETMASK, &all, &old);
+
+	if (!err && !(err = pthread_attr_init(&a))) {
+		err = pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		if (!err)
+			err = pthread_create(&t, &a, watch_exit, w);
+		pthread_attr_destroy(&a);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
+	if (err) {
+		close(fd[0]);
+		close(fd[1]);
+		free(w);
+		errno = err;
+		return -1;
+	}
+	return fd[0];
+}
+
+int mp_pidfd_open(pid_t pid)
+{
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+
+	return fd == -1 && errno == ENOSYS ? mp_exit_fd(pid) : fd;
+}
+
+int mp_pidfd_send_signal(int pidfd, pid_t pid, int sig)
+{
+	if (syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) == 0)
+		return 0;
+	return errno == ENOSYS ? kill(pid, sig) : -1;
+}
+
 /* ---- IPC names and a clean stop --------------------------------------- */
 
 void mp_ipc_name(char *buf, size_t size, const char *what)

@@ -135,6 +135,28 @@ int mp_waitpid(pid_t pid);
  * grandchild does not inherit the setting (fork clears it). */
 pid_t mp_fork(void);
 
+/* ---- a descriptor for a child's end ------------------------------------ */
+
+/* pidfd_open(pid, 0): a descriptor that polls readable once the child has
+ * exited (and signals it safely: never a recycled pid).  Where the system
+ * has no pidfd_open (ENOSYS: Linux before 5.3, valgrind before 3.20), it
+ * returns mp_exit_fd(pid) instead.  -1 with errno on failure. */
+int mp_pidfd_open(pid_t pid);
+
+/* The stand-in: the read end of a pipe whose write end a small thread closes
+ * as soon as waitid(P_PID, pid, WEXITED | WNOWAIT) sees the child end (or
+ * finds it already reaped).  WNOWAIT leaves the child for the caller to
+ * reap, exactly as with a pidfd.  This is how Python's Process.sentinel
+ * works too, except that Python's pipe is made before fork() and its write
+ * end dies with the child (Lib/multiprocessing/popen_fork.py).  pid must be
+ * a child of this process. */
+int mp_exit_fd(pid_t pid);
+
+/* pidfd_send_signal(pidfd, sig, NULL, 0), or kill(pid, sig) where it is
+ * missing (ENOSYS).  pid must be the same child, not yet reaped, so that the
+ * fallback cannot hit a recycled pid either. */
+int mp_pidfd_send_signal(int pidfd, pid_t pid, int sig);
+
 /* ---- IPC names and a clean stop --------------------------------------- */
 
 /* Write "/mpp-<program>-<what>-<pid>-<random>" into buf (NUL-terminated,
