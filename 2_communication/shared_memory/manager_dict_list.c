@@ -11,38 +11,60 @@
  *          through a Connection (4-byte length, then the bytes) and waits
  *          for ('#RETURN', result): a round trip to another process, and
  *          pickling both ways, per call -- the surprise of Python users who
- *          swap a dict for a Manager().dict().
+ *          swap a dict for a Manager().dict().  Who may call: the socket
+ *          is a file in a private 0700 directory (util.get_temp_dir(),
+ *          mkdtemp), and every connection starts with a challenge both
+ *          ways (connection.deliver_challenge / answer_challenge:
+ *          "#CHALLENGE#{sha256}" + 40 random bytes, answered with
+ *          "{sha256}" + HMAC-SHA256(authkey, message), then "#WELCOME#" or
+ *          "#FAILURE#"); the authkey is os.urandom(32), inherited by the
+ *          children.  Python never asks the kernel who the peer is.
  * C:       socket(AF_UNIX, SOCK_SEQPACKET) on an abstract name (a leading
- *          NUL: no file, gone with the last fd), bind, listen, accept4, a
- *          thread per client, send/recv of fixed-size structs (SEQPACKET
- *          keeps message boundaries: no length prefix), SO_RCVTIMEO; then
- *          the same dict and list in MAP_SHARED memory under a shared mutex.
+ *          NUL: no file, gone with the last fd -- but no file permissions
+ *          either: anyone can see it in /proc/net/unix and connect), bind,
+ *          listen, accept4, getsockopt(SO_PEERCRED) to refuse other users,
+ *          Python's challenge with HMAC-SHA256 (lib/mp_hmac), a thread per
+ *          client, send/recv of fixed-size structs (SEQPACKET keeps
+ *          message boundaries: no length prefix), SO_RCVTIMEO; then the
+ *          same dict and list in MAP_SHARED memory under a shared mutex.
  * Usage:   manager_dict_list [--clients N (2, 1..16)] [--ops N (1000, 1..10^6)]
  *                            [--keys N (256, 1..4096)] [--python-ops N (1000, 0..10^6)]
- * Output:  [parent 14681 +0.1ms] manager 14682 listens on @mpp-manager_dict_list-manager-14681 (abstract: no file)
- *          [parent 14681 +88.8ms] through the manager: 21203 ns per call, contents exact
- *          [parent 14681 +92.9ms] shared memory + mutex: 42 ns per call, contents exact
- *          [python3] Manager proxies: 29098 ns per call; plain dict and list: 36 ns; 812x
- *          result: 2 clients x 1000 rounds, manager 21203 ns/call, shared memory 42 ns/call, 509x, contents exact OK
+ * Output:  [parent 30446 +1.1ms] manager 30448 listens on @mpp-manager_dict_list-manager-30446-56a7729c (abstract: no file)
+ *          [parent 30446 +93.8ms] wrong key: refused (1); other user: refused by SO_PEERCRED (1); malformed request: EINVAL, then served on (1)
+ *          [parent 30446 +134.9ms] through the manager: 29677 ns per call, contents exact
+ *          [parent 30446 +137.0ms] shared memory + mutex: 30 ns per call, contents exact
+ *          [python3] Manager proxies: 35189 ns per call; plain dict and list: 27 ns; 1303x
+ *          result: 2 clients x 1000 rounds, manager 29677 ns/call, shared memory 30 ns/call, 979x,
+ *                  contents exact, intruders refused OK      (one line)
  *          (on a loaded 2-vCPU VM a call through the manager took 8-121 us from
  *          run to run, one in shared memory 26-299 ns)
  * Try this: taskset -c 0 ./manager_dict_list: a call is two wake-ups, and
- *          waking a process on another CPU can cost more than the switch.
+ *          waking a process on another CPU can cost more than the switch;
+ *          in serve(), drop the SO_PEERCRED check and run as root: "nobody"
+ *          gets in (the verdict says MISMATCH).
  */
 #define _GNU_SOURCE /* accept4 */
 #include "mp.h"
 
 #include <stddef.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
 enum { MAX_CLIENTS = 16 };
 enum op { OP_SET, OP_GET, OP_APPEND, OP_ITEM, OP_SHUTDOWN };
 
-/* The protocol: a fixed-size request, a fixed-size reply; no pickling. */
-struct req { int op; long key, value; };
-struct rep { int err; long value; };  /* err: 0, ENOENT (KeyError), ... */
+/* The protocol: a fixed-size request, a fixed-size reply; no pickling.
+ * Fields of one size: no padding bytes, which would go out uninitialised. */
+struct req { int64_t op, key, value; };
+struct rep { int64_t err, value; };  /* err: 0, ENOENT (KeyError), ... */
+
+/* Python's authkey: made once, inherited by every forked process. */
+static uint8_t authkey[32];
+
+/* What the server refused, for the parent to check (shared memory). */
+struct refusals { _Atomic int other_user, bad_key, malformed; };
 
 /* The dict (open addressing) and the list, flat -- no pointers inside --
  * so that the same store_do() runs the server's private copy (its threads
@@ -56,7 +78,7 @@ struct store {
 
 /* Where the manager listens, and one connection to it. */
 struct where { struct sockaddr_un sa; socklen_t len; };
-struct conn { int fd; struct store *s; };
+struct conn { int fd; struct store *s; struct refusals *refused; };
 
 /* An empty store of size bytes: in the server's own heap, or shared. */
 static struct store *store_new(size_t size, size_t cap, size_t list_cap,
@@ -144,52 +166,139 @@ static struct rep call(int fd, struct store *shared, struct req rq)
 	return rp;
 }
 
+static bool exited_0(pid_t pid)
+{
+	int st = mp_waitpid(pid);
+
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+/* ---- Python's challenge, both ways ------------------------------------ */
+
+enum { NONCE = 40, PREFIX = 8 };  /* 40 random bytes; "{sha256}" */
+#define CHALLENGE "#CHALLENGE#"
+#define WELCOME "#WELCOME#"
+#define FAILURE "#FAILURE#"
+
+/* deliver_challenge(): send "#CHALLENGE#{sha256}" + random bytes, expect
+ * "{sha256}" + HMAC(authkey, "{sha256}" + random), say WELCOME or FAILURE. */
+static bool deliver_challenge(int fd, const uint8_t key[32])
+{
+	uint8_t msg[sizeof CHALLENGE - 1 + PREFIX + NONCE];
+	uint8_t got[PREFIX + MP_SHA256_LEN + 1], want[MP_SHA256_LEN];
+	uint8_t *signed_part = msg + sizeof CHALLENGE - 1;
+
+	memcpy(msg, CHALLENGE "{sha256}", sizeof CHALLENGE - 1 + PREFIX);
+	if (getrandom(signed_part + PREFIX, NONCE, 0) != NONCE)
+		mp_die("getrandom");
+	if (send(fd, msg, sizeof msg, MSG_NOSIGNAL) != (ssize_t)sizeof msg)
+		return false;
+	ssize_t n = recv(fd, got, sizeof got, 0);
+
+	mp_hmac_sha256(key, 32, signed_part, PREFIX + NONCE, want);
+	bool ok = n == PREFIX + MP_SHA256_LEN &&
+		  memcmp(got, "{sha256}", PREFIX) == 0 &&
+		  mp_mac_equal(got + PREFIX, want, MP_SHA256_LEN);
+	const char *verdict = ok ? WELCOME : FAILURE;
+
+	send(fd, verdict, strlen(verdict), MSG_NOSIGNAL); /* best effort */
+	return ok;
+}
+
+/* answer_challenge(): prove we know the key, and hear WELCOME. */
+static bool answer_challenge(int fd, const uint8_t key[32])
+{
+	uint8_t msg[256], reply[PREFIX + MP_SHA256_LEN];
+	ssize_t n = recv(fd, msg, sizeof msg, 0);
+	size_t head = sizeof CHALLENGE - 1;
+
+	if (n < (ssize_t)(head + 20) || memcmp(msg, CHALLENGE, head) != 0)
+		return false;
+	memcpy(reply, "{sha256}", PREFIX);
+	mp_hmac_sha256(key, 32, msg + head, (size_t)n - head, reply + PREFIX);
+	if (send(fd, reply, sizeof reply, MSG_NOSIGNAL) != (ssize_t)sizeof reply)
+		return false;
+	n = recv(fd, msg, sizeof msg, 0);
+	return n == sizeof WELCOME - 1 && memcmp(msg, WELCOME, (size_t)n) == 0;
+}
+
 /* The server, as Python's: a thread per connection, which answers its
- * client's requests until the client hangs up. */
+ * client's requests until the client hangs up.  Nothing a client sends can
+ * kill it: a malformed request gets EINVAL, a broken connection is closed. */
 static void *serve_client(void *arg)
 {
 	struct conn c = *(struct conn *)arg;
 	struct req rq;
 
 	free(arg);
+	/* Python's order on the server side: challenge, then be challenged. */
+	if (!deliver_challenge(c.fd, authkey) ||
+	    !answer_challenge(c.fd, authkey)) {
+		atomic_fetch_add(&c.refused->bad_key, 1);
+		MP_CHECK(close(c.fd));
+		return NULL;
+	}
 	for (;;) {
 		ssize_t r = recv(c.fd, &rq, sizeof rq, 0);
 
-		if (r == 0 || (r == -1 && errno == ECONNRESET))
-			break; /* the client hung up */
-		if (r != (ssize_t)sizeof rq)
-			mp_die_en(r == -1 ? errno : EBADMSG, "recv");
-		struct rep rp = rq.op == OP_SHUTDOWN ? (struct rep){ 0, 0 }
-						     : locked_do(c.s, &rq);
+		if (r <= 0)
+			break; /* hung up, reset, or silent past SO_RCVTIMEO */
+		struct rep rp = { EINVAL, 0 };
 
+		if (r == (ssize_t)sizeof rq && rq.op >= OP_SET &&
+		    rq.op <= OP_SHUTDOWN)
+			rp = rq.op == OP_SHUTDOWN ? (struct rep){ 0, 0 }
+						  : locked_do(c.s, &rq);
+		else
+			atomic_fetch_add(&c.refused->malformed, 1);
 		if (send(c.fd, &rp, sizeof rp, MSG_NOSIGNAL) == -1 &&
 		    errno != EPIPE) /* EPIPE: gone; recv() will say so */
 			mp_die("send");
-		if (rq.op == OP_SHUTDOWN)
+		if (rp.err == 0 && rq.op == OP_SHUTDOWN &&
+		    r == (ssize_t)sizeof rq)
 			_exit(EXIT_SUCCESS); /* the server, every thread */
 	}
 	MP_CHECK(close(c.fd));
 	return NULL;
 }
 
-static _Noreturn void serve(int lfd, struct store *s)
+/* Accept, refuse other users (the kernel says who connected: SO_PEERCRED),
+ * and give each connection a thread. */
+static _Noreturn void serve(int lfd, struct store *s,
+			    struct refusals *refused)
 {
 	for (;;) {
 		struct conn *c = malloc(sizeof *c);
+		struct ucred cred;
+		socklen_t len = sizeof cred;
+		struct timeval limit = { .tv_sec = 2 };
 		pthread_t t;
 
 		if (!c)
 			mp_die("malloc");
-		*c = (struct conn){ accept4(lfd, NULL, NULL, SOCK_CLOEXEC), s };
+		*c = (struct conn){ accept4(lfd, NULL, NULL, SOCK_CLOEXEC), s,
+				    refused };
 		MP_CHECK(c->fd);
+		MP_CHECK(getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred,
+				    &len));
+		if (cred.uid != geteuid()) {
+			atomic_fetch_add(&refused->other_user, 1);
+			MP_CHECK(close(c->fd));
+			free(c);
+			continue;
+		}
+		/* A client that says nothing must not hold a thread forever. */
+		MP_CHECK(setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &limit,
+				    sizeof limit));
 		MP_CHECK_PT(pthread_create(&t, NULL, serve_client, c));
 		MP_CHECK_PT(pthread_detach(t));
 	}
 }
 
-/* A proxy's connection.  Python's proxies wait for ever on a server that
- * does not answer; ours give up after 10 s (recv fails with EAGAIN). */
-static int connect_to(const struct where *w)
+/* A proxy's connection, authenticated with key: -1 with EACCES when the
+ * server refused it.  Python's proxies wait for ever on a server that does
+ * not answer; ours give up after 10 s (recv fails with EAGAIN). */
+static int connect_with(const struct where *w, const uint8_t key[32])
 {
 	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	struct timeval limit = { .tv_sec = 10 };
@@ -197,7 +306,77 @@ static int connect_to(const struct where *w)
 	MP_CHECK(fd);
 	MP_CHECK(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit));
 	MP_CHECK(connect(fd, (const struct sockaddr *)&w->sa, w->len));
+	/* Python's order on the client side: be challenged, then challenge. */
+	if (answer_challenge(fd, key) && deliver_challenge(fd, key))
+		return fd;
+	MP_CHECK(close(fd));
+	errno = EACCES;
+	return -1;
+}
+
+static int connect_to(const struct where *w)
+{
+	int fd = connect_with(w, authkey);
+
+	if (fd == -1)
+		mp_die("the manager refused our own key");
 	return fd;
+}
+
+/* Three callers the manager must turn away, each in a child that reports
+ * through its exit status: 0 refused as it should be, 1 let in.
+ *   wrong key: the challenge fails; another user (only as root, which can
+ *   become "nobody"): refused before any challenge; a malformed request
+ *   from a good client: EINVAL, and the server answers the next one. */
+static bool intruders(const struct where *w, struct refusals *refused)
+{
+	pid_t pid = mp_fork();
+
+	if (pid == 0) {
+		uint8_t wrong[32];
+
+		memcpy(wrong, authkey, sizeof wrong);
+		wrong[0] ^= 1;  /* one bit off */
+		_exit(connect_with(w, wrong) == -1 ? 0 : 1);
+	}
+	bool key_ok = exited_0(pid);
+	bool as_root = geteuid() == 0;
+
+	if (as_root && (pid = mp_fork()) == 0) {
+		if (setgid(65534) == -1 || setuid(65534) == -1)
+			_exit(2);
+		int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		struct timeval limit = { .tv_sec = 10 };
+		char b[64];
+
+		if (fd == -1 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit,
+					   sizeof limit) == -1 ||
+		    connect(fd, (const struct sockaddr *)&w->sa, w->len) == -1)
+			_exit(2);
+		_exit(recv(fd, b, sizeof b, 0) == 0 ? 0 : 1); /* hung up */
+	}
+	bool uid_ok = !as_root || exited_0(pid);
+	int fd = connect_to(w);
+	struct rep rp;
+
+	MP_CHECK(send(fd, "bad", 3, MSG_NOSIGNAL));
+	bool bad_ok = recv(fd, &rp, sizeof rp, 0) == (ssize_t)sizeof rp &&
+		      rp.err == EINVAL;
+	rp = call(fd, NULL, (struct req){ .op = OP_ITEM, .value = 0 });
+	bad_ok = bad_ok && rp.err == 0;  /* and it serves on */
+	MP_CHECK(close(fd));
+	mp_say("parent", "wrong key: %s (%d); other user: %s (%d); malformed "
+	       "request: %s, then served on (%d)",
+	       key_ok ? "refused" : "LET IN", atomic_load(&refused->bad_key),
+	       !as_root ? "not tried (needs root to become nobody)"
+	       : uid_ok ? "refused by SO_PEERCRED" : "LET IN",
+	       atomic_load(&refused->other_user),
+	       bad_ok ? "EINVAL" : "NOT REFUSED",
+	       atomic_load(&refused->malformed));
+	return key_ok && uid_ok && bad_ok &&
+	       atomic_load(&refused->bad_key) == 1 &&
+	       atomic_load(&refused->other_user) == (as_root ? 1 : 0) &&
+	       atomic_load(&refused->malformed) == 1;
 }
 
 /* Read it all back through the same transport: the list holds each
@@ -337,6 +516,12 @@ int main(int argc, char *argv[])
 	MP_CHECK(lfd);
 	MP_CHECK(bind(lfd, (struct sockaddr *)&w.sa, w.len));
 	MP_CHECK(listen(lfd, MAX_CLIENTS));
+	if (getrandom(authkey, sizeof authkey, 0) != (ssize_t)sizeof authkey)
+		mp_die("getrandom");
+	struct refusals *refused = mp_shm_alloc(sizeof *refused);
+
+	if (!refused)
+		mp_die("mp_shm_alloc");
 	pid_t parent = getpid(), server = mp_fork();
 
 	if (server == 0) {
@@ -345,15 +530,18 @@ int main(int argc, char *argv[])
 		MP_CHECK(prctl(PR_SET_PDEATHSIG, SIGTERM));
 		if (getppid() != parent)
 			_exit(EXIT_FAILURE); /* it died before prctl() */
-		serve(lfd, store_new(size, cap, list_cap, false)); /* private */
+		serve(lfd, store_new(size, cap, list_cap, false), /* private */
+		      refused);
 	}
 	MP_CHECK(close(lfd));
 	mp_say("parent", "manager %jd listens on @%s (abstract: no file)",
 	       (intmax_t)server, name + 1);
 
-	/* 3. The clients call it through proxies; then the parent reads it
-	 *    all back through its own connection and shuts it down. */
+	/* 3. The clients call it through proxies; then the parent turns
+	 *    intruders away, reads it all back through its own connection and
+	 *    shuts it down. */
 	double proxy = run_clients(clients, ops, keys, &w, NULL);
+	bool guarded = intruders(&w, refused);
 	int fd = connect_to(&w);
 	bool proxy_ok = proxy >= 0 && verify(fd, NULL, clients, ops, keys);
 
@@ -379,11 +567,14 @@ int main(int argc, char *argv[])
 	/* 5. Python's own figures, then the verdict. */
 	if (py_ops > 0)
 		python_twin(py_ops);
-	bool ok = proxy_ok && direct_ok;
+	bool ok = proxy_ok && direct_ok && guarded;
 
+	MP_CHECK(mp_shm_free(refused, sizeof *refused));
 	printf("result: %ld clients x %ld rounds, manager %.0f ns/call, shared "
-	       "memory %.0f ns/call, %.0fx, contents %s %s\n", clients, ops,
-	       proxy, direct, ok && direct > 0 ? proxy / direct : 0,
-	       ok ? "exact" : "WRONG", ok ? "OK" : "MISMATCH");
+	       "memory %.0f ns/call, %.0fx, contents %s, intruders %s %s\n",
+	       clients, ops, proxy, direct,
+	       proxy_ok && direct_ok && direct > 0 ? proxy / direct : 0,
+	       proxy_ok && direct_ok ? "exact" : "WRONG",
+	       guarded ? "refused" : "LET IN", ok ? "OK" : "MISMATCH");
 	return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }
