@@ -95,7 +95,8 @@ static void store_min(_Atomic int64_t *x, int64_t v)
 {
 	int64_t old = atomic_load(x);
 
-	while ((old == 0 || v < old) && !atomic_compare_exchange_weak(x, &old, v))
+	while ((old == 0 || v < old) &&
+	       !atomic_compare_exchange_weak(x, &old, v))
 		;
 }
 
@@ -123,8 +124,10 @@ static void producer(struct mp_queue *q, struct shared *sh,
 			long a = atomic_fetch_add(&sh->put, 1) + 1 -
 				 atomic_load(&sh->got);
 
-			for (long m = atomic_load(&sh->max_ahead); a > m &&
-			     !atomic_compare_exchange_weak(&sh->max_ahead, &m, a);)
+			long m = atomic_load(&sh->max_ahead);
+
+			while (a > m && !atomic_compare_exchange_weak(
+						&sh->max_ahead, &m, a))
 				;
 		}
 	}
@@ -217,7 +220,8 @@ static bool reaped_ok(pid_t pid, const char *role, bool quiet)
 	if (!quiet && WIFEXITED(st) && WEXITSTATUS(st) != 0)
 		mp_say("parent", "%s %jd exited with %d%s", role,
 		       (intmax_t)pid, WEXITSTATUS(st),
-		       WEXITSTATUS(st) == EXIT_STUCK ? " (waited in vain)" : "");
+		       WEXITSTATUS(st) == EXIT_STUCK ? " (waited in vain)" :
+		       "");
 	else if (!quiet && WIFSIGNALED(st))
 		mp_say("parent", "%s %jd killed by signal %d", role,
 		       (intmax_t)pid, WTERMSIG(st));
@@ -240,8 +244,8 @@ static void progress(struct shared *sh, const struct run *r)
 			moved = now;
 		}
 		if (now >= next) {
-			mp_say("parent", "%ld of %ld items put, %ld taken", last,
-			       r->total, (long)sh->got);
+			mp_say("parent", "%ld of %ld items put, %ld taken",
+			       last, r->total, (long)sh->got);
 			next += 1000000000;
 		}
 	}
@@ -481,7 +485,8 @@ static void twin_line(const char *line, void *arg)
 	if (sscanf(line, "python,%ldx%ld,%ld,%lf,%lf,%llu", &p, &c, &n, &s,
 		   &rate, &sum) == 6) {
 		for (int k = 0; k < NSHAPE; k++)
-			if (t->py[k].p == p && t->py[k].c == c && !t->py[k].done)
+			if (t->py[k].p == p && t->py[k].c == c &&
+			    !t->py[k].done)
 				t->py[k] = (struct row){ p, c, n, s, true };
 		t->ok &= sum == want_sum(n, p);
 	} else if (sscanf(line, "python-join-before-drain,%ld,%ld,%ld",
@@ -494,9 +499,12 @@ static bool run_python(struct row py[NSHAPE], long items, struct twin *t)
 {
 	char n[32], shapes[128] = "";
 
-	for (int k = 0; k < NSHAPE; k++)
-		snprintf(shapes + strlen(shapes), sizeof shapes - strlen(shapes),
-			 "%s%ldx%ld", k ? "," : "", py[k].p, py[k].c);
+	for (int k = 0; k < NSHAPE; k++) {
+		size_t at = strlen(shapes);
+
+		snprintf(shapes + at, sizeof shapes - at, "%s%ldx%ld",
+			 k ? "," : "", py[k].p, py[k].c);
+	}
 	snprintf(n, sizeof n, "%ld", items);
 	*t = (struct twin){ .py = py, .ok = true };
 	int st = mp_run_twin(MP_LESSON_DIR "/producer_consumer.py",
