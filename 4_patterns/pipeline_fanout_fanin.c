@@ -45,7 +45,7 @@
  *   pipeline           4    100000  0.034529             2896136
  *   python             4     20000  0.503541               39719
  *   python: with the writer killed, a worker's put() on the full Queue was still blocked after 0.5 s: nothing tells it the writer is gone
- *   result: 100000 records, checksum of the output == serial; stalls where expected; dead writer -> EPIPE upstream yes OK
+ *   result: 100000 of 100000 records, checksum of the output == serial; every stage ended cleanly; stalls where expected; dead writer -> EPIPE upstream yes OK
  *   With --csv: "stage,processes,items,seconds,busy,items_per_s", one row
  *   per stage, "pipeline" end to end, and "python" (its --python-items).
  *   Busy: the share of the span a stage's processes spent not waiting for a
@@ -58,7 +58,7 @@
  *          checksum must say MISMATCH).  --slow-stage 2 --items 3000: the
  *          queue before the workers stays full, the pipe after them empty.
  *          Delete the parent's close(fd[1]) in run(): the writer never reads
- *          EOF and gives up after 5 s.  Keep fd[0] open in the workers: a
+ *          EOF and gives up after 2 s.  Keep fd[0] open in the workers: a
  *          dead writer no longer gives them EPIPE, they wait on a full pipe.
  */
 #define _GNU_SOURCE  /* F_SETPIPE_SZ */
@@ -74,7 +74,7 @@ enum { MAX_WORKERS = 16, PIPE_BYTES = 16384 };
 enum { STALL_ITEMS = 3000, STALL_CAP = 64 };
 enum { EXIT_STUCK = 3, EXIT_EPIPE = 4 };
 enum stage { NONE, READER, TRANSFORM, WRITER };
-#define WAIT_MS 5000  /* no stage waits longer for its neighbour */
+#define WAIT_MS 2000  /* no stage waits longer for its neighbour */
 #define FNV 0x100000001b3ULL
 
 struct rec { uint64_t seq, value; };  /* 16 bytes, <= PIPE_BUF: atomic */
@@ -594,8 +594,9 @@ int main(int argc, char *argv[])
 	struct occ o;
 	struct exits e = run(sh, &c, (size_t)cap, &o);
 	uint64_t want = serial(items, work);
-	bool ok = e.writer == 0 && e.reader == 0 && e.workers_ok == workers &&
-		  sh->stuck == 0 && sh->written == items && sh->sum == want;
+	bool clean = e.writer == 0 && e.reader == 0 &&
+		     e.workers_ok == workers && sh->stuck == 0;
+	bool ok = clean && sh->written == items && sh->sum == want;
 
 	memcpy(&keep, sh, sizeof keep);  /* its stage times, for the table */
 	if (!csv) {
@@ -683,9 +684,11 @@ int main(int argc, char *argv[])
 	if (csv && !all)
 		fprintf(stderr, "pipeline_fanout_fanin: MISMATCH\n");
 	if (!csv)
-		printf("result: %ld records, checksum of the output %s serial; "
-		       "stalls %s; dead writer -> EPIPE upstream %s%s %s\n",
-		       (long)keep.written, keep.sum == want ? "==" : "!=",
+		printf("result: %ld of %ld records, checksum of the output %s "
+		       "serial; %s; stalls %s; dead writer -> EPIPE upstream "
+		       "%s%s %s\n", (long)keep.written, items,
+		       keep.sum == want ? "==" : "!=", clean ?
+		       "every stage ended cleanly" : "A STAGE WAITED IN VAIN",
 		       stalls ? "where expected" : "NOT WHERE EXPECTED",
 		       cascade ? "yes" : "NO", py_ok ? "" : "; python FAILED",
 		       all ? "OK" : "MISMATCH");
