@@ -54,6 +54,8 @@
  */
 #include "mp.h"
 
+#include <sys/prctl.h>
+
 enum { MAX_PROCS = 16, TABLE_CAP = 1024, DEMO_ITEMS = 30, BP_ITEMS = 1000 };
 enum { EXIT_STUCK = 3 };  /* a child that waited WAIT_S for nothing */
 enum fault { NONE, DROP, TWICE, LIFO };
@@ -78,6 +80,19 @@ struct shared {
 	_Atomic int64_t t0, t1;            /* first put, last get */
 	_Atomic unsigned char seen[];      /* per item: times consumed */
 };
+
+/* fork() for a child that must not outlive this process: if the parent
+ * dies without reaping it (killed, or SIGPIPE from "| head"), the kernel
+ * sends it SIGTERM, and mp_stop_on_signals() ends it cleanly. */
+static pid_t fork_child(void)
+{
+	pid_t parent = getpid(), pid = mp_fork();
+
+	if (pid == 0 && (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1 ||
+			 getppid() != parent))  /* died before the prctl */
+		_exit(1);
+	return pid;
+}
 
 /* Producer p's share of total items, and where its items start in seen[]:
  * the first total % P producers put one more. */
@@ -264,10 +279,10 @@ static bool run_round(struct shared *sh, const struct run *r, size_t cap)
 		mp_die("mp_queue_create");
 	memset(sh, 0, sizeof *sh + (r->check ? (size_t)r->total : 0));
 	for (long c = 0; c < r->consumers; c++)
-		if ((pid[c] = mp_fork()) == 0)
+		if ((pid[c] = fork_child()) == 0)
 			consumer(q, sh, r);
 	for (long p = 0; p < r->producers; p++)
-		if ((pid[r->consumers + p] = mp_fork()) == 0)
+		if ((pid[r->consumers + p] = fork_child()) == 0)
 			producer(q, sh, r, (uint32_t)p);
 	progress(sh, r);
 	for (long p = 0; p < r->producers; p++)
@@ -338,7 +353,7 @@ static bool join_before_drain(long cap)
 
 	if (!q)
 		mp_die("mp_queue_create");
-	pid_t pid = mp_fork();
+	pid_t pid = fork_child();
 
 	if (pid == 0) {
 		for (uint32_t i = 0; i < (uint32_t)cap; i++)
@@ -379,7 +394,7 @@ static struct mp_queue *pitfall(struct shared *sh, long stops, long die_at,
 	if (stops < 0)
 		MP_CHECK(mp_queue_close(q));
 	for (int c = 0; c < 3; c++)
-		if ((pid[c] = mp_fork()) == 0)
+		if ((pid[c] = fork_child()) == 0)
 			consumer(q, sh, &r);
 	for (int c = 0; c < 3; c++)
 		reaped_ok(pid[c], "consumer", true);
@@ -420,7 +435,7 @@ static int pitfalls(struct shared *sh)
 	for (uint32_t i = 0; i < 5; i++)
 		MP_CHECK(mp_queue_put(q, &(struct item){ 0, i }));
 	sh->count = 0;
-	pid_t pid = mp_fork();
+	pid_t pid = fork_child();
 
 	if (pid == 0)
 		consumer(q, sh, &r);
