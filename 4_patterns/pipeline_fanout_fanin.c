@@ -8,10 +8,11 @@
  *          number); None sentinels stop each stage.  Every hop pickles the
  *          record into a pipe through the queue's feeder thread
  *          (Lib/multiprocessing/queues.py).  A Queue keeps both ends of
- *          its pipe in every process that holds it (Queue.__getstate__
- *          passes _reader and _writer to each child), so when the writer
- *          dies nobody upstream hears of it: the workers' puts wait on the
- *          full Queue(maxsize) forever.
+ *          its pipe in every process that holds it (a forked child
+ *          inherits _reader and _writer; Queue.__getstate__ passes both
+ *          under spawn), so when the writer dies nobody upstream hears of
+ *          it: the workers' puts wait on the full Queue(maxsize) forever
+ *          (the twin shows one still blocked after 0.5 s).
  * C:       reader -> lib/mp_queue (fan-out: whichever worker is free takes
  *          the next record) -> workers -> one pipe (fan-in: writes of 16
  *          bytes are atomic, never interleaved, since 16 <= PIPE_BUF) ->

@@ -12,7 +12,8 @@ The clock runs from the reader's first put to the writer's last record.
 
 Then a dead downstream: the writer is killed while a worker still has
 records to put.  Every process that holds a Queue holds both ends of its
-pipe (Queue.__getstate__ hands _reader and _writer to each child,
+pipe (a forked child inherits the Queue object with its _reader and
+_writer; under spawn Queue.__getstate__ passes both,
 Lib/multiprocessing/queues.py), so no EPIPE ever comes, and the worker's
 put() waits on the full Queue's BoundedSemaphore.  With put(timeout=0.5)
 it raises queue.Full; without a timeout it would wait forever.

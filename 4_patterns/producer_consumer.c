@@ -19,7 +19,8 @@
  *            1..16)] [--items N (20000 per producer, 1..10^6)] [--capacity N
  *            (64, 1..65536)] [--stop close|sentinel] [--slow-us N (100,
  *            1..10000)] [--fault none|drop|twice|lifo] [--table-items N
- *            (200000, 0..10^9)] [--python-items N (20000, 0 skips)] [--csv]
+ *            (200000, 0..10^9)] [--repeat N (3, 1..101)] [--python-items N
+ *            (20000, 0 skips)] [--csv]
  * Output:  (default build, 2 cores shared with other jobs; trimmed)
  *   [parent 4459 +0.0ms] 3 producers x 20000 items -> 2 consumers, capacity 64, stop by close
  *   [parent 4459 +73.2ms] 60000 items: 0 lost, 0 twice, 0 out of producer order; producers found the queue full 1077 times
@@ -38,17 +39,18 @@
  *   python: a producer that put 20000 items into a Queue() was still alive after join(timeout=0.5), gone once the parent drained the queue
  *   result: 60000 items, 0 lost/twice/out of order; 64 ahead beyond consumers' hands (capacity 64); join before drain fine; sentinel pitfalls 4/4; table sums exact OK
  *   With --csv: "engine,shape,items,seconds,items_per_s", one row per
- *   engine and shape (Python runs --python-items, fewer: the items column
- *   says so).  The full counts and the rates are measured, not judged (they
+ *   engine and shape (C: the median of --repeat runs; Python: one run of
+ *   --python-items, fewer: the items column says so).  The full counts and the rates are measured, not judged (they
  *   depend on the scheduler); the bound, the counts and the sums are exact.
  * Try this: --fault drop, --fault twice, --fault lifo: the check must say
  *          MISMATCH.  --producers 7 --consumers 3 --capacity 1 --items 997.
  *          --stop sentinel.  In Python, join a producer before the parent has
  *          drained the queue: a process that put() items waits at exit for
  *          its feeder thread (Queue._finalize_join, registered by
- *          Queue._start_thread) to push them into the pipe, which stays full
- *          until someone reads -- the deadlock the docs warn of under
- *          "Joining processes that use queues".  mp_queue cannot do that:
+ *          Queue._start_thread, run by util._exit_function as the child
+ *          ends) to push them into the pipe, which stays full until someone
+ *          reads -- the deadlock the docs warn of under "Joining processes
+ *          that use queues".  mp_queue cannot do that:
  *          put() has copied the item into shared memory before it returns,
  *          there is no buffer or thread left behind (the twin shows both).
  */
@@ -474,14 +476,28 @@ static uint64_t want_sum(long total, long np)
 	return w;
 }
 
-static void table_run(struct shared *sh, struct row *x, bool *ok)
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* One shape, `repeat` times: the median time, every sum checked. */
+static void table_run(struct shared *sh, struct row *x, long repeat,
+		      bool *ok)
 {
 	struct run r = { .producers = x->p, .consumers = x->c,
 			 .total = x->items, .die_at = -1, .wait_s = WAIT_S };
+	double t[101];
 
-	*ok &= run_round(sh, &r, TABLE_CAP) && sh->count == x->items &&
-	       sh->sum == want_sum(x->items, x->p);
-	x->s = (double)(sh->t1 - sh->t0) / 1e9;
+	for (long i = 0; i < repeat; i++) {
+		*ok &= run_round(sh, &r, TABLE_CAP) && sh->count == x->items &&
+		       sh->sum == want_sum(x->items, x->p);
+		t[i] = (double)(sh->t1 - sh->t0) / 1e9;
+	}
+	qsort(t, (size_t)repeat, sizeof *t, cmp_double);
+	x->s = t[repeat / 2];
 	x->done = true;
 }
 
@@ -563,7 +579,7 @@ static void print_table(struct row c[NSHAPE], struct row py[NSHAPE],
 int main(int argc, char *argv[])
 {
 	long np = 3, nc = 2, items = 20000, cap = 64, slow_us = 100;
-	long table_items = 200000, py_items = 20000;
+	long table_items = 200000, py_items = 20000, repeat = 3;
 	const char *stop = "close", *fault_s = "none";
 	bool csv = false;
 	const struct mp_opt opts[] = {
@@ -578,6 +594,8 @@ int main(int argc, char *argv[])
 			 "the consumers on purpose"),
 		MP_OPT_L("table-items", &table_items, 0, 1000000000,
 			 "items per shape in the table (0 skips it)"),
+		MP_OPT_L("repeat", &repeat, 1, 101,
+			 "runs per shape in the table (the median is shown)"),
 		MP_OPT_L("python-items", &py_items, 0, 100000000,
 			 "items per shape for Python's Queue (0 skips it)"),
 		MP_OPT_F("csv", &csv, "the throughput table alone, as CSV"),
@@ -632,8 +650,9 @@ int main(int argc, char *argv[])
 		right = pitfalls(sh);
 	}
 
-	/* 5. Throughput, 8-byte items, capacity 1024: 1x1, 2x2, 1xC, Px1;
-	 *    then Python's multiprocessing.Queue on the same shapes. */
+	/* 5. Throughput, 8-byte items, capacity 1024: 1x1, 2x2, 1xC, Px1,
+	 *    the median of `repeat` runs; then Python's multiprocessing.Queue
+	 *    on the same shapes, once. */
 	struct row c[NSHAPE] = { { .p = 1, .c = 1 }, { .p = 2, .c = 2 },
 				 { .p = 1, .c = nc }, { .p = np, .c = 1 } };
 	struct row py[NSHAPE];
@@ -643,7 +662,7 @@ int main(int argc, char *argv[])
 	memcpy(py, c, sizeof py);
 	for (int k = 0; table_items && k < NSHAPE; k++) {
 		c[k].items = table_items;
-		table_run(sh, &c[k], &sums);
+		table_run(sh, &c[k], repeat, &sums);
 	}
 	if (table_items && py_items && mp_python3())
 		py_ok = run_python(py, py_items, &t);

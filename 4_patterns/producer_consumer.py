@@ -12,9 +12,11 @@ CLOCK_MONOTONIC, the same clock in every process).
 Then the pitfall the docs name "Joining processes that use queues": a
 producer puts 20000 items into an unbounded Queue() and returns, but the
 process cannot exit until its feeder thread has written them all into the
-pipe (Queue._start_thread registers Queue._finalize_join, which
-util._exit_function runs at exit; see Lib/multiprocessing/queues.py), and
-the pipe holds only 64 KiB until someone reads it.  join(timeout=0.5) comes
+pipe: Queue._start_thread registers Queue._finalize_join as a Finalize
+(Lib/multiprocessing/queues.py), and util._exit_function runs it as the
+child ends (called from Process._bootstrap in 3.11, registered with atexit
+by popen_fork.Popen._launch since 3.12).  The pipe holds only 64 KiB until
+someone reads it.  join(timeout=0.5) comes
 back with the producer still alive; after the parent drains, it is gone.
 
 Usage: python3 producer_consumer.py [--items N] [--shapes 1x1,...]
