@@ -31,20 +31,20 @@
  *            reader, 2 transform, 3 writer)] [--slow-us N (50, 1..10000)]
  *            [--fault none|no-reorder] [--python-items N (20000, 0 skips)]
  *            [--csv]
- * Output:  (default build, 2 cores shared with other jobs, load 9.8)
- *   [parent 16848 +39.4ms] 100000 records, 1 reader -> 2 workers -> 1 writer: 100000 written, 41135 arrived out of order, the reorder buffer held at most 1363
- *   [parent 16848 +39.5ms] checksum of the output in order 74c56fbbdecbf285, serial 74c56fbbdecbf285
- *   [parent 16848 +39.5ms] 28 samples: queue 40% full on average (max 64 of 64), pipe 9% (max 11264 of 16384 bytes)
- *   [parent 16848 +651.9ms] 2 workers, queue of 64, slow reader    (50 us a record): queue   0% full, pipe   0% full, 4905 records/s
- *   [parent 16848 +867.6ms] 2 workers, queue of 64, slow transform (50 us a record): queue  99% full, pipe   0% full, 13959 records/s
- *   [parent 16848 +1263.9ms] 2 workers, queue of 64, slow writer    (50 us a record): queue 100% full, pipe  78% full, 7599 records/s
- *   [parent 16848 +1265.6ms] the writer killed after 1000 records: 2 of 2 workers got EPIPE from write() and closed the queue, the reader got EPIPE from put(); all reaped 0.3 ms after the death
+ * Output:  (default build, 2 cores shared with other jobs, load 23)
+ *   [parent 23823 +96.6ms] 100000 records, 1 reader -> 2 workers -> 1 writer: 100000 written, 5842 arrived out of order, the reorder buffer held at most 1025
+ *   [parent 23823 +96.7ms] checksum of the output in order 74c56fbbdecbf285, serial 74c56fbbdecbf285
+ *   [parent 23823 +96.7ms] 55 samples: queue 7% full on average (max 64 of 64), pipe 4% (max 13184 of 16384 bytes)
+ *   [parent 23823 +488.6ms] 2 workers, queue of 64, slow reader    (50 us a record): queue   0% full, pipe   0% full, 7670 records/s
+ *   [parent 23823 +668.2ms] 2 workers, queue of 64, slow transform (50 us a record): queue  98% full, pipe   0% full, 16762 records/s
+ *   [parent 23823 +1140.0ms] 2 workers, queue of 64, slow writer    (50 us a record): queue 100% full, pipe  80% full, 6377 records/s
+ *   [parent 23823 +1141.6ms] the writer killed after 1000 records: 2 of 2 workers got EPIPE from write() and closed the queue (0 found it closed), the reader got EPIPE from put(); all reaped 0.3 ms after the death
  *   stage      processes     items   seconds   busy      items/s
- *   reader             1    100000  0.034314    25%      2914279
- *   transform          2    100000  0.034448    52%      2902946
- *   writer             1    100000  0.028455     8%      3514362
- *   pipeline           4    100000  0.034529             2896136
- *   python             4     20000  0.503541               39719
+ *   reader             1    100000  0.091338    45%      1094837
+ *   transform          2    100000  0.091443    16%      1093577
+ *   writer             1    100000  0.090947     4%      1099546
+ *   pipeline           4    100000  0.091505             1092831
+ *   python             4     20000  0.268196               74572
  *   python: with the writer killed, a worker's put() on the full Queue was still blocked after 0.5 s: nothing tells it the writer is gone
  *   result: 100000 of 100000 records, checksum of the output == serial; every stage ended cleanly; stalls where expected; dead writer -> EPIPE upstream yes OK
  *   With --csv: "stage,processes,items,seconds,busy,items_per_s", one row
@@ -114,6 +114,16 @@ static pid_t fork_child(void)
 	return pid;
 }
 
+/* Sleep us microseconds (< 1 s), whole even if a signal interrupts. */
+static void sleep_us(long us)
+{
+	struct timespec t = { 0, us * 1000 };
+
+	while (nanosleep(&t, &t) == -1)
+		if (errno != EINTR)
+			mp_die("nanosleep");
+}
+
 static uint64_t mix(uint64_t z)
 {
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -143,7 +153,7 @@ static void stamp(struct shared *sh, enum stage s)
 static void slow(const struct cfg *c, enum stage s)
 {
 	if (c->slow == s)
-		nanosleep(&(struct timespec){ 0, c->slow_us * 1000 }, NULL);
+		sleep_us(c->slow_us);
 }
 
 /* ---- stage 1: the reader --------------------------------------------- */
@@ -439,7 +449,7 @@ static struct exits run(struct shared *sh, const struct cfg *c, size_t cap,
 			mp_die("waitpid");
 		long q1 = (long)mp_queue_qsize(q), p = sh->pipe_bytes;
 
-		nanosleep(&(struct timespec){ 0, 1000 * 1000 }, NULL);
+		sleep_us(1000);
 		if (mp_now_ns() >= next) {  /* a long run shows progress */
 			mp_say("parent", "%ld of %ld records written",
 			       (long)sh->written, c->items);
@@ -561,6 +571,60 @@ static bool run_python(struct twin *t, long workers, long cap)
 	return t->ok && st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
 
+/* Each stage slow in turn, always with 2 workers and a queue of 64 (16
+ * slow workers would outrun one slow reader; a queue of 1 is full or
+ * empty, nothing between).  The link before the slow stage fills, the one
+ * after it empties.  Judged with a wide margin, as a busy machine blurs
+ * the figures: the queue far fuller when the workers are slow than when
+ * the reader is, the pipe far fuller when the writer is slow than when
+ * the workers are. */
+static bool stalls_where_expected(struct shared *sh, long work, long slow_us)
+{
+	const char *name[4] = { "", "reader", "transform", "writer" };
+	long us = slow_us > 50 ? slow_us : 50;  /* well above a record's cost */
+	double m[4][2];
+	bool ok = true;
+	struct occ o;
+
+	for (int s = READER; s <= WRITER; s++) {
+		struct cfg k = { STALL_ITEMS, 2, work, us, -1, (enum stage)s,
+				 true };
+		struct exits x = run(sh, &k, STALL_CAP, &o);
+
+		ok &= x.writer == 0 && x.reader == 0 && x.workers_ok == 2 &&
+		      sh->written == STALL_ITEMS;
+		m[s][0] = o.n ? 100 * o.q1 / o.n : 0;
+		m[s][1] = o.n ? 100 * o.pipe / o.n : 0;
+		mp_say("parent", "2 workers, queue of %d, slow %-9s (%ld us a "
+		       "record): queue %3.0f%% full, pipe %3.0f%% full, %.0f "
+		       "records/s", STALL_CAP, name[s], us, m[s][0], m[s][1],
+		       STALL_ITEMS / secs(sh, READER, WRITER));
+	}
+	return ok && m[TRANSFORM][0] >= m[READER][0] + 25 &&
+	       m[WRITER][1] >= m[TRANSFORM][1] + 25;
+}
+
+/* The writer dies after 1000 of 20000 records.  The workers must get
+ * EPIPE from the kernel, close the queue, and the reader get EPIPE from
+ * it: every stage gone, none waiting out its bound. */
+static bool dead_writer(struct shared *sh, const struct cfg *c, size_t cap)
+{
+	struct cfg d = { 20000, c->workers, c->work, 1, 1000, NONE, true };
+	struct occ o;
+	struct exits x = run(sh, &d, cap, &o);
+	double after = (double)(mp_now_ns() - sh->died) / 1e6;
+
+	mp_say("parent", "the writer killed after 1000 records: %ld of %ld "
+	       "workers got EPIPE from write() and closed the queue (%ld "
+	       "found it closed), the reader got %s from put(); all reaped "
+	       "%.1f ms after the death", x.workers_epipe, c->workers,
+	       x.workers_ok, x.reader == EXIT_EPIPE ? "EPIPE" : "no EPIPE",
+	       after);
+	return x.writer == 128 + SIGKILL && x.reader == EXIT_EPIPE &&
+	       x.workers_epipe >= 1 && sh->stuck == 0 &&
+	       x.workers_epipe + x.workers_ok == c->workers;
+}
+
 int main(int argc, char *argv[])
 {
 	long items = 100000, workers = 2, cap = 64, work = 20, slow_stage = 0;
@@ -629,51 +693,10 @@ int main(int argc, char *argv[])
 	bool stalls = true, cascade = true;
 
 	if (!csv) {
-		/* 3. Where it stalls: each stage slow in turn, always with 2
-		 *    workers and a queue of 64 (16 slow workers would outrun
-		 *    one slow reader; a queue of 1 is full or empty, nothing
-		 *    between).  The link before the slow stage fills, the one
-		 *    after it empties. */
-		const char *name[4] = { "", "reader", "transform", "writer" };
-		long stall_us = slow_us > 50 ? slow_us : 50;  /* 100x others */
-		double m[4][2];
-
-		for (int s = READER; s <= WRITER; s++) {
-			struct cfg k = { STALL_ITEMS, 2, work, stall_us,
-					 -1, (enum stage)s, true };
-			struct exits x = run(sh, &k, STALL_CAP, &o);
-
-			stalls &= x.writer == 0 && x.reader == 0 &&
-				  sh->written == STALL_ITEMS;
-			m[s][0] = o.n ? 100 * o.q1 / o.n : 0;
-			m[s][1] = o.n ? 100 * o.pipe / o.n : 0;
-			mp_say("parent", "2 workers, queue of %d, slow %-9s "
-			       "(%ld us a record): queue %3.0f%% full, pipe "
-			       "%3.0f%% full, %.0f records/s", STALL_CAP,
-			       name[s], stall_us, m[s][0], m[s][1],
-			       STALL_ITEMS / secs(sh, READER, WRITER));
-		}
-		/* Judged with a wide margin (a busy machine blurs the
-		 * figures): the queue is far fuller when the workers are
-		 * slow than when the reader is, and the pipe far fuller when
-		 * the writer is slow than when the workers are. */
-		stalls &= m[TRANSFORM][0] >= m[READER][0] + 25 &&
-			  m[WRITER][1] >= m[TRANSFORM][1] + 25;
-
-		/* 4. A dying downstream: the writer is killed mid-stream. */
-		struct cfg d = { 20000, workers, work, slow_us, 1000, NONE,
-				 true };
-		struct exits x = run(sh, &d, (size_t)cap, &o);
-		double after = (double)(mp_now_ns() - sh->died) / 1e6;
-
-		cascade = x.writer == 128 + SIGKILL && x.reader == EXIT_EPIPE &&
-			  x.workers_epipe >= 1 && sh->stuck == 0 &&
-			  x.workers_epipe + x.workers_ok == workers;
-		mp_say("parent", "the writer killed after 1000 records: %ld of "
-		       "%ld workers got EPIPE from write() and closed the "
-		       "queue, the reader got %s from put(); all reaped %.1f "
-		       "ms after the death", x.workers_epipe, workers,
-		       x.reader == EXIT_EPIPE ? "EPIPE" : "no EPIPE", after);
+		/* 3. Where it stalls: each stage slow in turn.
+		 * 4. A dying downstream: the writer killed mid-stream. */
+		stalls = stalls_where_expected(sh, work, slow_us);
+		cascade = dead_writer(sh, &c, (size_t)cap);
 	}
 
 	/* 5. The same pipeline in Python: two multiprocessing.Queues. */

@@ -96,6 +96,16 @@ static pid_t fork_child(void)
 	return pid;
 }
 
+/* Sleep us microseconds (< 1 s), whole even if a signal interrupts. */
+static void sleep_us(long us)
+{
+	struct timespec t = { 0, us * 1000 };
+
+	while (nanosleep(&t, &t) == -1)
+		if (errno != EINTR)
+			mp_die("nanosleep");
+}
+
 /* Producer p's share of total items, and where its items start in seen[]:
  * the first total % P producers put one more. */
 static long share(long total, long np, long p)
@@ -140,7 +150,6 @@ static void producer(struct mp_queue *q, struct shared *sh,
 		if (r->check) {  /* how far ahead of the consumers are we? */
 			long a = atomic_fetch_add(&sh->put, 1) + 1 -
 				 atomic_load(&sh->got);
-
 			long m = atomic_load(&sh->max_ahead);
 
 			while (a > m && !atomic_compare_exchange_weak(
@@ -214,8 +223,7 @@ static void consumer(struct mp_queue *q, struct shared *sh,
 			held.producer = STOP;
 		}
 		if (r->slow_us)
-			nanosleep(&(struct timespec){ 0, r->slow_us * 1000 },
-				  NULL);
+			sleep_us(r->slow_us);
 	}
 	if (held.producer != STOP)
 		record(sh, r, held, last);
@@ -254,7 +262,7 @@ static void progress(struct shared *sh, const struct run *r)
 
 	while (r->check && sh->put < r->total &&
 	       now - moved < (int64_t)((WAIT_S + 1) * 1e9)) {
-		nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+		sleep_us(10000);
 		now = mp_now_ns();
 		if (sh->put != last) {
 			last = sh->put;
