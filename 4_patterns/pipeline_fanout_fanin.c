@@ -84,7 +84,7 @@ struct rec { uint64_t seq, value; };  /* 16 bytes, <= PIPE_BUF: atomic */
 struct cfg {
 	long items, workers, work, slow_us, die_at;  /* writer dies at die_at */
 	enum stage slow;
-	bool reorder;
+	bool reorder, quiet;  /* quiet: no progress lines (--csv) */
 };
 
 struct shared {
@@ -450,7 +450,7 @@ static struct exits run(struct shared *sh, const struct cfg *c, size_t cap,
 		long q1 = (long)mp_queue_qsize(q), p = sh->pipe_bytes;
 
 		sleep_us(1000);
-		if (mp_now_ns() >= next) {  /* a long run shows progress */
+		if (!c->quiet && mp_now_ns() >= next) {  /* a long run */
 			mp_say("parent", "%ld of %ld records written",
 			       (long)sh->written, c->items);
 			next += 1000000000;
@@ -588,7 +588,7 @@ static bool stalls_where_expected(struct shared *sh, long work, long slow_us)
 
 	for (int s = READER; s <= WRITER; s++) {
 		struct cfg k = { STALL_ITEMS, 2, work, us, -1, (enum stage)s,
-				 true };
+				 true, false };
 		struct exits x = run(sh, &k, STALL_CAP, &o);
 
 		ok &= x.writer == 0 && x.reader == 0 && x.workers_ok == 2 &&
@@ -609,7 +609,8 @@ static bool stalls_where_expected(struct shared *sh, long work, long slow_us)
  * it: every stage gone, none waiting out its bound. */
 static bool dead_writer(struct shared *sh, const struct cfg *c, size_t cap)
 {
-	struct cfg d = { 20000, c->workers, c->work, 1, 1000, NONE, true };
+	struct cfg d = { 20000, c->workers, c->work, 1, 1000, NONE, true,
+			 false };
 	struct occ o;
 	struct exits x = run(sh, &d, cap, &o);
 	double after = (double)(mp_now_ns() - sh->died) / 1e6;
@@ -669,7 +670,7 @@ int main(int argc, char *argv[])
 	/* 1. The pipeline, watched: how full each link is, every ms.
 	 * 2. The answer it must give, computed serially. */
 	struct cfg c = { items, workers, work, slow_us, -1,
-			 (enum stage)slow_stage, !strcmp(fault, "none") };
+			 (enum stage)slow_stage, !strcmp(fault, "none"), csv };
 	struct occ o;
 	struct exits e = run(sh, &c, (size_t)cap, &o);
 	uint64_t want = serial(items, work);
