@@ -68,7 +68,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/ioctl.h>
-#include <sys/prctl.h>
 
 /* The pipe's bound: 4 pages.  A pipe refills a page only once it has been
  * read to its end, so with one page its occupancy saws 0..100%. */
@@ -100,19 +99,6 @@ struct shared {
 	long late, peak;          /* arrivals out of order, the most the
 				   * reorder buffer held at once */
 };
-
-/* fork() for a child that must not outlive this process: if the parent
- * dies without reaping it (killed, or SIGPIPE from "| head"), the kernel
- * sends it SIGTERM, and mp_stop_on_signals() ends it cleanly. */
-static pid_t fork_child(void)
-{
-	pid_t parent = getpid(), pid = mp_fork();
-
-	if (pid == 0 && (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1 ||
-			 getppid() != parent))  /* died before the prctl */
-		_exit(1);
-	return pid;
-}
 
 /* Sleep us microseconds (< 1 s), whole even if a signal interrupts. */
 static void sleep_us(long us)
@@ -427,12 +413,12 @@ static struct exits run(struct shared *sh, const struct cfg *c, size_t cap,
 	MP_CHECK(pipe2(fd, O_CLOEXEC));
 	MP_CHECK(fcntl(fd[1], F_SETPIPE_SZ, PIPE_BYTES));  /* the bound */
 	MP_CHECK(fcntl(fd[1], F_SETFL, O_NONBLOCK));  /* waits via poll */
-	if ((pid[0] = fork_child()) == 0) {
+	if ((pid[0] = mp_fork()) == 0) {
 		MP_CHECK(close(fd[1]));
 		writer(fd[0], sh, c);
 	}
 	for (long w = 1; w <= c->workers; w++)
-		if ((pid[w] = fork_child()) == 0) {
+		if ((pid[w] = mp_fork()) == 0) {
 			MP_CHECK(close(fd[0]));
 			worker(q, fd[1], sh, c);
 		}
@@ -440,7 +426,7 @@ static struct exits run(struct shared *sh, const struct cfg *c, size_t cap,
 	 * read EOF, with a read end a dead writer would give no EPIPE. */
 	MP_CHECK(close(fd[0]));
 	MP_CHECK(close(fd[1]));
-	if ((pid[c->workers + 1] = fork_child()) == 0)
+	if ((pid[c->workers + 1] = mp_fork()) == 0)
 		reader(q, sh, c);
 	int64_t next = mp_now_ns() + 1000000000;
 

@@ -56,7 +56,6 @@
  */
 #include "mp.h"
 
-#include <sys/prctl.h>
 
 enum { MAX_PROCS = 16, TABLE_CAP = 1024, DEMO_ITEMS = 30, BP_ITEMS = 1000 };
 enum { EXIT_STUCK = 3 };  /* a child that waited WAIT_S for nothing */
@@ -82,19 +81,6 @@ struct shared {
 	_Atomic int64_t t0, t1;            /* first put, last get */
 	_Atomic unsigned char seen[];      /* per item: times consumed */
 };
-
-/* fork() for a child that must not outlive this process: if the parent
- * dies without reaping it (killed, or SIGPIPE from "| head"), the kernel
- * sends it SIGTERM, and mp_stop_on_signals() ends it cleanly. */
-static pid_t fork_child(void)
-{
-	pid_t parent = getpid(), pid = mp_fork();
-
-	if (pid == 0 && (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1 ||
-			 getppid() != parent))  /* died before the prctl */
-		_exit(1);
-	return pid;
-}
 
 /* Sleep us microseconds (< 1 s), whole even if a signal interrupts. */
 static void sleep_us(long us)
@@ -289,10 +275,10 @@ static bool run_round(struct shared *sh, const struct run *r, size_t cap)
 		mp_die("mp_queue_create");
 	memset(sh, 0, sizeof *sh + (r->check ? (size_t)r->total : 0));
 	for (long c = 0; c < r->consumers; c++)
-		if ((pid[c] = fork_child()) == 0)
+		if ((pid[c] = mp_fork()) == 0)
 			consumer(q, sh, r);
 	for (long p = 0; p < r->producers; p++)
-		if ((pid[r->consumers + p] = fork_child()) == 0)
+		if ((pid[r->consumers + p] = mp_fork()) == 0)
 			producer(q, sh, r, (uint32_t)p);
 	progress(sh, r);
 	for (long p = 0; p < r->producers; p++)
@@ -363,7 +349,7 @@ static bool join_before_drain(long cap)
 
 	if (!q)
 		mp_die("mp_queue_create");
-	pid_t pid = fork_child();
+	pid_t pid = mp_fork();
 
 	if (pid == 0) {
 		for (uint32_t i = 0; i < (uint32_t)cap; i++)
@@ -404,7 +390,7 @@ static struct mp_queue *pitfall(struct shared *sh, long stops, long die_at,
 	if (stops < 0)
 		MP_CHECK(mp_queue_close(q));
 	for (int c = 0; c < 3; c++)
-		if ((pid[c] = fork_child()) == 0)
+		if ((pid[c] = mp_fork()) == 0)
 			consumer(q, sh, &r);
 	for (int c = 0; c < 3; c++)
 		reaped_ok(pid[c], "consumer", true);
@@ -445,7 +431,7 @@ static int pitfalls(struct shared *sh)
 	for (uint32_t i = 0; i < 5; i++)
 		MP_CHECK(mp_queue_put(q, &(struct item){ 0, i }));
 	sh->count = 0;
-	pid_t pid = fork_child();
+	pid_t pid = mp_fork();
 
 	if (pid == 0)
 		consumer(q, sh, &r);
