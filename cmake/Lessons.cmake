@@ -1,7 +1,8 @@
 # add_lesson() and add_mp_test(): one line per program.
 #
 #   add_lesson(<name> [NO_VERDICT] [TIMEOUT <s>] [LIBS <targets>...]
-#              [INTERRUPT <args>...] [CASE <case> <args>...]...)
+#              [INTERRUPT <args>...] [MEMCHECK <args>...]
+#              [CASE <case> <args>...]...)
 #
 # builds <name>.c of the current folder into build/<folder>/<name>, linked
 # with lib/ (mp) and pthreads, and registers the lesson's harness tests
@@ -15,6 +16,10 @@
 #   <folder>/<name>:<case>  (each CASE) a run with awkward <args> (capacity 1,
 #                           an empty input, a killed worker...) that must exit
 #                           0 with "result: ... OK", like :run
+#   <folder>/<name>:memcheck  (with -DMP_MEMCHECK=ON, the memcheck preset) a
+#                           run with the MEMCHECK <args> (default: none) under
+#                           valgrind's memcheck, children traced; labelled
+#                           "memcheck" instead of "lesson"
 # Every one of them also fails if the run leaves a process or a named IPC
 # object behind.  A lesson's own tests hold a lock named after it, so they
 # never run at the same time, even under ctest -j.
@@ -53,7 +58,7 @@ endfunction()
 
 function(mp_lesson_tests name dir chapter)
   mp_split_cases(args cases ${ARGN})
-  cmake_parse_arguments(T "NO_VERDICT" "TIMEOUT" "INTERRUPT" ${args})
+  cmake_parse_arguments(T "NO_VERDICT" "TIMEOUT" "INTERRUPT;MEMCHECK" ${args})
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 120)
   endif()
@@ -87,11 +92,21 @@ function(mp_lesson_tests name dir chapter)
   set_tests_properties(${tests} PROPERTIES
     LABELS "${chapter};lesson" RESOURCE_LOCK ${name}
     TIMEOUT ${ctest_timeout})
+  if(MP_MEMCHECK)
+    # 20-50 times slower under valgrind: a longer bound.
+    add_test(NAME ${dir}/${name}:memcheck
+             COMMAND ${check} memcheck --valgrind ${MP_VALGRIND} --timeout 900
+                     --suppressions ${PROJECT_SOURCE_DIR}/tests/valgrind.supp
+                     -- ${prog} ${T_MEMCHECK})
+    set_tests_properties(${dir}/${name}:memcheck PROPERTIES
+      LABELS "${chapter};memcheck" RESOURCE_LOCK ${name} TIMEOUT 930)
+  endif()
 endfunction()
 
 function(add_lesson name)
   mp_split_cases(args cases ${ARGN})
-  cmake_parse_arguments(L "NO_VERDICT" "TIMEOUT" "LIBS;INTERRUPT" ${args})
+  cmake_parse_arguments(L "NO_VERDICT" "TIMEOUT" "LIBS;INTERRUPT;MEMCHECK"
+                        ${args})
   file(RELATIVE_PATH dir ${PROJECT_SOURCE_DIR} ${CMAKE_CURRENT_SOURCE_DIR})
   string(REGEX REPLACE "/.*" "" chapter "${dir}")
 
@@ -110,6 +125,9 @@ function(add_lesson name)
   endif()
   if(L_INTERRUPT)
     list(APPEND pass INTERRUPT ${L_INTERRUPT})
+  endif()
+  if(L_MEMCHECK)
+    list(APPEND pass MEMCHECK ${L_MEMCHECK})
   endif()
   foreach(c IN LISTS cases)
     string(REPLACE "|" ";" words "${c}")

@@ -9,6 +9,17 @@
  *   sigint  waits until the program has a child process (or --after S
  *           seconds), sends it SIGINT, and wants exit status 130 (128+SIGINT)
  *           from a clean exit, not death by the signal
+ *   memcheck  runs PROGRAM under valgrind's memcheck (--valgrind PATH,
+ *           --suppressions FILE), forked children and exec'd programs too
+ *           (not python3 or mpirun), and fails on any error it reports in
+ *           any of them: invalid reads and writes, uninitialised bytes,
+ *           bad frees.  Not leaks: a forked child that _exit()s holds its
+ *           parent's allocations, which memcheck would call lost; the asan
+ *           preset's LeakSanitizer checks the main process's leaks.  The
+ *           program must run to its verdict (exit 0, or exit 1 with a
+ *           "result:" line), but the verdict is not judged: under valgrind
+ *           a program runs 20-50 times slower, so its timings (and a
+ *           verdict that judges one) mean nothing there
  * In every mode, afterwards: no process started by the run is left (they are
  * found by a marker in their environment), and no new entry in /dev/shm or
  * /dev/mqueue and no new SysV IPC object (see leftovers()).  Exits 0 when all
@@ -376,6 +387,7 @@ int main(int argc, char *argv[])
 	const char *mode = argc > 1 ? argv[1] : "";
 	bool verdict = false;
 	double timeout = 120, after = 2.0;
+	const char *valgrind = NULL, *supp = NULL;
 	int i = 2;
 
 	for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
@@ -385,36 +397,69 @@ int main(int argc, char *argv[])
 			timeout = strtod(argv[++i], NULL);
 		else if (strcmp(argv[i], "--after") == 0 && i + 1 < argc)
 			after = strtod(argv[++i], NULL);
+		else if (strcmp(argv[i], "--valgrind") == 0 && i + 1 < argc)
+			valgrind = argv[++i];
+		else if (strcmp(argv[i], "--suppressions") == 0 &&
+			 i + 1 < argc)
+			supp = argv[++i];
 		else
 			break;
 	}
 	if (i >= argc || strcmp(argv[i], "--") != 0 || i + 1 >= argc ||
 	    timeout <= 0) {
-		fprintf(stderr, "usage: lesson_check run|help|badopt|sigint "
-				"[--verdict] [--timeout S] [--after S] -- "
-				"PROGRAM [ARGS...]\n");
+		fprintf(stderr, "usage: lesson_check run|help|badopt|sigint|"
+				"memcheck [--verdict] [--timeout S] [--after S] "
+				"[--valgrind PATH] -- PROGRAM [ARGS...]\n");
 		return 2;
 	}
 
 	/* The program's arguments, with the mode's own added. */
-	char **prog = calloc((size_t)(argc - i) + 2, sizeof *prog);
+	static char *const vg_args[] = {
+		"--quiet", "--error-exitcode=99", "--leak-check=no",
+		"--error-markers=MEMCHECK-ERROR,MEMCHECK-END",
+		"--trace-children=yes", "--child-silent-after-fork=no",
+		"--trace-children-skip=*python*,*mpirun,*orterun,*prterun",
+		"--fair-sched=yes", "--vgdb=no",
+	};
+	char supp_arg[600];
+	size_t nvg = sizeof vg_args / sizeof vg_args[0];
+	char **prog = calloc((size_t)(argc - i) + 4 + nvg, sizeof *prog);
 	int np = 0;
 
 	if (!prog)
 		die("calloc");
+	if (strcmp(mode, "memcheck") == 0) {
+		if (!valgrind) {
+			fprintf(stderr, "lesson_check: memcheck needs "
+					"--valgrind PATH\n");
+			return 2;
+		}
+		prog[np++] = (char *)valgrind;
+		for (size_t k = 0; k < nvg; k++)
+			prog[np++] = vg_args[k];
+		if (supp) {
+			snprintf(supp_arg, sizeof supp_arg, "--suppressions=%s",
+				 supp);
+			prog[np++] = supp_arg;
+		}
+	}
+	int first = np;  /* the program itself */
+
 	for (int k = i + 1; k < argc; k++)
 		prog[np++] = argv[k];
 	if (strcmp(mode, "help") == 0)
 		prog[np++] = "--help";
 	else if (strcmp(mode, "badopt") == 0)
 		prog[np++] = "--no-such-option";
-	else if (strcmp(mode, "run") != 0 && strcmp(mode, "sigint") != 0) {
+	else if (strcmp(mode, "run") != 0 && strcmp(mode, "sigint") != 0 &&
+		 strcmp(mode, "memcheck") != 0) {
 		fprintf(stderr, "lesson_check: unknown mode '%s'\n", mode);
 		return 2;
 	}
 
-	const char *base = strrchr(prog[0], '/') ? strrchr(prog[0], '/') + 1
-						 : prog[0];
+	const char *base = strrchr(prog[first], '/')
+				   ? strrchr(prog[first], '/') + 1
+				   : prog[first];
 	char tag[64];
 	struct names before;
 	struct run r = { 0 };
@@ -472,6 +517,23 @@ int main(int argc, char *argv[])
 			fail("an unknown option must exit 2");
 		if (!r.errbuf || !strstr(r.errbuf, "--no-such-option"))
 			fail("stderr must name the unknown option");
+	} else if (exited && strcmp(mode, "memcheck") == 0) {
+		/* Every error memcheck reports, in any process, comes
+		 * between --error-markers; a child's own exit status 99 may
+		 * not reach us, the marker does. */
+		bool found = r.errbuf && strstr(r.errbuf, "MEMCHECK-ERROR");
+		bool verdict_line = r.outbuf && (strncmp(r.outbuf, "result: ",
+							 8) == 0 ||
+						 strstr(r.outbuf, "\nresult: "));
+
+		if (found || (WIFEXITED(r.status) &&
+			      WEXITSTATUS(r.status) == 99))
+			fail("memcheck reported errors (see stderr above)");
+		else if (!WIFEXITED(r.status) || WEXITSTATUS(r.status) > 1 ||
+			 (WEXITSTATUS(r.status) == 1 && !verdict_line)) {
+			describe(base, r.status);
+			fail("under memcheck it must run to its verdict");
+		}
 	} else if (exited) { /* sigint */
 		if (!WIFEXITED(r.status) || WEXITSTATUS(r.status) != 130) {
 			describe(base, r.status);
