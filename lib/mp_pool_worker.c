@@ -1,0 +1,224 @@
+/* lib/mp_pool_worker.c -- the worker side of the pool
+ *
+ * What a worker process does after fork(), and nothing else: the parent
+ * enters this file through one call, mpp_worker_main(), in the child it
+ * has just forked, and never calls anything else here.  Everything the
+ * worker knows, it reads from the shared mapping (mp_pool_internal.h has
+ * the picture); everything it tells the parent, it writes there, plus a
+ * write to the eventfd when the parent sleeps in poll().
+ *
+ * The loop: look at first_open, the oldest job that may have work; claim
+ * its next chunk with one atomic add on job.next; run the chunk's items,
+ * flagging each as its result is written; when the job has no chunk left,
+ * move first_open forward and go on with the next job; when there is no
+ * job at all, spin for SPIN_NS, then sleep on the futex word wake_seq.
+ */
+#define _GNU_SOURCE
+#include "mp_pool_internal.h"
+
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+
+
+/* Wake the parent if it sleeps in poll() waiting for progress. */
+static void wake_parent(const struct mp_pool *p)
+{
+	static const uint64_t one = 1;
+
+	if (atomic_load(&p->sh->parent_waiting) &&
+	    atomic_exchange(&p->sh->parent_waiting, 0)) {
+		ssize_t r = write(p->efd, &one, sizeof one);
+
+		(void)r;  /* EAGAIN: the counter is already non-zero */
+	}
+}
+
+static bool has_work(const struct shared *sh)
+{
+	return atomic_load(&sh->first_open) < atomic_load(&sh->tail);
+}
+
+/* Nothing to do: spin a little (the next task often comes within
+ * microseconds), then sleep in the kernel.  Returns true on shutdown. */
+static bool worker_idle(const struct mp_pool *p)
+{
+	struct shared *sh = p->sh;
+	int64_t until = now_ns() + SPIN_NS;
+
+	/* Spin, but yield the CPU at each turn: with more processes than
+	 * cores, a pure spin would steal the time the parent needs to submit
+	 * the next task. */
+	do {
+		for (int i = 0; i < 16; i++) {
+			if (has_work(sh))
+				return false;
+			cpu_relax();
+		}
+		if (atomic_load(&sh->shutdown))
+			return true;
+		sched_yield();
+	} while (now_ns() < until);
+
+	/* Read the futex word before the last look: a wake-up that comes
+	 * after it changes the word, and FUTEX_WAIT then returns at once. */
+	uint32_t seq = atomic_load(&sh->wake_seq);
+
+	atomic_fetch_add(&sh->sleepers, 1);
+	atomic_store(&sh->wake_pending, 0);  /* this sleeper needs a new one */
+	if (!has_work(sh) && !atomic_load(&sh->shutdown)) {
+		futex_wait(&sh->wake_seq, seq);  /* EINTR, EAGAIN: look again */
+		atomic_store(&sh->wake_pending, 0);  /* let the next one come */
+	}
+	atomic_fetch_sub(&sh->sleepers, 1);
+	return !has_work(sh) && atomic_load(&sh->shutdown);
+}
+
+struct held { uint64_t job, mine; };
+
+/* Stop holding a job: publish what was done in it, then clear the slot,
+ * then wake the parent (it may be waiting for this job or for the slot). */
+static void leave(const struct mp_pool *p, struct slot *me, struct held *h)
+{
+	if (h->job == NONE)
+		return;
+	if (h->mine)
+		atomic_fetch_add(&ring_job(p, h->job)->done_items, h->mine);
+	h->mine = 0;
+	atomic_store(&me->chunk, NONE);
+	atomic_store(&me->job, NONE);
+	h->job = NONE;
+	wake_parent(p);
+}
+
+/* Run the items of chunk k that have no flag yet (all of them, unless the
+ * chunk is run again after a death); returns how many it ran. */
+static uint64_t run_chunk(struct slot *me, struct job *jb, uint64_t k)
+{
+	uint64_t start = k * jb->chunk;
+	uint64_t cnt = jb->n - start < jb->chunk ? jb->n - start : jb->chunk;
+	size_t isz = jb->item_size, rsz = jb->result_size;
+	const char *a = jb->in + start * isz;
+	char *r = jb->out + start * rsz;
+	uint8_t *f = jb->flags + start, *end = f + cnt;
+	mp_pool_fn fn = jb->fn;  /* a local: stays in a register */
+	uint64_t ran = 0;
+
+	/* The chunk, not the item, is recorded: if this worker dies, the
+	 * item it was running is the chunk's first one without a flag. */
+	atomic_store_explicit(&me->chunk, k, memory_order_relaxed);
+	for (; f < end; f++, a += isz, r += rsz) {
+		if (flag_load(f))
+			continue;
+		int rc = fn(a, r);
+
+		if (rc)
+			note_error(jb, (uint64_t)(f - jb->flags),
+				   rc >= 1 && rc <= (int)CODE_MASK ? rc :
+				   ERANGE);
+		flag_store(f, 1);
+		ran++;
+	}
+	atomic_store_explicit(&me->tasks,
+			      atomic_load_explicit(&me->tasks,
+						   memory_order_relaxed) + ran,
+			      memory_order_relaxed);
+	return ran;
+}
+
+/* The worker's life: claim chunks of the oldest open job until there is
+ * none, sleep, repeat.  Returns false on shutdown, true after
+ * maxtasksperchild. */
+static bool worker_loop(const struct mp_pool *p, struct slot *me)
+{
+	struct shared *sh = p->sh;
+	struct held h = { NONE, 0 };
+	long done_chunks = 0;
+	uint64_t tail = 0;  /* last value read: the line is the parent's */
+
+	for (;;) {
+		uint64_t j = atomic_load(&sh->first_open);
+
+		if (j >= tail)
+			tail = atomic_load(&sh->tail);
+		if (j >= tail) {
+			leave(p, me, &h);
+			if (worker_idle(p))
+				return false;
+			continue;
+		}
+		struct job *jb = ring_job(p, j);
+
+		if (h.job != j) {
+			leave(p, me, &h);
+			atomic_store(&me->job, j);
+			h.job = j;
+		}
+		uint64_t s = atomic_load(&jb->seq);
+
+		if (s != j) {
+			/* Being audited: wait.  Retired (or already reused):
+			 * it is finished, so move first_open past it. */
+			leave(p, me, &h);
+			if (s == (j | AUDIT_BIT))
+				sched_yield();
+			else
+				atomic_compare_exchange_strong(&sh->first_open,
+							       &j, j + 1);
+			continue;
+		}
+		uint64_t k = atomic_fetch_add(&jb->next, 1);
+		uint64_t end = atomic_load(&jb->end_unit);
+
+		if (k >= end) {
+			/* Exhausted: advance first_open while still holding
+			 * j, so that an audit cannot rewind it in between. */
+			atomic_compare_exchange_strong(&sh->first_open, &j,
+						       j + 1);
+			leave(p, me, &h);
+			continue;
+		}
+		h.mine += run_chunk(me, jb, k);
+		done_chunks++;
+		if (k + 1 == end) {  /* took the last chunk: nothing left */
+			atomic_compare_exchange_strong(&sh->first_open, &j,
+						       j + 1);
+			leave(p, me, &h);
+		} else if (jb->stream && h.mine) {
+			atomic_fetch_add(&jb->done_items, h.mine);
+			h.mine = 0;
+			wake_parent(p);
+		}
+		if (p->maxtasks && done_chunks >= p->maxtasks) {
+			leave(p, me, &h);
+			return true;
+		}
+	}
+}
+
+/* The whole life of a worker, from fork() to _exit(). */
+_Noreturn void mpp_worker_main(const struct mp_pool *p, int i)
+{
+	struct slot *me = &p->sh->slots[i];
+
+	/* Die with the parent: a worker never outlives a crashed caller. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || getppid() != p->parent)
+		_exit(127);
+	for (int k = 0; k < p->workers; k++)
+		if (p->w[k].pid > 0)
+			close(p->w[k].pidfd);  /* the siblings' pidfds */
+	if (p->init)
+		p->init(p->initargs);
+	atomic_store(&me->state, S_READY);
+	wake_parent(p);
+	bool retiring = worker_loop(p, me);
+
+	if (p->fin)
+		p->fin(p->finargs);
+	fflush(stdout);  /* what the tasks printed; the parent's was flushed
+			  * before fork, so nothing is printed twice */
+	fflush(stderr);
+	atomic_store(&me->state, retiring ? S_RETIRING : S_LEAVING);
+	_exit(0);  /* the parent learns it from the worker's pidfd */
+}
