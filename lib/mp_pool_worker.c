@@ -41,8 +41,9 @@ static bool has_work(const struct shared *sh)
 }
 
 /* Nothing to do: spin a little (the next task often comes within
- * microseconds), then sleep in the kernel.  Returns true on shutdown. */
-static bool worker_idle(const struct mp_pool *p)
+ * microseconds), then sleep in the kernel.  Returns true on shutdown;
+ * *slept says whether it slept (then it may have to pass the wake-up on). */
+static bool worker_idle(const struct mp_pool *p, bool *slept)
 {
 	struct shared *sh = p->sh;
 	int64_t until = now_ns() + SPIN_NS;
@@ -65,6 +66,7 @@ static bool worker_idle(const struct mp_pool *p)
 	 * after it changes the word, and FUTEX_WAIT then returns at once. */
 	uint32_t seq = atomic_load(&sh->wake_seq);
 
+	*slept = true;
 	atomic_fetch_add(&sh->sleepers, 1);
 	atomic_store(&sh->wake_pending, 0);  /* this sleeper needs a new one */
 	if (!has_work(sh) && !atomic_load(&sh->shutdown)) {
@@ -73,6 +75,27 @@ static bool worker_idle(const struct mp_pool *p)
 	}
 	atomic_fetch_sub(&sh->sleepers, 1);
 	return !has_work(sh) && atomic_load(&sh->shutdown);
+}
+
+/* The wake-up chain.  The parent saves system calls: a one-chunk job
+ * (apply_async) published while a wake-up is still on its way to a sleeper
+ * (wake_pending) wakes nobody, since that sleeper will find it.  So a
+ * sleeper that wakes and claims work, and sees more unclaimed work behind
+ * it (more chunks, or more jobs) while others still sleep, wakes one more:
+ * N queued jobs reach up to N sleepers, one futex call each, made by the
+ * workers in parallel.  Why nothing is lost: the woken worker clears
+ * wake_pending before it reads tail, and the parent stores tail before it
+ * reads wake_pending (both seq_cst), so either the parent sees no wake-up
+ * pending and makes the call itself, or the worker sees the new job. */
+static void pass_wakeup_on(struct shared *sh, uint64_t j, uint64_t k,
+			   uint64_t end)
+{
+	if ((k + 1 < end || atomic_load(&sh->tail) > j + 1) &&
+	    atomic_load(&sh->sleepers)) {
+		atomic_store(&sh->wake_pending, 1);
+		atomic_fetch_add(&sh->wake_seq, 1);
+		futex_wake(&sh->wake_seq, 1);
+	}
 }
 
 struct held { uint64_t job, mine; };
@@ -136,6 +159,7 @@ static bool worker_loop(const struct mp_pool *p, struct slot *me)
 	struct held h = { NONE, 0 };
 	long done_chunks = 0;
 	uint64_t tail = 0;  /* last value read: the line is the parent's */
+	bool woken = false;  /* slept since its last claim: pass it on */
 
 	for (;;) {
 		uint64_t j = atomic_load(&sh->first_open);
@@ -144,7 +168,8 @@ static bool worker_loop(const struct mp_pool *p, struct slot *me)
 			tail = atomic_load(&sh->tail);
 		if (j >= tail) {
 			leave(p, me, &h);
-			if (worker_idle(p))
+			woken = false;
+			if (worker_idle(p, &woken))
 				return false;
 			continue;
 		}
@@ -178,6 +203,10 @@ static bool worker_loop(const struct mp_pool *p, struct slot *me)
 						       j + 1);
 			leave(p, me, &h);
 			continue;
+		}
+		if (woken) {
+			woken = false;
+			pass_wakeup_on(sh, j, k, end);
 		}
 		h.mine += run_chunk(me, jb, k);
 		done_chunks++;
