@@ -1,8 +1,8 @@
 /* lib/mp_pool.c -- the public calls of the pool (see mp_pool.h)
  *
- * The top layer: creating and stopping a pool, the blocking calls, apply
- * and map with their async handles, the shared heap (mp_pool_alloc) and
- * inspection.  imap is in mp_pool_iter.c.  Everything here goes through
+ * The top layer: creating and stopping a pool, the descriptor for event
+ * loops (mp_pool_fd, mp_pool_poll), the blocking calls, apply and map with
+ * their async handles, the shared heap (mp_pool_alloc) and inspection.  imap is in mp_pool_iter.c.  Everything here goes through
  * the dispatcher (mp_pool_dispatch.c: submit, wait, collect, cancel) and,
  * at create and join, the worker processes (mp_pool_recovery.c).
  * mp_pool_internal.h has the picture of the shared memory and of how the
@@ -16,8 +16,10 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/timerfd.h>
 
 /* ---- create and stop ---------------------------------------------- */
 
@@ -48,18 +50,27 @@ static int cpus_available(void)
 	return n < 1 ? 1 : (int)n;
 }
 
-static void unmap_pool(struct mp_pool *p)
+/* Unmap and close everything, and free the pool: 0, or -1 with the errno
+ * of the first failure (of this teardown, or of an earlier close()). */
+static int unmap_pool(struct mp_pool *p)
 {
-	if (p->sh)
-		munmap(p->sh, sizeof *p->sh);
-	if (p->arena)
-		munmap(p->arena, p->arena_bytes);
-	if (p->heap)
-		munmap(p->heap, p->heap_bytes);
-	if (p->efd >= 0)
-		close(p->efd);
+	int err = 0;
+
+	if (p->sh && munmap(p->sh, sizeof *p->sh) == -1)
+		err = errno;
+	if (p->arena && munmap(p->arena, p->arena_bytes) == -1 && !err)
+		err = errno;
+	if (p->heap && munmap(p->heap, p->heap_bytes) == -1 && !err)
+		err = errno;
+	mpp_close_fd(p, &p->tfd);
+	mpp_close_fd(p, &p->epfd);
+	mpp_close_fd(p, &p->efd);
+	if (!err)
+		err = p->close_err;
 	free(p->pj);
 	free(p);
+	errno = err;
+	return err ? -1 : 0;
 }
 
 /* A shared mapping of address space only: pages count once touched. */
@@ -85,6 +96,7 @@ struct mp_pool *mp_pool_create(const struct mp_pool_options *opts)
 
 	if (!p)
 		return NULL;
+	p->efd = p->epfd = p->tfd = -1;
 	p->workers = o.workers ? o.workers : cpus_available();
 	p->retries = o.retries == 0 ? MP_POOL_DEFAULT_RETRIES :
 		o.retries < 0 ? 0 : o.retries;
@@ -109,7 +121,7 @@ struct mp_pool *mp_pool_create(const struct mp_pool_options *opts)
 	if (!p->sh || !p->arena || !p->heap || p->efd == -1 || !p->pj) {
 		int e = errno ? errno : ENOMEM;
 
-		unmap_pool(p);
+		(void)unmap_pool(p);  /* the first error is the one to report */
 		errno = e;
 		return NULL;
 	}
@@ -126,7 +138,7 @@ struct mp_pool *mp_pool_create(const struct mp_pool_options *opts)
 	p->creating = false;
 	if (err) {
 		mpp_cancel_all(p, ECHILD);
-		unmap_pool(p);
+		(void)unmap_pool(p);  /* the first error is the one to report */
 		errno = err;
 		return NULL;
 	}
@@ -194,15 +206,73 @@ int mp_pool_terminate(struct mp_pool *p)
 	return 0;
 }
 
-void mp_pool_destroy(struct mp_pool *p)
+int mp_pool_destroy(struct mp_pool *p)
 {
 	if (!p)
-		return;
+		return 0;
 	if (p->state != P_JOINED && p->state != P_TERMINATED)
 		mpp_cancel_all(p, ECANCELED);
 	for (struct mp_pool_async *c = p->calls; c; c = c->next)
 		c->pool = NULL;
-	unmap_pool(p);
+	return unmap_pool(p);
+}
+
+/* ---- event loops ------------------------------------------------- */
+
+int mp_pool_fd(struct mp_pool *p)
+{
+	if (!p) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (p->epfd >= 0)
+		return p->epfd;
+	struct epoll_event ev = { .events = EPOLLIN };
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	int err = ep == -1 || tfd == -1 ? errno : 0;
+
+	if (!err && (epoll_ctl(ep, EPOLL_CTL_ADD, p->efd, &ev) == -1 ||
+		     epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &ev) == -1))
+		err = errno;
+	for (int i = 0; !err && i < p->workers; i++)
+		if (p->w[i].pid > 0 &&
+		    epoll_ctl(ep, EPOLL_CTL_ADD, p->w[i].pidfd, &ev) == -1)
+			err = errno;
+	if (err) {
+		mpp_close_fd(p, &tfd);
+		mpp_close_fd(p, &ep);
+		set_last(p, err, false, MP_POOL_NO_INDEX, 0, 0);
+		return -1;
+	}
+	p->epfd = ep;
+	p->tfd = tfd;
+	mpp_fd_arm(p);
+	return ep;
+}
+
+int mp_pool_poll(struct mp_pool *p)
+{
+	uint64_t tick, before = p ? p->finished : 0;
+
+	if (!p) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (p->tfd >= 0 && read(p->tfd, &tick, sizeof tick) == sizeof tick)
+		p->timer_armed = false;  /* it fired: arm it again if need be */
+	/* Drain the eventfd and reap the workers that exited (no wait). */
+	if (mpp_sleep_once(p, 0) == -1) {
+		set_last(p, errno, false, MP_POOL_NO_INDEX, 0, 0);
+		return -1;
+	}
+	mpp_progress(p);        /* audits, replacements, in-order delivery */
+	mpp_complete_ready(p);  /* the calls finished out of order */
+	mpp_collect(p);         /* retire: arena and descriptors back */
+	mpp_fd_arm(p);
+	uint64_t n = p->finished - before;
+
+	return n > INT_MAX ? INT_MAX : (int)n;
 }
 
 /* ---- blocking calls ----------------------------------------------- */

@@ -22,6 +22,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/timerfd.h>
 
 /* ---- jobs: completion, delivery, retirement ----------------------- */
 
@@ -173,7 +174,7 @@ void mpp_progress(struct mp_pool *p)
 
 /* Sleep in ppoll() on the eventfd and every worker's pidfd for at most
  * wait ns (negative: no limit), then reap the workers that exited. */
-static int sleep_once(struct mp_pool *p, int64_t wait)
+int mpp_sleep_once(struct mp_pool *p, int64_t wait)
 {
 	struct pollfd pfd[MP_POOL_MAX_WORKERS + 1];
 	int slot[MP_POOL_MAX_WORKERS + 1], n = 0;
@@ -249,13 +250,14 @@ int mpp_wait_until(struct mp_pool *p, mpp_cond cond, void *arg,
 		    (wait < 0 || wait > RECHECK_NS))
 			wait = RECHECK_NS;
 		p->deferred = false;
-		if (sleep_once(p, wait) == -1) {
+		if (mpp_sleep_once(p, wait) == -1) {
 			rc = -1;
 			break;
 		}
 		polled = true;
 	}
 	atomic_store(&p->sh->parent_waiting, 0);
+	mpp_fd_arm(p);  /* the caller's event loop waits on after this */
 	return rc;
 }
 
@@ -379,6 +381,8 @@ void mpp_release_call(struct mp_pool_async *c)
 static void finish_call(struct mp_pool_async *c)
 {
 	c->finished = true;
+	if (c->pool)
+		c->pool->finished++;
 	if (!c->cb)
 		return;
 	c->refs++;  /* the callback may free the handle */
@@ -595,5 +599,76 @@ void mpp_cancel_all(struct mp_pool *p, int code)
 				finish_call(c);
 		}
 		retire(p, j);
+	}
+}
+
+/* ---- event loops: mp_pool_fd() ---------------------------------------
+ *
+ * The caller's loop waits on an epoll set holding the eventfd and every
+ * worker's pidfd (and a timer).  A pidfd is readable once its worker has
+ * exited, until the pool reaps it.  The eventfd is written by a worker
+ * that leaves a job while parent_waiting is set, and only by the one that
+ * clears the flag; so after each mp_pool_poll() the pool sets the flag
+ * again (one write per round, however many jobs finish).  Then it looks
+ * once more: a job that finished before the flag was set sent nothing, so
+ * the pool writes the eventfd itself, and the fd stays readable until a
+ * poll has collected it (level-triggered, as epoll expects).  What sends
+ * no wake-up at all -- a worker about to let go of a job that must be
+ * audited, a worker that could not be forked -- arms the timer. */
+
+/* Complete every job that has finished, in any order (collect() delivers
+ * in ring order only, and a long job must not hold back the callbacks of
+ * the short ones behind it). */
+void mpp_complete_ready(struct mp_pool *p)
+{
+	if (p->scan < p->head)
+		p->scan = p->head;
+	for (uint64_t q = p->scan; q < p->tail; q++) {
+		struct pjob *pj = ring_pjob(p, q);
+
+		if (!pj->complete && mpp_job_complete(p, q))
+			mpp_complete_job(p, q);
+		if (pj->complete && q == p->scan)
+			p->scan++;
+	}
+}
+
+/* Is there something for mp_pool_poll() to do right now? */
+static bool due(struct mp_pool *p)
+{
+	if (p->give_up)
+		return true;
+	for (uint64_t q = p->scan > p->head ? p->scan : p->head; q < p->tail;
+	     q++) {
+		struct pjob *pj = ring_pjob(p, q);
+
+		if (!pj->complete &&
+		    atomic_load(&ring_job(p, q)->done_items) >= pj->n)
+			return true;
+	}
+	return false;
+}
+
+void mpp_fd_arm(struct mp_pool *p)
+{
+	static const uint64_t one = 1;
+
+	if (p->epfd < 0)
+		return;
+	atomic_store(&p->sh->parent_waiting, 1);
+	if (due(p) && write(p->efd, &one, sizeof one) == -1 &&
+	    errno != EAGAIN && !p->close_err)
+		p->close_err = errno;  /* cannot happen: an eventfd */
+	bool recheck = p->head != p->tail &&
+		(p->deferred || p->suspects ||
+		 (p->nlive < p->workers && !p->shutdown_sent &&
+		  (p->state == P_RUNNING || p->state == P_CLOSED)));
+
+	if (recheck != p->timer_armed) {
+		struct itimerspec its = { .it_value = { 0, recheck ?
+							RECHECK_NS : 0 } };
+
+		if (timerfd_settime(p->tfd, 0, &its, NULL) == 0)
+			p->timer_armed = recheck;
 	}
 }

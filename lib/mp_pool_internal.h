@@ -4,8 +4,9 @@
  * files in layers; each includes this one and calls only the layer below:
  *
  *   mp_pool.c, mp_pool_iter.c   the public calls (mp_pool.h): create and
- *                               stop, map/apply/async handles, imap, the
- *                               shared heap, inspection
+ *                               stop, map/apply/async handles, the event
+ *                               loop's fd and poll, imap, the shared heap,
+ *                               inspection
  *             |
  *   mp_pool_dispatch.c          the parent: calls -> jobs, collecting
  *                               results, waiting, cancelling
@@ -253,6 +254,13 @@ struct mp_pool {
 	size_t heap_bytes;
 	size_t heap_top, heap_last;     /* first free byte; top block (or
 					 * SIZE_MAX) */
+	/* mp_pool_fd(): an epoll set of efd, every worker's pidfd and a
+	 * timer for what sends no wake-up; -1 until asked for. */
+	int epfd, tfd;
+	bool timer_armed;
+	uint64_t finished;              /* calls finished so far */
+	uint64_t scan;                  /* jobs below: known complete */
+	int close_err;                  /* first failed close(), or 0 */
 };
 
 /* ---- small helpers ------------------------------------------------ */
@@ -369,6 +377,7 @@ int mpp_spawn(struct mp_pool *p, int i);
 void mpp_wake_workers(struct mp_pool *p, uint64_t chunks);
 void mpp_handle_exit(struct mp_pool *p, int i);
 void mpp_kill_workers(struct mp_pool *p);
+void mpp_close_fd(struct mp_pool *p, int *fd);
 bool mpp_audit(struct mp_pool *p, uint64_t j);
 
 /* mp_pool_dispatch.c: calls, jobs, waiting. */
@@ -401,5 +410,8 @@ void mpp_submit_windows(struct mp_pool *p, struct mp_pool_async *c,
 			const char *items);
 void mpp_pull_window(struct mp_pool *p, struct mp_pool_async *c,
 		     struct pjob *pj, bool all);
+int mpp_sleep_once(struct mp_pool *p, int64_t wait);
+void mpp_complete_ready(struct mp_pool *p);
+void mpp_fd_arm(struct mp_pool *p);
 
 #endif

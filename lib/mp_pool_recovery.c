@@ -20,8 +20,22 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
 #include <sys/pidfd.h>
 #include <sys/wait.h>
+
+/* close() a descriptor of the pool and mark it closed; the first failure
+ * is kept for mp_pool_destroy() to report (EBADF: someone closed it). */
+void mpp_close_fd(struct mp_pool *p, int *fd)
+{
+	if (*fd < 0)
+		return;
+	if (p->epfd >= 0 && *fd != p->epfd)  /* no error if it is not in */
+		epoll_ctl(p->epfd, EPOLL_CTL_DEL, *fd, NULL);
+	if (close(*fd) == -1 && !p->close_err)
+		p->close_err = errno;
+	*fd = -1;
+}
 
 int mpp_spawn(struct mp_pool *p, int i)
 {
@@ -43,6 +57,17 @@ int mpp_spawn(struct mp_pool *p, int i)
 		mpp_worker_main(p, i);
 	int fd = pidfd_open(pid, 0);
 
+	struct epoll_event ev = { .events = EPOLLIN };
+
+	if (fd != -1 && p->epfd >= 0 &&
+	    epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) == -1) {
+		int e = errno;
+
+		if (close(fd) == -1 && !p->close_err)
+			p->close_err = errno;
+		errno = e;
+		fd = -1;
+	}
 	if (fd == -1) {
 		int e = errno;
 
@@ -130,7 +155,7 @@ void mpp_handle_exit(struct mp_pool *p, int i)
 
 	while ((r = waitpid(pid, &status, 0)) == -1 && errno == EINTR)
 		;
-	close(p->w[i].pidfd);
+	mpp_close_fd(p, &p->w[i].pidfd);
 	p->w[i] = (struct worker){ 0, -1 };
 	p->nlive--;
 	p->st.tasks += atomic_load(&s->tasks);
@@ -237,7 +262,7 @@ void mpp_kill_workers(struct mp_pool *p)
 
 		while (waitpid(p->w[i].pid, NULL, 0) == -1 && errno == EINTR)
 			;
-		close(p->w[i].pidfd);
+		mpp_close_fd(p, &p->w[i].pidfd);
 		p->w[i] = (struct worker){ 0, -1 };
 		p->st.tasks += atomic_load(&s->tasks);
 		atomic_store(&s->job, NONE);

@@ -101,18 +101,25 @@ static void pass_wakeup_on(struct shared *sh, uint64_t j, uint64_t k,
 struct held { uint64_t job, mine; };
 
 /* Stop holding a job: publish what was done in it, then clear the slot,
- * then wake the parent (it may be waiting for this job or for the slot). */
+ * then, if it finished items, wake the parent (it may be waiting for this
+ * job).  A worker that only found the job exhausted has nothing to tell:
+ * waking for it would be a spurious wake-up of an event loop.  (A parent
+ * that waits for a slot to be let go -- an audit, a descriptor to reuse --
+ * rechecks every RECHECK_NS instead.) */
 static void leave(const struct mp_pool *p, struct slot *me, struct held *h)
 {
 	if (h->job == NONE)
 		return;
-	if (h->mine)
+	bool news = h->mine != 0;
+
+	if (news)
 		atomic_fetch_add(&ring_job(p, h->job)->done_items, h->mine);
 	h->mine = 0;
 	atomic_store(&me->chunk, NONE);
 	atomic_store(&me->job, NONE);
 	h->job = NONE;
-	wake_parent(p);
+	if (news)
+		wake_parent(p);
 }
 
 /* Run the items of chunk k that have no flag yet (all of them, unless the
@@ -237,6 +244,10 @@ _Noreturn void mpp_worker_main(const struct mp_pool *p, int i)
 	for (int k = 0; k < p->workers; k++)
 		if (p->w[k].pid > 0)
 			close(p->w[k].pidfd);  /* the siblings' pidfds */
+	if (p->epfd >= 0) {  /* the caller's event loop's, not ours */
+		close(p->epfd);
+		close(p->tfd);
+	}
 	if (p->init)
 		p->init(p->initargs);
 	atomic_store(&me->state, S_READY);
