@@ -221,6 +221,12 @@ static int run_mpi(long np, const char *hostfile, long tasks, long work,
 		       "OMPI_ALLOW_RUN_AS_ROOT=1 and "
 		       "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 are set for mpirun "
 		       "only (Open MPI refuses root otherwise)");
+	char cmd[512] = "";
+
+	for (int i = 0; argv[i]; i++)
+		snprintf(cmd + strlen(cmd), sizeof cmd - strlen(cmd), " %s",
+			 argv[i]);
+	mp_say("parent", "5.%s (TMPDIR=%s)", cmd, dir);
 	pid_t pid = mp_fork();
 
 	if (pid == 0) {
