@@ -26,18 +26,21 @@
  *          signalfd, epoll_create1/ctl/wait.  The semaphore is a counter:
  *          the loop starts a job only while fewer than K run.
  * Usage:   async_multiprocessing_pattern [--jobs N (12, 1..1000)]
- *            [--limit K (3, 1..64)] [--timeout-ms T (300, 100..60000)]
+ *            [--limit K (3, 1..64)] [--timeout-ms T (500, 100..60000)]
  *            [--grace-ms G (200, 10..10000)]
  *          Every 4th job fails with an exit status; every 6th hangs,
  *          ignoring SIGTERM, until its deadline kills it.
- * Output:  [loop 5121 +2.1ms] 12 jobs, at most 3 at once, deadline 300 ms
- *          [loop 5121 +33.0ms] #1 job 1 done in 30 ms: 333833500
- *          [loop 5121 +37.9ms] #2 job 0 done in 36 ms: 41791750 ...
- *          [loop 5121 +310.6ms] #6 job 4 timed out in 302 ms: SIGKILL
+ * Output:  [loop 1627 +0.0ms] 12 jobs, at most 3 at once, deadline 500 ms
+ *          [loop 1627 +9.2ms] #1 job 0 done in 5 ms: 333833500
+ *          [loop 1627 +23.5ms] #2 job 2 done in 15 ms: 9004500500
+ *          [loop 1627 +34.9ms] #3 job 1 done in 30 ms: 2668667000 ...
+ *          [loop 1627 +525.5ms] #11 job 4 timed out in 500 ms: SIGKILL
  *          job  outcome      ms  value / status      (gather: submission order)
- *            3  failed       23  exit status 4 ...
+ *            0  done          5  333833500
+ *            3  failed       40  exit status 4 ...
  *          result: 12 jobs, each once: 7 done (exact), 3 failed (status
- *                  exact), 2 timed out; at most 3 children, limit 3 OK
+ *            exact), 2 timed out; all as expected; at most 3 children,
+ *            limit 3 OK
  * Try this: press Ctrl-C mid-run with --jobs 200 (running children get
  *          SIGTERM, the hanging ones SIGKILL after the grace period); let
  *          one more child run (`running < limit` -> `<=` in step 3) and
@@ -262,7 +265,7 @@ static void signal_running(struct job *jobs, long n, int sig)
 
 int main(int argc, char *argv[])
 {
-	long n = 12, limit = 3, timeout_ms = 300, grace_ms = 200, job = -1;
+	long n = 12, limit = 3, timeout_ms = 500, grace_ms = 200, job = -1;
 	const struct mp_opt opts[] = {
 		MP_OPT_L("jobs", &n, 1, 1000, "jobs in the list"),
 		MP_OPT_L("limit", &limit, 1, 64, "children running at once"),
