@@ -93,14 +93,6 @@ static int run_task(const void *arg, void *result)
 	return 0;
 }
 
-static int run_leaf(const void *arg, void *result)  /* for the map */
-{
-	const int64_t *lw = arg;
-
-	*(uint64_t *)result = leaf_value(lw[0], lw[1]);
-	return 0;
-}
-
 /* The graph: leaves 0..n-1, then pairs level by level (an odd node is
  * carried up).  Creation order is a topological order.  Returns nodes. */
 static int build(struct node *g, int n)
@@ -256,21 +248,21 @@ static void run_omp(struct node *g, int total, int64_t work, int workers)
 static void run_map(struct mp_pool *pool, struct node *g, int total, int n,
 		    int64_t work)
 {
-	int64_t(*lw)[2] = malloc(sizeof *lw * (size_t)n);
+	struct task *in = malloc(sizeof *in * (size_t)n);
 	uint64_t *out = malloc(sizeof *out * (size_t)n);
 
-	if (!lw || !out)
+	if (!in || !out)
 		mp_die("malloc");
 	for (int i = 0; i < n; i++)
-		lw[i][0] = i, lw[i][1] = work;
-	if (mp_pool_map(pool, run_leaf, lw, (size_t)n, sizeof *lw, out,
+		in[i] = task_of(g, i, work);
+	if (mp_pool_map(pool, run_task, in, (size_t)n, sizeof *in, out,
 			sizeof *out, 0) == -1)
 		mp_die("mp_pool_map");
 	for (int i = 0; i < n; i++)
 		g[i].value = out[i];
 	for (int k = n; k < total; k++)
 		g[k].value = combine(g[g[k].l].value, g[g[k].r].value);
-	free(lw);
+	free(in);
 	free(out);
 }
 
