@@ -373,19 +373,17 @@ static long futex(_Atomic uint32_t *w, int op, uint32_t val)
 		       NULL, 0);
 }
 
-/* Wait until *w == want; -1 after 5 s. */
+/* Sleep until *w == want; -1 after 5 s. */
 static int futex_until(_Atomic uint32_t *w, uint32_t want)
 {
-	for (int tries = 0; tries < 5; tries++) {
-		uint32_t v;
+	int64_t end = mp_now_ns() + 5000000000;
 
-		while ((v = atomic_load(w)) != want)
-			if (futex(w, FUTEX_WAIT, v) == -1 && errno == ETIMEDOUT)
-				break;
-		if (atomic_load(w) == want)
-			return 0;
+	for (uint32_t v; (v = atomic_load(w)) != want;) {
+		if (mp_now_ns() > end)
+			return -1;
+		futex(w, FUTEX_WAIT, v);  /* returns at once if *w != v */
 	}
-	return -1;
+	return 0;
 }
 
 /* The floor: process A wakes B with a futex, B wakes A back.  Median ns. */
