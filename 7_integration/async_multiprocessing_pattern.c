@@ -51,6 +51,7 @@
 
 #include <fcntl.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/epoll.h>
 #include <sys/pidfd.h>
 #include <sys/signalfd.h>
@@ -79,9 +80,14 @@ static int64_t expected_value(long i)  /* 1^2 + ... + m^2, m = 1000(i+1) */
 
 /* The child side (this program run as "--job I"): 5..40 ms of sleep, so
  * that jobs finish out of order, then a value on stdout. */
-static int run_job(long i, long timeout_ms)
+static int run_job(long i, long timeout_ms, long parent)
 {
 	int64_t sum = 0;
+
+	/* If the loop dies (kill -9, or SIGPIPE under `| head`), so do we;
+	 * checked after the call, in case it died before. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || getppid() != parent)
+		return 98;
 
 	if (kind_of(i) == HANG_JOB) {  /* stubborn: only SIGKILL ends it */
 		if (signal(SIGTERM, SIG_IGN) == SIG_ERR)
@@ -162,8 +168,9 @@ static int count_children(void)
  * only: cancelling is the loop's decision), signals as at a fresh start. */
 static void spawn(struct job *j, long i, int ep, long deadline_ms)
 {
-	char arg[24], ms[24];
-	char *argv[] = { "async_job", "--job", arg, "--timeout-ms", ms, NULL };
+	char arg[24], ms[24], pp[24];
+	char *argv[] = { "async_job", "--job", arg, "--timeout-ms", ms,
+			 "--parent", pp, NULL };
 	int p[2];
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t at;
@@ -171,6 +178,7 @@ static void spawn(struct job *j, long i, int ep, long deadline_ms)
 
 	snprintf(arg, sizeof arg, "%ld", i);
 	snprintf(ms, sizeof ms, "%ld", deadline_ms);
+	snprintf(pp, sizeof pp, "%jd", (intmax_t)getpid());
 	MP_CHECK(pipe2(p, O_CLOEXEC | O_NONBLOCK));
 	MP_CHECK(sigemptyset(&none));
 	MP_CHECK(sigemptyset(&stops));
@@ -266,6 +274,7 @@ static void signal_running(struct job *jobs, long n, int sig)
 int main(int argc, char *argv[])
 {
 	long n = 12, limit = 3, timeout_ms = 500, grace_ms = 200, job = -1;
+	long parent = 1;
 	const struct mp_opt opts[] = {
 		MP_OPT_L("jobs", &n, 1, 1000, "jobs in the list"),
 		MP_OPT_L("limit", &limit, 1, 64, "children running at once"),
@@ -274,6 +283,7 @@ int main(int argc, char *argv[])
 		MP_OPT_L("grace-ms", &grace_ms, 10, 10000,
 			 "Ctrl-C: SIGTERM, then SIGKILL after this long"),
 		MP_OPT_L("job", &job, 0, 999, NULL),  /* the child's side */
+		MP_OPT_L("parent", &parent, 1, 1L << 22, NULL),
 	};
 
 	mp_parse_options(argc, argv,
@@ -281,7 +291,7 @@ int main(int argc, char *argv[])
 			 "a limit, deadlines, Ctrl-C.",
 			 opts, sizeof opts / sizeof opts[0]);
 	if (job >= 0)
-		return run_job(job, timeout_ms);
+		return run_job(job, timeout_ms, parent);
 
 	/* 1. Ctrl-C becomes an event of the loop: block SIGINT and SIGTERM
 	 *    and read them from a signalfd (children get them unblocked). */
