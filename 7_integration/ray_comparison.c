@@ -206,6 +206,19 @@ static int run_mpi(long np, const char *hostfile, long tasks, long work,
 	memcpy(argv + argc, (char *[]){ MP_MPI_PROGRAM, "--tasks", nt,
 					"--work", nw, NULL },
 	       6 * sizeof(char *));
+	char cmd[512] = "";
+
+	for (int i = 0; argv[i]; i++)
+		snprintf(cmd + strlen(cmd), sizeof cmd - strlen(cmd), " %s",
+			 argv[i]);
+	if (geteuid() == 0)
+		mp_say("parent", "5. running as root: "
+		       "OMPI_ALLOW_RUN_AS_ROOT=1 and "
+		       "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 are set for mpirun "
+		       "only (Open MPI refuses root otherwise)");
+	mp_say("parent", "5.%s, with TMPDIR a directory of our own", cmd);
+	/* (Narration first: under `| head` a write may kill us with SIGPIPE;
+	 * from here to the end of the step nothing is written.) */
 	if (!mkdtemp(dir))
 		mp_die("mkdtemp");
 	MP_CHECK(sigemptyset(&stops));
@@ -216,17 +229,6 @@ static int run_mpi(long np, const char *hostfile, long tasks, long work,
 	/* Ranks whose mpirun dies are re-parented to us, not to init. */
 	MP_CHECK(prctl(PR_SET_CHILD_SUBREAPER, 1));
 	MP_CHECK(pipe2(fd, O_CLOEXEC));
-	if (geteuid() == 0)
-		mp_say("parent", "5. running as root: "
-		       "OMPI_ALLOW_RUN_AS_ROOT=1 and "
-		       "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 are set for mpirun "
-		       "only (Open MPI refuses root otherwise)");
-	char cmd[512] = "";
-
-	for (int i = 0; argv[i]; i++)
-		snprintf(cmd + strlen(cmd), sizeof cmd - strlen(cmd), " %s",
-			 argv[i]);
-	mp_say("parent", "5.%s (TMPDIR=%s)", cmd, dir);
 	pid_t pid = mp_fork();
 
 	if (pid == 0) {
