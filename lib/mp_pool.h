@@ -31,7 +31,8 @@
  * initializer that sets globals in each worker, exactly as in Python.
  *
  * How CPython builds Pool (Lib/multiprocessing/pool.py): tasks go through a
- * SimpleQueue (a pipe plus a lock) as pickles, results come back through
+ * SimpleQueue (a pipe plus two locks, _rlock and _wlock:
+ * Lib/multiprocessing/queues.py) as pickles, results come back through
  * another one, and three threads in the parent run it: _task_handler feeds
  * tasks, _result_handler sets results and runs callbacks, _worker_handler
  * waits on the workers' sentinels and starts a new worker for each one that
@@ -55,7 +56,8 @@
  * `retries` extra times per item; then the call fails with EOWNERDEAD
  * naming the item (see struct mp_pool_error).  There are no
  * threads: the pool's bookkeeping (collecting results, running callbacks,
- * replacing workers) happens in the thread that calls into the pool.
+ * replacing workers) happens in the thread that calls into the pool; an
+ * event loop waits on mp_pool_fd() and calls mp_pool_poll().
  *
  * Conventions:
  *  - Functions return 0 / -1 with errno set, or NULL with errno set, unless
@@ -216,8 +218,11 @@ int mp_pool_terminate(struct mp_pool *pool);
  * "with Pool() as p:" also terminates on exit), then unmap and free
  * everything.  Handles and iterators must be freed before (or after, with
  * their own free functions: they stay valid, ready, with ECANCELED).
- * A NULL pool is ignored. */
-void mp_pool_destroy(struct mp_pool *pool);
+ * A NULL pool is ignored.  Returns 0, or -1 with errno if unmapping the
+ * shared memory or closing one of the pool's descriptors failed (EBADF:
+ * a descriptor of the pool was closed behind its back, for instance
+ * mp_pool_fd()'s); everything is released either way. */
+int mp_pool_destroy(struct mp_pool *pool);
 
 /* ---- blocking calls -------------------------------------------------- */
 
@@ -311,6 +316,57 @@ int mp_pool_successful(struct mp_pool_async *h);
  * map_async the results array must then stay valid until the callback ran.
  * A NULL handle is ignored. */
 void mp_pool_async_free(struct mp_pool_async *h);
+
+/* ---- event loops ----------------------------------------------------- *
+ *
+ * Python: an asyncio program hands CPU work to processes with
+ *     await loop.run_in_executor(ProcessPoolExecutor(), f, x)
+ * run_in_executor wraps the concurrent.futures Future (asyncio.wrap_future,
+ * Lib/asyncio/base_events.py); when a thread of the executor sets its
+ * result, a done-callback calls loop.call_soon_threadsafe()
+ * (_chain_future in Lib/asyncio/futures.py), which queues the callback
+ * and writes a byte to the loop's self-pipe, a socketpair
+ * (_write_to_self in Lib/asyncio/selector_events.py): the loop's select()
+ * wakes, and the callback runs in the loop's thread.  Pool.apply_async has
+ * no such bridge: its callbacks run in the pool's _result_handler thread
+ * (Pool._handle_results -> ApplyResult._set in
+ * Lib/multiprocessing/pool.py), never in the caller's.
+ * C: this pool has no threads, so there is nothing to call across: the
+ * pool gives the loop a descriptor to wait on with everything else, and
+ * the loop calls mp_pool_poll() when it is readable:
+ *
+ *     int pfd = mp_pool_fd(pool);
+ *     epoll_ctl(ep, EPOLL_CTL_ADD, pfd, &(struct epoll_event){
+ *             .events = EPOLLIN, .data.fd = pfd });
+ *     ... mp_pool_async_free(mp_pool_apply_async(pool, f, &x, sizeof x,
+ *                                                sizeof y, done, req));
+ *     for (;;) {  epoll_wait(ep, ev, 16, -1);  for each ready ev:
+ *             if (ev.data.fd == pfd) mp_pool_poll(pool);  -- runs done()
+ *             else ...sockets, timers, signals... }
+ *
+ * It is an epoll descriptor holding the pool's eventfd (written by a worker
+ * that finishes a job, once per mp_pool_poll(), not once per task), the
+ * pidfd of every worker (readable when one dies) and a timerfd (for the
+ * rare things that send no wake-up: a worker that could not be forked).
+ * libuv's uv_async_t does the same job inside libuv (an eventfd). */
+
+/* A file descriptor that becomes readable when an async call of the pool
+ * (apply_async, map_async, starmap_async) has completed and its callback
+ * is due, or when the pool needs the caller's attention (a worker died).
+ * Level-triggered: it stays readable until mp_pool_poll() has run what is
+ * due.  Owned by the pool; do not close it.  For epoll/poll/select,
+ * io_uring, libuv (uv_poll).  -1 with errno (EMFILE, ENOMEM...) if it
+ * cannot be made; the same descriptor on every call. */
+int mp_pool_fd(struct mp_pool *pool);
+
+/* Never blocks: do the pool's bookkeeping (collect finished calls, replace
+ * dead workers) and run the callbacks of the calls completed now, in this
+ * thread.  Returns how many calls completed in this call (0 on a spurious
+ * wake-up), or -1 with errno.  Calls complete in any order here (a long
+ * call does not hold back the callbacks of short ones submitted after
+ * it).  Any other pool call may also run callbacks (see mp_pool_callback);
+ * the descriptor stays right whichever call ran them. */
+int mp_pool_poll(struct mp_pool *pool);
 
 /* ---- iterators ------------------------------------------------------- */
 

@@ -1,0 +1,264 @@
+/* lib/mp_pool_worker.c -- the worker side of the pool
+ *
+ * What a worker process does after fork(), and nothing else: the parent
+ * enters this file through one call, mpp_worker_main(), in the child it
+ * has just forked, and never calls anything else here.  Everything the
+ * worker knows, it reads from the shared mapping (mp_pool_internal.h has
+ * the picture); everything it tells the parent, it writes there, plus a
+ * write to the eventfd when the parent sleeps in poll().
+ *
+ * The loop: look at first_open, the oldest job that may have work; claim
+ * its next chunk with one atomic add on job.next; run the chunk's items,
+ * flagging each as its result is written; when the job has no chunk left,
+ * move first_open forward and go on with the next job; when there is no
+ * job at all, spin for SPIN_NS, then sleep on the futex word wake_seq.
+ */
+#define _GNU_SOURCE
+#include "mp_pool_internal.h"
+
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+
+
+/* Wake the parent if it sleeps in poll() waiting for progress. */
+static void wake_parent(const struct mp_pool *p)
+{
+	static const uint64_t one = 1;
+
+	if (atomic_load(&p->sh->parent_waiting) &&
+	    atomic_exchange(&p->sh->parent_waiting, 0)) {
+		ssize_t r = write(p->efd, &one, sizeof one);
+
+		(void)r;  /* EAGAIN: the counter is already non-zero */
+	}
+}
+
+static bool has_work(const struct shared *sh)
+{
+	return atomic_load(&sh->first_open) < atomic_load(&sh->tail);
+}
+
+/* Nothing to do: spin a little (the next task often comes within
+ * microseconds), then sleep in the kernel.  Returns true on shutdown;
+ * *slept says whether it slept (then it may have to pass the wake-up on). */
+static bool worker_idle(const struct mp_pool *p, bool *slept)
+{
+	struct shared *sh = p->sh;
+	int64_t until = now_ns() + SPIN_NS;
+
+	/* Spin, but yield the CPU at each turn: with more processes than
+	 * cores, a pure spin would steal the time the parent needs to submit
+	 * the next task. */
+	do {
+		for (int i = 0; i < 16; i++) {
+			if (has_work(sh))
+				return false;
+			cpu_relax();
+		}
+		if (atomic_load(&sh->shutdown))
+			return true;
+		sched_yield();
+	} while (now_ns() < until);
+
+	/* Read the futex word before the last look: a wake-up that comes
+	 * after it changes the word, and FUTEX_WAIT then returns at once. */
+	uint32_t seq = atomic_load(&sh->wake_seq);
+
+	*slept = true;
+	atomic_fetch_add(&sh->sleepers, 1);
+	atomic_store(&sh->wake_pending, 0);  /* this sleeper needs a new one */
+	if (!has_work(sh) && !atomic_load(&sh->shutdown)) {
+		futex_wait(&sh->wake_seq, seq);  /* EINTR, EAGAIN: look again */
+		atomic_store(&sh->wake_pending, 0);  /* let the next one come */
+	}
+	atomic_fetch_sub(&sh->sleepers, 1);
+	return !has_work(sh) && atomic_load(&sh->shutdown);
+}
+
+/* The wake-up chain.  The parent saves system calls: a one-chunk job
+ * (apply_async) published while a wake-up is still on its way to a sleeper
+ * (wake_pending) wakes nobody, since that sleeper will find it.  So a
+ * sleeper that wakes and claims work, and sees more unclaimed work behind
+ * it (more chunks, or more jobs) while others still sleep, wakes one more:
+ * N queued jobs reach up to N sleepers, one futex call each, made by the
+ * workers in parallel.  Why nothing is lost: the woken worker clears
+ * wake_pending before it reads tail, and the parent stores tail before it
+ * reads wake_pending (both seq_cst), so either the parent sees no wake-up
+ * pending and makes the call itself, or the worker sees the new job. */
+static void pass_wakeup_on(struct shared *sh, uint64_t j, uint64_t k,
+			   uint64_t end)
+{
+	if ((k + 1 < end || atomic_load(&sh->tail) > j + 1) &&
+	    atomic_load(&sh->sleepers)) {
+		atomic_store(&sh->wake_pending, 1);
+		atomic_fetch_add(&sh->wake_seq, 1);
+		futex_wake(&sh->wake_seq, 1);
+	}
+}
+
+struct held { uint64_t job, mine; };
+
+/* Stop holding a job: publish what was done in it, then clear the slot,
+ * then, if it finished items, wake the parent (it may be waiting for this
+ * job).  A worker that only found the job exhausted has nothing to tell:
+ * waking for it would be a spurious wake-up of an event loop.  (A parent
+ * that waits for a slot to be let go -- an audit, a descriptor to reuse --
+ * rechecks every RECHECK_NS instead.) */
+static void leave(const struct mp_pool *p, struct slot *me, struct held *h)
+{
+	if (h->job == NONE)
+		return;
+	bool news = h->mine != 0;
+
+	if (news)
+		atomic_fetch_add(&ring_job(p, h->job)->done_items, h->mine);
+	h->mine = 0;
+	atomic_store(&me->chunk, NONE);
+	atomic_store(&me->job, NONE);
+	h->job = NONE;
+	if (news)
+		wake_parent(p);
+}
+
+/* Run the items of chunk k that have no flag yet (all of them, unless the
+ * chunk is run again after a death); returns how many it ran. */
+static uint64_t run_chunk(struct slot *me, struct job *jb, uint64_t k)
+{
+	uint64_t start = k * jb->chunk;
+	uint64_t cnt = jb->n - start < jb->chunk ? jb->n - start : jb->chunk;
+	size_t isz = jb->item_size, rsz = jb->result_size;
+	const char *a = jb->in + start * isz;
+	char *r = jb->out + start * rsz;
+	uint8_t *f = jb->flags + start, *end = f + cnt;
+	mp_pool_fn fn = jb->fn;  /* a local: stays in a register */
+	uint64_t ran = 0;
+
+	/* The chunk, not the item, is recorded: if this worker dies, the
+	 * item it was running is the chunk's first one without a flag. */
+	atomic_store_explicit(&me->chunk, k, memory_order_relaxed);
+	for (; f < end; f++, a += isz, r += rsz) {
+		if (flag_load(f))
+			continue;
+		int rc = fn(a, r);
+
+		if (rc)
+			note_error(jb, (uint64_t)(f - jb->flags),
+				   rc >= 1 && rc <= (int)CODE_MASK ? rc :
+				   ERANGE);
+		flag_store(f, 1);
+		ran++;
+	}
+	atomic_store_explicit(&me->tasks,
+			      atomic_load_explicit(&me->tasks,
+						   memory_order_relaxed) + ran,
+			      memory_order_relaxed);
+	return ran;
+}
+
+/* The worker's life: claim chunks of the oldest open job until there is
+ * none, sleep, repeat.  Returns false on shutdown, true after
+ * maxtasksperchild. */
+static bool worker_loop(const struct mp_pool *p, struct slot *me)
+{
+	struct shared *sh = p->sh;
+	struct held h = { NONE, 0 };
+	long done_chunks = 0;
+	uint64_t tail = 0;  /* last value read: the line is the parent's */
+	bool woken = false;  /* slept since its last claim: pass it on */
+
+	for (;;) {
+		uint64_t j = atomic_load(&sh->first_open);
+
+		if (j >= tail)
+			tail = atomic_load(&sh->tail);
+		if (j >= tail) {
+			leave(p, me, &h);
+			woken = false;
+			if (worker_idle(p, &woken))
+				return false;
+			continue;
+		}
+		struct job *jb = ring_job(p, j);
+
+		if (h.job != j) {
+			leave(p, me, &h);
+			atomic_store(&me->job, j);
+			h.job = j;
+		}
+		uint64_t s = atomic_load(&jb->seq);
+
+		if (s != j) {
+			/* Being audited: wait.  Retired (or already reused):
+			 * it is finished, so move first_open past it. */
+			leave(p, me, &h);
+			if (s == (j | AUDIT_BIT))
+				sched_yield();
+			else
+				atomic_compare_exchange_strong(&sh->first_open,
+							       &j, j + 1);
+			continue;
+		}
+		uint64_t k = atomic_fetch_add(&jb->next, 1);
+		uint64_t end = atomic_load(&jb->end_unit);
+
+		if (k >= end) {
+			/* Exhausted: advance first_open while still holding
+			 * j, so that an audit cannot rewind it in between. */
+			atomic_compare_exchange_strong(&sh->first_open, &j,
+						       j + 1);
+			leave(p, me, &h);
+			continue;
+		}
+		if (woken) {
+			woken = false;
+			pass_wakeup_on(sh, j, k, end);
+		}
+		h.mine += run_chunk(me, jb, k);
+		done_chunks++;
+		if (k + 1 == end) {  /* took the last chunk: nothing left */
+			atomic_compare_exchange_strong(&sh->first_open, &j,
+						       j + 1);
+			leave(p, me, &h);
+		} else if (jb->stream && h.mine) {
+			atomic_fetch_add(&jb->done_items, h.mine);
+			h.mine = 0;
+			wake_parent(p);
+		}
+		if (p->maxtasks && done_chunks >= p->maxtasks) {
+			leave(p, me, &h);
+			return true;
+		}
+	}
+}
+
+/* The whole life of a worker, from fork() to _exit(). */
+_Noreturn void mpp_worker_main(const struct mp_pool *p, int i)
+{
+	struct slot *me = &p->sh->slots[i];
+
+	/* Die with the parent: a worker never outlives a crashed caller. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || getppid() != p->parent)
+		_exit(127);
+	for (int k = 0; k < p->workers; k++)
+		if (p->w[k].pid > 0)
+			close(p->w[k].pidfd);  /* the siblings' pidfds */
+	if (p->epfd >= 0) {  /* the caller's event loop's, not ours */
+		close(p->epfd);
+		close(p->tfd);
+	}
+	if (p->init)
+		p->init(p->initargs);
+	atomic_store(&me->state, S_READY);
+	wake_parent(p);
+	bool retiring = worker_loop(p, me);
+
+	if (p->fin)
+		p->fin(p->finargs);
+	fflush(stdout);  /* what the tasks printed; the parent's was flushed
+			  * before fork, so nothing is printed twice */
+	fflush(stderr);
+	atomic_store(&me->state, retiring ? S_RETIRING : S_LEAVING);
+	_exit(0);  /* the parent learns it from the worker's pidfd */
+}

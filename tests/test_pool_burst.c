@@ -1,0 +1,193 @@
+/* tests/test_pool_burst.c -- lib/mp_pool: a burst of apply_async calls on
+ * an idle pool reaches every sleeping worker
+ *
+ * Python's Pool(W) hands K >= W queued tasks to all W workers at once.  A
+ * pool that saves wake-up system calls must not save parallelism with them:
+ * K tasks that each sleep D ms on an idle pool of W workers must run on
+ * min(K, W) distinct workers and take about ceil(K / W) * D ms.  The bound
+ * asserted is twice that ideal (room for a loaded machine: a sleeping task
+ * needs no CPU), and the same burst runs once more in a child pinned to a
+ * single CPU, where sleeping tasks must still overlap.
+ *
+ * Every wait is bounded: mp_pool_get() with a timeout, and a watchdog
+ * (alarm) that ends the run, naming the cause.  Assertions stay in the
+ * parent's main thread; the pinned child reports through its exit status.
+ */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <sched.h>
+#include <time.h>
+
+#include "mp.h"
+
+enum { WATCHDOG_S = 60, MAXK = 64 };
+#define GET_S 20.0  /* far above any correct run */
+
+/* The task: sleep the milliseconds it is given, return the worker's pid. */
+static int nap(const void *arg, void *result)
+{
+	long ms = *(const long *)arg;
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) == -1)
+		;
+	*(pid_t *)result = getpid();
+	return 0;
+}
+
+/* Submit k naps of ms each to a fresh, idle pool of w workers, collect
+ * them, and report how many distinct pids ran them and how long the burst
+ * took.  0, or -1 with errno (usable in a child: no assertion here). */
+static int burst(int w, int k, long ms, int *distinct, int64_t *elapsed_ns)
+{
+	struct mp_pool *p = mp_pool_create(&(struct mp_pool_options){
+		.workers = w });
+	struct mp_pool_async *h[MAXK];
+	pid_t pids[MAXK];
+	int rc = 0;
+
+	if (!p || k > MAXK)
+		return -1;
+	/* Let every worker finish its spin and fall asleep on the futex. */
+	struct timespec idle = { 0, 50000000 };
+
+	nanosleep(&idle, NULL);
+	int64_t t0 = mp_now_ns();
+
+	for (int i = 0; i < k; i++) {
+		h[i] = mp_pool_apply_async(p, nap, &ms, sizeof ms,
+					   sizeof(pid_t), NULL, NULL);
+		if (!h[i])
+			rc = -1;
+	}
+	for (int i = 0; i < k; i++)
+		if (h[i] && mp_pool_get(h[i], &pids[i], GET_S) == -1)
+			rc = -1;
+	*elapsed_ns = mp_now_ns() - t0;
+	for (int i = 0; i < k; i++)
+		mp_pool_async_free(h[i]);
+	*distinct = 0;
+	for (int i = 0; i < k; i++) {
+		bool seen = false;
+
+		for (int j = 0; j < i; j++)
+			seen = seen || pids[j] == pids[i];
+		*distinct += !seen;
+	}
+	mp_pool_destroy(p);
+	return rc;
+}
+
+/* The bursts tried: W workers, K tasks, D ms each. */
+static const struct { int w, k; long ms; } cases[] = {
+	{ 4, 8, 80 }, { 4, 4, 80 }, { 3, 7, 60 }, { 8, 8, 60 },
+};
+enum { NCASES = sizeof cases / sizeof cases[0] };
+
+static void check_burst(int w, int k, long ms)
+{
+	int distinct = 0;
+	int64_t ns = 0;
+	int64_t ideal = (int64_t)((k + w - 1) / w) * ms * 1000000;
+
+	assert_int_equal(burst(w, k, ms, &distinct, &ns), 0);
+	printf("  W=%d K=%d %ld ms: %d workers, %.0f ms (ideal %.0f)\n", w, k,
+	       ms, distinct, ns / 1e6, ideal / 1e6);
+	assert_int_equal(distinct, k < w ? k : w);
+	assert_true(ns < 2 * ideal);
+}
+
+static void test_burst_reaches_every_sleeper(void **state)
+{
+	(void)state;
+	for (int c = 0; c < NCASES; c++)
+		check_burst(cases[c].w, cases[c].k, cases[c].ms);
+}
+
+/* The same bursts in a child pinned to one CPU before the pool starts (the
+ * workers inherit the affinity).  Exit status: 0 right, 10 + c if case c
+ * ran on too few workers, 20 + c if it was too slow, 4 if a call failed. */
+static void test_burst_on_one_cpu(void **state)
+{
+	(void)state;
+	pid_t pid = mp_fork();
+
+	if (pid == 0) {
+		cpu_set_t all, one;
+
+		CPU_ZERO(&one);
+		if (sched_getaffinity(0, sizeof all, &all) == -1)
+			_exit(4);
+		for (int c = 0; c < CPU_SETSIZE; c++)
+			if (CPU_ISSET(c, &all)) {
+				CPU_SET(c, &one);
+				break;
+			}
+		if (sched_setaffinity(0, sizeof one, &one) == -1)
+			_exit(4);
+		for (int c = 0; c < NCASES; c++) {
+			int w = cases[c].w, k = cases[c].k, distinct = 0;
+			int64_t ns = 0, ideal = (int64_t)((k + w - 1) / w) *
+				cases[c].ms * 1000000;
+
+			if (burst(w, k, cases[c].ms, &distinct, &ns) == -1)
+				_exit(4);
+			printf("  one CPU, W=%d K=%d %ld ms: %d workers, "
+			       "%.0f ms\n", w, k, cases[c].ms, distinct,
+			       ns / 1e6);
+			fflush(stdout);
+			if (distinct != (k < w ? k : w))
+				_exit(10 + c);
+			if (ns >= 2 * ideal)
+				_exit(20 + c);
+		}
+		_exit(0);
+	}
+	assert_true(pid > 0);
+	assert_int_equal(mp_waitpid(pid), 0);
+}
+
+static void on_watchdog(int sig)
+{
+	static const char msg[] = "test_pool_burst: watchdog: the test above "
+				  "hung\n";
+	ssize_t r = write(STDERR_FILENO, msg, sizeof msg - 1);
+
+	(void)sig;
+	(void)r;
+	_exit(1);
+}
+
+static int arm_watchdog(void **state)
+{
+	(void)state;
+	alarm(WATCHDOG_S);
+	return 0;
+}
+
+static int disarm_watchdog(void **state)
+{
+	(void)state;
+	alarm(0);
+	return 0;
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, arm_watchdog, disarm_watchdog)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(test_burst_reaches_every_sleeper),
+		T(test_burst_on_one_cpu),
+	};
+
+	if (setvbuf(stdout, NULL, _IOLBF, 0) != 0 ||
+	    signal(SIGALRM, on_watchdog) == SIG_ERR)
+		return EXIT_FAILURE;
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
