@@ -146,8 +146,8 @@ function(mp_read_readme prefix path quick_re)
         mp_problem(
           "${name}:${n}: extra row [${label}](${link}): ${rel} does not exist")
       elseif(rel IN_LIST rows)
-        mp_problem(
-          "${name}:${n}: extra row [${label}](${link}): ${rel} is already listed")
+        mp_problem("${name}:${n}: extra row [${label}](${link}): "
+                   "${rel} is already listed")
       endif()
       list(APPEND rows "${rel}")
     endif()
