@@ -23,6 +23,8 @@
 # Every one of them also fails if the run leaves a process or a named IPC
 # object behind.  A lesson's own tests hold a lock named after it, so they
 # never run at the same time, even under ctest -j.
+# It also appends <folder>/<name>.c to the global property MP_LESSON_SOURCES,
+# the list tests/readme_sync checks both READMEs' tables against.
 
 # mp_split_cases(<rest_var> <cases_var> <args>...): take every
 # "CASE <case> <args>..." group out of <args>.  Each group becomes one entry
@@ -109,6 +111,9 @@ function(add_lesson name)
                         ${args})
   file(RELATIVE_PATH dir ${PROJECT_SOURCE_DIR} ${CMAKE_CURRENT_SOURCE_DIR})
   string(REGEX REPLACE "/.*" "" chapter "${dir}")
+  # Every lesson's source, relative to the project root, in the order the
+  # chapters are added: tests/readme_sync checks the READMEs' tables by it.
+  set_property(GLOBAL APPEND PROPERTY MP_LESSON_SOURCES ${dir}/${name}.c)
 
   add_executable(${name} ${name}.c)
   target_link_libraries(${name} PRIVATE mp Threads::Threads ${L_LIBS})
