@@ -271,7 +271,7 @@ static pid_t start(const struct context *c, int fd, int other,
 		snprintf(fdtext, sizeof fdtext, "%d", fd);
 		snprintf(mib, sizeof mib, "%ld", table_mib);
 		MP_CHECK(fcntl(fd, F_SETFD, 0));
-		MP_CHECK_PT(posix_spawn(&pid, "/proc/self/exe", NULL, NULL,
+		MP_CHECK_PT(posix_spawn(&pid, mp_self_exe(), NULL, NULL,
 					args, environ));
 		return pid;
 	default:     /* FORKSERVER: fd travels as SCM_RIGHTS */

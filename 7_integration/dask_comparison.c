@@ -361,8 +361,8 @@ int main(int argc, char *argv[])
 	 * when it loads, so set it and start again. */
 	if (!getenv("OMP_WAIT_POLICY")) {
 		MP_CHECK(setenv("OMP_WAIT_POLICY", "passive", 1));
-		execv("/proc/self/exe", argv);
-		mp_die("execv /proc/self/exe");
+		execv(mp_self_exe(), argv);
+		mp_die("execv %s", mp_self_exe());
 	}
 #endif
 	mp_stop_on_signals();

@@ -395,6 +395,20 @@ pid_t mp_fork(void)
 	return 0;
 }
 
+const char *mp_self_exe(void)
+{
+	static char path[4096];
+
+	if (path[0] == '\0') {
+		ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+
+		if (n <= 0 || (size_t)n == sizeof path - 1)
+			mp_die("readlink /proc/self/exe");
+		path[n] = '\0';
+	}
+	return path;
+}
+
 /* ---- a descriptor for a child's end ------------------------------------ */
 
 struct exit_watch { pid_t pid; int wfd; };

@@ -135,6 +135,13 @@ int mp_waitpid(pid_t pid);
  * grandchild does not inherit the setting (fork clears it). */
 pid_t mp_fork(void);
 
+/* The path of this program, as readlink("/proc/self/exe") gives it, for a
+ * lesson that runs itself again (posix_spawn, exec).  Spawning the path
+ * rather than "/proc/self/exe" itself matters under valgrind: there
+ * /proc/self/exe is valgrind's own binary, and readlink() is what valgrind
+ * answers with the program's path.  Dies if the link cannot be read. */
+const char *mp_self_exe(void);
+
 /* ---- a descriptor for a child's end ------------------------------------ */
 
 /* pidfd_open(pid, 0): a descriptor that polls readable once the child has
