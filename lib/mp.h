@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mp_plot.h"
 #include "mp_pool.h"
 #include "mp_queue.h"
 #include "mp_shm.h"
