@@ -152,7 +152,7 @@ int mp_table_script(const struct mp_table *t, const char *out, FILE *f)
 	if (fputs("set title ", f) == EOF || quoted(f, t->title) == -1 ||
 	    fputs("\nset xlabel ", f) == EOF || quoted(f, t->cols[0]) == -1 ||
 	    fputs("\nset ylabel ", f) == EOF || quoted(f, t->ylabel) == -1 ||
-	    fprintf(f, "\nset key autotitle columnhead\n%s%s"
+	    fprintf(f, "\nset key top left autotitle columnhead\n%s%s"
 		    "plot for [i=2:%d] $data using 1:i with linespoints\n",
 		    t->logx ? "set logscale x 2\n" : "",
 		    t->logy ? "set logscale y\n" : "", t->ncols) < 0)

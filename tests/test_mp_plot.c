@@ -84,7 +84,7 @@ static void test_script_holds_the_data_and_draws_every_column(void **state)
 			       "set title \"Speed \\\"up\\\"\"\n"
 			       "set xlabel \"workers\"\n"
 			       "set ylabel \"speedup\"\n"
-			       "set key autotitle columnhead\n"
+			       "set key top left autotitle columnhead\n"
 			       "set logscale x 2\n"
 			       "plot for [i=2:3] $data using 1:i with "
 			       "linespoints\n");
