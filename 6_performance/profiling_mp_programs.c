@@ -13,10 +13,11 @@
  *          | WNOWAIT) keeps it until we have read it: /proc/PID/status
  *          (voluntary and involuntary context switches),
  *          /proc/PID/schedstat (run-queue wait); then wait4() for user
- *          and system CPU, max RSS and minor faults.  From inside: time spent waiting for the lock.  Then the
- *          fix (compute outside the lock and add once per worker; take
- *          tasks from a shared atomic counter) and the same table again.
- *          And perf, when this machine lets us run it.
+ *          and system CPU, max RSS and minor faults.  From inside: time
+ *          spent waiting for the lock.  Then the fix (compute outside the
+ *          lock and add once per worker; take tasks from a shared atomic
+ *          counter) and the same table again.  And perf, when this machine
+ *          lets us run it.
  * Usage:   profiling_mp_programs [--workers N (4, 2..64)] [--tasks N (4000,
  *            1..10^7)] [--work N (40000, LCG steps a task)] [--full]
  *            [--no-python] [--csv] [--plot [FILE.svg|png]]
