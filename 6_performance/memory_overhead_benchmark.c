@@ -257,7 +257,7 @@ struct row { char what[32]; int workers; struct mem m; double ns; };
 
 static void print_row(const struct row *r, bool csv)
 {
-	printf(csv ? "%s,%d,%ld,%ld,%ld," : "%-24s %7d %9ld %9ld %9ld ",
+	printf(csv ? "\"%s\",%d,%ld,%ld,%ld," : "%-24s %7d %9ld %9ld %9ld ",
 	       r->what, r->workers, r->m.rss, r->m.pss, r->m.uss);
 	if (isnan(r->ns))
 		printf("\n");
