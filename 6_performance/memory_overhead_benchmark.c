@@ -130,15 +130,19 @@ static void wait_ready(int fd, int n)
 		int left = (int)((end - mp_now_ns()) / 1000000);
 		int r = left > 0 ? poll(&p, 1, left) : 0;
 
-		if (r == 0)
+		if (r == 0) {
+			errno = ETIMEDOUT;
 			mp_die("workers not ready after 10 s");
+		}
 		if (r == -1 && errno == EINTR)
 			continue;
 		MP_CHECK(r);
 		ssize_t got = read(fd, buf, (size_t)n);
 
-		if (got == 0)
+		if (got == 0) {
+			errno = EPIPE;  /* every writer of the pipe is gone */
 			mp_die("a worker died before it was ready");
+		}
 		if (got == -1 && errno != EINTR)
 			mp_die("read ready");
 		n -= got > 0 ? (int)got : 0;
@@ -204,19 +208,25 @@ static void finish(struct pool *p)
 }
 
 /* A worker that is a new program: this one, run again with --idle-child,
- * its stdin the go pipe and its stdout the ready pipe. */
+ * its stdin the go pipe and its stdout the ready pipe.  The path from
+ * readlink("/proc/self/exe"), which valgrind answers with ours, not its
+ * own. */
 static void spawn(struct pool *p)
 {
 	posix_spawn_file_actions_t fa;
 	char *argv[] = { "memory_overhead_benchmark", "--idle-child", NULL };
+	char self[4096];
+	ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+
+	MP_CHECK(len);
+	self[len] = '\0';
 
 	MP_CHECK(pipe2(p->ready, O_CLOEXEC));
 	MP_CHECK(pipe2(p->go, O_CLOEXEC));
 	MP_CHECK_PT(posix_spawn_file_actions_init(&fa));
 	MP_CHECK_PT(posix_spawn_file_actions_adddup2(&fa, p->go[0], 0));
 	MP_CHECK_PT(posix_spawn_file_actions_adddup2(&fa, p->ready[1], 1));
-	MP_CHECK_PT(posix_spawn(&p->pid[0], "/proc/self/exe", &fa, NULL, argv,
-				environ));
+	MP_CHECK_PT(posix_spawn(&p->pid[0], self, &fa, NULL, argv, environ));
 	MP_CHECK_PT(posix_spawn_file_actions_destroy(&fa));
 	p->n = 1;
 	MP_CHECK(close(p->ready[1]));
