@@ -351,7 +351,7 @@ int main(int argc, char *argv[])
 	size_t words = page / sizeof(uint64_t);
 	long big = mib * 1024;  /* KiB */
 	struct shared *sh = mp_shm_alloc(sizeof *sh);
-	struct row rows[8 + MAXPCT];
+	struct row rows[5 + MAXPCT + 7];  /* 7 sums: 1, 2, 4 ... 64 workers */
 	struct pool p;
 	int nr = 0;
 
