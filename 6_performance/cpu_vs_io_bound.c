@@ -312,7 +312,7 @@ int main(int argc, char *argv[])
 			 "run 1, 2, 4 ... up to this many workers"),
 		MP_OPT_L("repeat", &repeat, 1, 99, "runs per cell (the best)"),
 		MP_OPT_F("full", &full, "the long run: --tasks 64 --work "
-			 "20000000 --io-ms 20 --max-workers 64 --repeat 5"),
+			 "10000000 --io-ms 20 --max-workers 64 --repeat 3"),
 		MP_OPT_F("no-python", &nopy, "skip the Python twin"),
 		MP_OPT_F("csv", &csv, "print CSV only"),
 		MP_OPT_F("plot", &plot_flag, "draw the speedups in the "
@@ -324,9 +324,9 @@ int main(int argc, char *argv[])
 			 opts, sizeof opts / sizeof *opts);
 	mp_stop_on_signals();
 	if (full) {
-		c = (struct cfg){ 64, 20000000, 20 };
+		c = (struct cfg){ 64, 10000000, 20 };
 		maxw = 64;
-		repeat = 5;
+		repeat = 3;
 	}
 
 	/* 1. How many CPUs may we use?  Past that, CPU-bound work waits. */
@@ -394,7 +394,7 @@ int main(int argc, char *argv[])
 	/* 4. Python on the same two kinds of task: the GIL.  CPUs busy at
 	 *    once = CPU seconds / wall seconds: under the GIL, Python's
 	 *    threads never pass 1, whatever the load. */
-	struct twin py = { .tasks = full ? 16 : 8, .work = full ? 400000 :
+	struct twin py = { .tasks = full ? 16 : 8, .work = full ? 200000 :
 			   100000, .gil = -1, .ok = true, .say = full && !csv };
 	int pyw = top < 2 ? top : full ? (top < 8 ? top : 8) : 2;
 
