@@ -420,11 +420,12 @@ int main(int argc, char *argv[])
 	 *    I/O past the CPU count: a quarter of the ideal speedup at least,
 	 *    by the better engine (16 forks can cost more than the wait: a
 	 *    millisecond each under ASan).
-	 *    CPU work only where the CPUs were ours: if a run with no more
-	 *    workers than CPUs waited in the run queue for more than a fifth
-	 *    of its time, other programs had them, and no speedup can be
-	 *    read.  Otherwise: CPU stays near the CPU count, C threads scale
-	 *    (1.3x on 2).  Python's threads under the GIL: 1 CPU at most. */
+	 *    CPU work only where there is enough of it (10 ms for one worker)
+	 *    and where the CPUs were ours: if a run with no more workers than
+	 *    CPUs waited in the run queue for more than a fifth of its time,
+	 *    other programs had them, and no speedup can be read.  Otherwise:
+	 *    CPU stays near the CPU count, C threads scale (1.3x on 2).
+	 *    Python's threads under the GIL: 1 CPU at most. */
 	int eff = top < c.tasks ? top : (int)c.tasks;
 	char v[320];
 	int len = 0;
@@ -442,6 +443,10 @@ int main(int argc, char *argv[])
 		len += snprintf(v + len, sizeof v - (size_t)len, "; cpu "
 				"scaling not judged (%d CPUs, %d workers)",
 				ncpu, eff);
+	} else if (rows[0].cpu < 0.01) {
+		len += snprintf(v + len, sizeof v - (size_t)len, "; cpu "
+				"scaling not judged (%.1f ms of work: starting "
+				"workers costs more)", rows[0].cpu * 1e3);
 	} else if (busy > 0.2) {
 		len += snprintf(v + len, sizeof v - (size_t)len, "; cpu "
 				"scaling not judged (other programs kept the "
