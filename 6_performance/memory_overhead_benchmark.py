@@ -13,7 +13,8 @@ memory_overhead_benchmark.c
                  writes ob_refcnt in the object's header (Include/object.h),
                  so merely reading dirties every page that holds an object
      collect     gc.collect()              -> the collector writes gc_refs
-                 in the GC header of every tracked object (Modules/gcmodule.c)
+                 in the GC header of every tracked object (update_refs() in
+                 Modules/gcmodule.c; Python/gc.c since 3.13)
      frozen+collect  gc.freeze() in the parent before fork, then
                  gc.collect() in the child: frozen objects sit in the
                  permanent generation, which no collection visits (gc.freeze,
