@@ -47,7 +47,7 @@
  *   --full --plot speedup.svg; put a global mutex around work() in the
  *   threads (a GIL of your own) and watch the verdict.
  */
-#define _GNU_SOURCE  /* sched_getaffinity, RUSAGE_THREAD */
+#define _GNU_SOURCE  /* sched_getaffinity, CPU_COUNT */
 #include "mp.h"
 
 #include <math.h>
@@ -427,48 +427,42 @@ int main(int argc, char *argv[])
 	 *    CPU stays near the CPU count, C threads scale (1.3x on 2).
 	 *    Python's threads under the GIL: 1 CPU at most. */
 	int eff = top < c.tasks ? top : (int)c.tasks;
-	char v[320];
-	int len = 0;
+	bool io_j = eff > 4 * ncpu, cpu_j = ncpu >= 2 && eff >= 2 &&
+		    rows[0].cpu >= 0.01 && busy <= 0.2, py_j = pt > 0 &&
+		    py.gil == 1;
 
-	if (eff > 4 * ncpu) {
-		len += snprintf(v, sizeof v, "; io x%d %.2f >= %.1f", top,
-				io_top, eff / 4.0);
-		ok &= io_top >= eff / 4.0;
+	ok &= py.ok && (!io_j || io_top >= eff / 4.0) &&
+	      (!cpu_j || (cpu_top <= ncpu * 1.5 && thr2 >= 1.3)) &&
+	      (!py_j || pthr <= 1.2);
+	if (csv) {
+		if (!ok)
+			fprintf(stderr, "cpu_vs_io_bound: MISMATCH\n");
 	} else {
-		len += snprintf(v, sizeof v, "; io scaling not judged (%d "
-				"workers x %ld tasks on %d CPUs)", top,
-				c.tasks, ncpu);
+		printf("result: %ld tasks exact", (long)n * repeat * c.tasks);
+		if (io_j)
+			printf("; io x%d %.2f >= %.1f", top, io_top, eff / 4.0);
+		else
+			printf("; io scaling not judged (%d workers x %ld "
+			       "tasks on %d CPUs)", top, c.tasks, ncpu);
+		if (cpu_j)
+			printf("; cpu x%d %.2f <= %.1f, C threads x2 %.2f >= "
+			       "1.3", top, cpu_top, ncpu * 1.5, thr2);
+		else if (ncpu < 2 || eff < 2)
+			printf("; cpu scaling not judged (%d CPUs, %d "
+			       "workers)", ncpu, eff);
+		else if (rows[0].cpu < 0.01)
+			printf("; cpu scaling not judged (%.1f ms of work: "
+			       "starting workers costs more)",
+			       rows[0].cpu * 1e3);
+		else
+			printf("; cpu scaling not judged (other programs kept "
+			       "the CPUs: our workers waited up to %.0f%% of "
+			       "their time)", busy * 100);
+		if (py_j)
+			printf("; python threads x2 kept %.2f CPUs busy <= 1.2 "
+			       "(the GIL)", pthr);
+		printf(" %s\n", ok ? "OK" : "MISMATCH");
 	}
-	if (ncpu < 2 || eff < 2) {
-		len += snprintf(v + len, sizeof v - (size_t)len, "; cpu "
-				"scaling not judged (%d CPUs, %d workers)",
-				ncpu, eff);
-	} else if (rows[0].cpu < 0.01) {
-		len += snprintf(v + len, sizeof v - (size_t)len, "; cpu "
-				"scaling not judged (%.1f ms of work: starting "
-				"workers costs more)", rows[0].cpu * 1e3);
-	} else if (busy > 0.2) {
-		len += snprintf(v + len, sizeof v - (size_t)len, "; cpu "
-				"scaling not judged (other programs kept the "
-				"CPUs: our workers waited up to %.0f%% of "
-				"their time)", busy * 100);
-	} else {
-		len += snprintf(v + len, sizeof v - (size_t)len, "; cpu x%d "
-				"%.2f <= %.1f, C threads x2 %.2f >= 1.3", top,
-				cpu_top, ncpu * 1.5, thr2);
-		ok &= cpu_top <= ncpu * 1.5 && thr2 >= 1.3;
-	}
-	if (pt > 0 && py.gil == 1) {
-		snprintf(v + len, sizeof v - (size_t)len, "; python threads "
-			 "x2 kept %.2f CPUs busy <= 1.2 (the GIL)", pthr);
-		ok &= pthr <= 1.2;
-	}
-	ok &= py.ok;
-	if (!csv)
-		printf("result: %ld tasks exact%s %s\n",
-		       (long)n * repeat * c.tasks, v, ok ? "OK" : "MISMATCH");
-	else if (!ok)
-		fprintf(stderr, "cpu_vs_io_bound: MISMATCH\n");
 	MP_CHECK(mp_shm_free(sh, sizeof *sh));
 	return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }
