@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "mp_hmac.h"
+#include "mp_plot.h"
 #include "mp_pool.h"
 #include "mp_queue.h"
 #include "mp_shm.h"
