@@ -168,8 +168,26 @@ void mpp_progress(struct mp_pool *p)
 	if (p->nlive < p->workers && !p->shutdown_sent && !p->creating &&
 	    (p->state == P_RUNNING || p->state == P_CLOSED))
 		for (int i = 0; i < p->workers; i++)
-			if (p->w[i].pid <= 0 && mpp_spawn(p, i) == -1)
+			if (p->w[i].pid <= 0 && mpp_spawn(p, i) == -1) {
+				p->fork_err = errno;
 				break;
+			}
+	if (p->nlive || p->head == p->tail) {
+		p->fork_fail_since = 0;
+		return;
+	}
+	/* No worker, none can be forked (EAGAIN: RLIMIT_NPROC, ENOMEM), and
+	 * calls wait: keep trying for FORK_GRACE_NS (the limit may be
+	 * passing), then fail them with fork()'s error instead of waiting
+	 * for ever.  The pool stays usable: the next call tries again. */
+	int64_t now = now_ns();
+
+	if (!p->fork_fail_since)
+		p->fork_fail_since = now;
+	else if (now - p->fork_fail_since >= FORK_GRACE_NS) {
+		p->fork_fail_since = 0;
+		mpp_fail_outstanding(p, p->fork_err ? p->fork_err : EAGAIN);
+	}
 }
 
 /* Sleep in ppoll() on the eventfd and every worker's pidfd for at most
@@ -582,6 +600,13 @@ void mpp_cancel_all(struct mp_pool *p, int code)
 	p->state = P_TERMINATED;
 	if (code != ECANCELED)
 		p->broken = code;
+	mpp_fail_outstanding(p, code);
+}
+
+/* Fail every job in flight with code (those already done are delivered).
+ * Only with no live worker: nobody holds a job then. */
+void mpp_fail_outstanding(struct mp_pool *p, int code)
+{
 	while (p->head != p->tail) {
 		uint64_t j = p->head;
 		struct pjob *pj = ring_pjob(p, j);

@@ -46,6 +46,8 @@
  *   |   seq         P:W w:R   j while open; AUDIT / RETIRED marks     |
  *   |   end_unit, fn, n, chunk, sizes, in, out, flags   P:W w:R       |
  *   +----------------------------------------------------------------+
+ *   | nsegs, segs[] P:W w:R   the heap's mappings (address, length)   |
+ *   +----------------------------------------------------------------+
  *
  *   arena (a second mapping, used as a ring of byte ranges, one per job)
  *   +--------------------------------------------------------------+
@@ -54,8 +56,14 @@
  *   +--------------------------------------------------------------+
  *   a_head ... a_tail: the bytes of jobs not yet retired (parent only)
  *
- *   heap (a third mapping): mp_pool_alloc()'s blocks; a map whose items or
- *   results lie there skips the copy, and jb->in / jb->out point into it.
+ *   heap (a memfd, mapped in segments as it grows; workers map a segment
+ *   made after their fork at the same address: mp_pool_heap.c)
+ *   +----------------+--------------------------------+-------- - -
+ *   | segment 0      | segment 1 (>= all before it)   | ...
+ *   | blocks: P:W    | a map whose items or results lie in a block skips
+ *   |  (items), w:W  | the copy: jb->in / jb->out point into the heap
+ *   |  (results)     |                                |
+ *   +----------------+--------------------------------+-------- - -
  *
  * The moving parts, all in one MAP_SHARED | MAP_ANONYMOUS mapping made before
  * the first fork (so every worker, replacements included, sees it at the
@@ -125,8 +133,13 @@ enum { LINE = 64 };
 #define NO_ERR UINT64_MAX                 /* job.err_key: no failure */
 #define CODE_BITS 12                      /* error codes 1..4095 */
 #define CODE_MASK ((UINT64_C(1) << CODE_BITS) - 1)
-#define DEFAULT_ARENA ((size_t)128 << 20)
-#define DEFAULT_HEAP ((size_t)256 << 20)
+#define DEFAULT_ARENA ((size_t)32 << 20)
+#define MIN_SEGMENT ((size_t)4 << 20)     /* the heap's first mapping */
+#define MAX_SEGMENTS 40                   /* heap mappings (each at least
+					   * the size of all before it) */
+#define FORK_GRACE_NS 1000000000          /* keep trying to fork this long
+					   * with no worker left, then fail
+					   * the calls waiting for one */
 #define HEAP_MAGIC UINT64_C(0x6d70706f6f6c6862)  /* a used block */
 #define HEAP_FREE UINT64_C(0x6d70706f6f6c6666)   /* a freed one */
 #define MIN_ARENA ((size_t)1 << 20)
@@ -136,7 +149,9 @@ enum { LINE = 64 };
 					   * something that sends no wake-up */
 
 /* slot.state; RETIRING: leaves after maxtasksperchild, LEAVING: at join */
-enum { S_FREE, S_STARTING, S_READY, S_RETIRING, S_LEAVING };
+/* STARTING: forked, not yet in the initializer; INIT: in it (a death
+ * there is the initializer's failure; one before it is not). */
+enum { S_FREE, S_STARTING, S_INIT, S_READY, S_RETIRING, S_LEAVING };
 enum { K_APPLY, K_MAP, K_IMAP, K_IMAP_UNORDERED };  /* call kinds */
 enum { P_RUNNING, P_CLOSED, P_TERMINATED, P_JOINED };
 
@@ -152,8 +167,8 @@ struct job {
 	_Atomic uint64_t end_unit;            /* chunks [next, end_unit) */
 	mp_pool_fn fn;
 	uint64_t n, chunk, item_size, result_size;
-	/* Absolute addresses: the arena and the heap are mapped before the
-	 * first fork, so they are at the same address in every worker. */
+	/* Absolute addresses: the arena is mapped before the first fork,
+	 * and a heap segment at the same address in every worker. */
 	const char *in;
 	char *out;
 	uint8_t *flags;
@@ -176,6 +191,10 @@ struct shared {
 	_Atomic int wake_pending;                 /* a wake-up is on its way */
 	_Atomic int shutdown;
 	alignas(2 * LINE) _Atomic int parent_waiting;
+	/* The heap's mappings, published by the parent as it grows: a worker
+	 * forked before one was made maps it at the same address. */
+	alignas(2 * LINE) _Atomic uint32_t nsegs;
+	struct segment { uint64_t addr, len, off; } segs[MAX_SEGMENTS];
 	struct slot slots[MP_POOL_MAX_WORKERS];
 	struct job ring[RING];
 };
@@ -250,10 +269,16 @@ struct mp_pool {
 	struct mp_pool_stats st;        /* of reaped workers + parent's */
 	struct mp_pool_error last;
 	struct mp_pool_async *calls;    /* every live call */
-	char *heap;                     /* mp_pool_alloc()'s shared blocks */
-	size_t heap_bytes;
-	size_t heap_top, heap_last;     /* first free byte; top block (or
-					 * SIZE_MAX) */
+	/* mp_pool_alloc()'s heap: a memfd mapped in segments (a copy of
+	 * sh->segs), a stack of blocks over them. */
+	int hfd;
+	uint32_t nsegs, cur;            /* segments; the one holding top */
+	struct segment segs[MAX_SEGMENTS];
+	size_t heap_max, heap_mapped;   /* cap (0: none); bytes mapped */
+	uintptr_t heap_top, heap_last;  /* first free byte; top block (0:
+					 * none) */
+	int fork_err;                   /* why the last fork failed */
+	int64_t fork_fail_since;        /* no worker and no fork since */
 	/* mp_pool_fd(): an epoll set of efd, every worker's pidfd and a
 	 * timer for what sends no wake-up; -1 until asked for. */
 	int epfd, tfd;
@@ -292,14 +317,27 @@ static inline size_t min_sz(size_t a, size_t b)
 	return a < b ? a : b;
 }
 
+/* Which heap segment holds [ptr, ptr + len)?  -1 if none does. */
+static inline int heap_segment(const struct mp_pool *p, const void *ptr,
+			       size_t len)
+{
+	uintptr_t a = (uintptr_t)ptr;
+
+	for (uint32_t k = 0; ptr && k < p->nsegs; k++) {
+		uintptr_t h = (uintptr_t)p->segs[k].addr;
+		size_t n = p->segs[k].len;
+
+		if (a >= h && a - h <= n && len <= n - (a - h))
+			return (int)k;
+	}
+	return -1;
+}
+
 /* Does [ptr, ptr + len) lie in the pool's shared heap? */
 static inline bool in_heap(const struct mp_pool *p, const void *ptr,
 			   size_t len)
 {
-	uintptr_t a = (uintptr_t)ptr, h = (uintptr_t)p->heap;
-
-	return ptr && a >= h && a - h <= p->heap_bytes &&
-	       len <= p->heap_bytes - (a - h);
+	return heap_segment(p, ptr, len) >= 0;
 }
 
 /* FUTEX_WAIT / FUTEX_WAKE without _PRIVATE: the word is in a mapping shared
@@ -413,5 +451,10 @@ void mpp_pull_window(struct mp_pool *p, struct mp_pool_async *c,
 int mpp_sleep_once(struct mp_pool *p, int64_t wait);
 void mpp_complete_ready(struct mp_pool *p);
 void mpp_fd_arm(struct mp_pool *p);
+void mpp_fail_outstanding(struct mp_pool *p, int code);
+
+/* mp_pool_heap.c (beside mp_pool.c): map a segment; unmap them all. */
+int mpp_heap_grow(struct mp_pool *p, size_t need);
+int mpp_heap_release(struct mp_pool *p);
 
 #endif

@@ -171,7 +171,12 @@ void mpp_handle_exit(struct mp_pool *p, int i)
 		uint64_t j = atomic_load(&s->job), k = atomic_load(&s->chunk);
 
 		p->st.workers_died++;
-		p->init_deaths = state == S_STARTING ? p->init_deaths + 1 : 0;
+		/* Dying in the initializer counts; being killed before it
+		 * (a kill at start-up) neither counts nor clears the count. */
+		if (state == S_INIT)
+			p->init_deaths++;
+		else if (state != S_STARTING)
+			p->init_deaths = 0;
 		if (j >= p->head && j < p->tail && k != NONE &&
 		    !ring_pjob(p, j)->complete)
 			blame(p, j, k, r == pid && WIFSIGNALED(status) ?
@@ -196,7 +201,7 @@ void mpp_handle_exit(struct mp_pool *p, int i)
 	/* mpp_progress() forks the replacement, unless the replacements keep
 	 * dying in their initializer: then give up rather than fork forever
 	 * (mpp_progress() cancels everything with ECHILD). */
-	if (!normal && state == S_STARTING && !p->creating &&
+	if (!normal && state == S_INIT && !p->creating &&
 	    p->init_deaths > p->retries + 1)
 		p->give_up = ECHILD;
 }

@@ -19,6 +19,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 
 
@@ -98,6 +99,30 @@ static void pass_wakeup_on(struct shared *sh, uint64_t j, uint64_t k,
 	}
 }
 
+/* Map the heap segments the parent made since this worker was forked, at
+ * the parent's addresses (mp_pool_heap.c).  false if one cannot be: the
+ * worker then retires, and its replacement inherits the mapping. */
+static bool map_heap(const struct mp_pool *p, uint32_t *seen)
+{
+	uint32_t n = atomic_load_explicit(&p->sh->nsegs, memory_order_acquire);
+
+	for (; *seen < n; (*seen)++) {
+		const struct segment *s = &p->sh->segs[*seen];
+		void *m = mmap((void *)(uintptr_t)s->addr, s->len,
+			       PROT_READ | PROT_WRITE,
+			       MAP_SHARED | MAP_FIXED_NOREPLACE, p->hfd,
+			       (off_t)s->off);
+
+		if (m == MAP_FAILED)
+			return false;
+		if (m != (void *)(uintptr_t)s->addr) {  /* an old kernel */
+			munmap(m, s->len);
+			return false;
+		}
+	}
+	return true;
+}
+
 struct held { uint64_t job, mine; };
 
 /* Stop holding a job: publish what was done in it, then clear the slot,
@@ -167,6 +192,7 @@ static bool worker_loop(const struct mp_pool *p, struct slot *me)
 	long done_chunks = 0;
 	uint64_t tail = 0;  /* last value read: the line is the parent's */
 	bool woken = false;  /* slept since its last claim: pass it on */
+	uint32_t segs = p->nsegs;  /* heap segments mapped (at fork) */
 
 	for (;;) {
 		uint64_t j = atomic_load(&sh->first_open);
@@ -184,6 +210,8 @@ static bool worker_loop(const struct mp_pool *p, struct slot *me)
 
 		if (h.job != j) {
 			leave(p, me, &h);
+			if (!map_heap(p, &segs))
+				return true;  /* retire: see map_heap() */
 			atomic_store(&me->job, j);
 			h.job = j;
 		}
@@ -248,8 +276,10 @@ _Noreturn void mpp_worker_main(const struct mp_pool *p, int i)
 		close(p->epfd);
 		close(p->tfd);
 	}
-	if (p->init)
+	if (p->init) {
+		atomic_store(&me->state, S_INIT);
 		p->init(p->initargs);
+	}
 	atomic_store(&me->state, S_READY);
 	wake_parent(p);
 	bool retiring = worker_loop(p, me);
