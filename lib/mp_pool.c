@@ -4,8 +4,9 @@
  * loops (mp_pool_fd, mp_pool_poll), the blocking calls, apply and map with
  * their async handles, and inspection.  imap is in mp_pool_iter.c, the
  * shared heap (mp_pool_alloc) in mp_pool_heap.c.  Everything here goes
- * through the dispatcher (mp_pool_dispatch.c: submit, wait, collect, cancel) and,
- * at create and join, the worker processes (mp_pool_recovery.c).
+ * through the parent's layers below (mp_pool_submit.c, mp_pool_wait.c,
+ * mp_pool_collect.c) and, at create and join, the worker processes
+ * (mp_pool_recovery.c).
  * mp_pool_internal.h has the picture of the shared memory and of how the
  * files are layered.
  */

@@ -1,15 +1,19 @@
 /* lib/mp_pool_internal.h -- the pool's shared layout and tiny helpers
  *
- * Not a public header: only lib/mp_pool*.c include it.  The pool is five
- * files in layers; each includes this one and calls only the layer below:
+ * Not a public header: only lib/mp_pool*.c include it.  The pool is eight
+ * files in layers; each includes this one and calls only the layers below:
  *
- *   mp_pool.c, mp_pool_iter.c   the public calls (mp_pool.h): create and
- *                               stop, map/apply/async handles, the event
- *                               loop's fd and poll, imap, the shared heap,
- *                               inspection
+ *   mp_pool.c, mp_pool_iter.c,  the public calls (mp_pool.h): create and
+ *   mp_pool_heap.c              stop, map/apply/async handles, the event
+ *                               loop's fd and poll; imap; the shared heap
  *             |
- *   mp_pool_dispatch.c          the parent: calls -> jobs, collecting
- *                               results, waiting, cancelling
+ *   mp_pool_submit.c            the parent: calls -> jobs in the ring
+ *             |
+ *   mp_pool_wait.c              the parent: bookkeeping, waiting (ppoll),
+ *                               the event loop's descriptor
+ *             |
+ *   mp_pool_collect.c           the parent: finished jobs -> their calls,
+ *                               retiring, imap copies, cancelling
  *             |
  *   mp_pool_recovery.c          the parent: worker processes -- fork, reap,
  *                               blame the item a dead worker ran, audit
@@ -257,8 +261,8 @@ struct mp_pool {
 	int nlive;
 	int state;
 	int broken;                     /* errno code once unusable, or 0 */
-	int give_up;                    /* recovery asks dispatch to cancel
-					 * everything with this code */
+	int give_up;                    /* recovery asks mpp_progress() to
+					 * cancel everything with this code */
 	bool shutdown_sent, deferred, creating;
 	int init_deaths;
 	uint64_t head, tail;            /* jobs [head, tail) not retired */
@@ -418,20 +422,32 @@ void mpp_kill_workers(struct mp_pool *p);
 void mpp_close_fd(struct mp_pool *p, int *fd);
 bool mpp_audit(struct mp_pool *p, uint64_t j);
 
-/* mp_pool_dispatch.c: calls, jobs, waiting. */
-typedef bool (*mpp_cond)(struct mp_pool *p, void *arg);
-void mpp_progress(struct mp_pool *p);
-void mpp_collect(struct mp_pool *p);
-int mpp_wait_until(struct mp_pool *p, mpp_cond cond, void *arg,
-		   int64_t deadline);
+/* mp_pool_collect.c: finished jobs back to their calls; cancelling. */
 bool mpp_job_complete(struct mp_pool *p, uint64_t j);
 void mpp_complete_job(struct mp_pool *p, uint64_t j);
-int mpp_submit(struct mp_pool *p, struct mp_pool_async *c, size_t base,
-	       size_t n, const char *items);
-void mpp_cancel_all(struct mp_pool *p, int code);
+void mpp_complete_ready(struct mp_pool *p);
+void mpp_collect(struct mp_pool *p);
+bool mpp_entry_reusable(struct mp_pool *p, uint64_t old);
 struct mp_pool_error mpp_item_error(const struct mp_pool_async *c,
 				    size_t index, int code, bool task);
+void mpp_finish_call(struct mp_pool_async *c);
 void mpp_release_call(struct mp_pool_async *c);
+void mpp_pull_window(struct mp_pool *p, struct mp_pool_async *c,
+		     struct pjob *pj, bool all);
+void mpp_cancel_all(struct mp_pool *p, int code);
+void mpp_fail_outstanding(struct mp_pool *p, int code);
+
+/* mp_pool_wait.c: bookkeeping, waiting, the event loop's descriptor. */
+typedef bool (*mpp_cond)(struct mp_pool *p, void *arg);
+void mpp_progress(struct mp_pool *p);
+int mpp_sleep_once(struct mp_pool *p, int64_t wait);
+int mpp_wait_until(struct mp_pool *p, mpp_cond cond, void *arg,
+		   int64_t deadline);
+void mpp_fd_arm(struct mp_pool *p);
+
+/* mp_pool_submit.c: calls into jobs. */
+int mpp_submit(struct mp_pool *p, struct mp_pool_async *c, size_t base,
+	       size_t n, const char *items);
 struct mp_pool_async *mpp_new_call(struct mp_pool *p, int kind,
 				   mp_pool_fn fn, size_t n, size_t isz,
 				   size_t rsz, size_t chunk, size_t size);
@@ -446,12 +462,6 @@ struct mp_pool_async *mpp_map_call(struct mp_pool *p, int kind,
 				   size_t chunk, size_t size);
 void mpp_submit_windows(struct mp_pool *p, struct mp_pool_async *c,
 			const char *items);
-void mpp_pull_window(struct mp_pool *p, struct mp_pool_async *c,
-		     struct pjob *pj, bool all);
-int mpp_sleep_once(struct mp_pool *p, int64_t wait);
-void mpp_complete_ready(struct mp_pool *p);
-void mpp_fd_arm(struct mp_pool *p);
-void mpp_fail_outstanding(struct mp_pool *p, int code);
 
 /* mp_pool_heap.c (beside mp_pool.c): map a segment; unmap them all. */
 int mpp_heap_grow(struct mp_pool *p, size_t need);

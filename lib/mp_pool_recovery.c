@@ -7,11 +7,13 @@
  * flight "suspect", and later audit each suspect job (scan its flags,
  * reopen it for the items that never finished).
  *
- * Called by mp_pool_dispatch.c (its waits reap through mpp_handle_exit(),
- * its collection audits through mpp_audit()) and by mp_pool.c (create and
- * stop).  It calls nothing above it: when the pool must give up (replacement
- * workers keep dying in their initializer) it sets p->give_up, and the
- * dispatcher cancels the outstanding work on its next round.
+ * Called by the layers above: mp_pool_wait.c reaps through
+ * mpp_handle_exit() and forks through mpp_spawn(), mp_pool_collect.c
+ * audits through mpp_audit() and kills through mpp_kill_workers(),
+ * mp_pool.c at create and join.  It calls nothing above it: when the pool
+ * must give up (replacement workers keep dying in their initializer) it
+ * sets p->give_up, and mpp_progress() cancels the outstanding work on its
+ * next round.
  */
 #define _GNU_SOURCE
 #include "mp_pool_internal.h"
@@ -253,7 +255,7 @@ bool mpp_audit(struct mp_pool *p, uint64_t j)
 }
 
 /* SIGKILL every worker and reap it (terminate, or giving up).  The jobs
- * they held are the dispatcher's to fail. */
+ * they held are mp_pool_collect.c's to fail. */
 void mpp_kill_workers(struct mp_pool *p)
 {
 	/* Through the pidfd: the signal cannot reach a recycled pid. */
