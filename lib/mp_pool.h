@@ -42,22 +42,24 @@
  *
  * How this pool is built: one shared anonymous mapping (nothing appears in
  * /dev/shm, so nothing can be left there) holds a ring of job descriptors and
- * an arena for arguments and results.  A map needs no queue of tasks: its
+ * an arena for arguments and results; mp_pool_alloc()'s heap is a memfd (also
+ * nameless) that grows as it is used.  A map needs no queue of tasks: its
  * items sit in the arena and each worker claims the next chunk with one
  * atomic add (OpenMP's schedule(dynamic, chunksize)).  apply_async jobs are
- * entries of the same ring.  Idle workers sleep on a futex and are woken
- * only when they are counted as sleeping; the parent waits in poll() on an
- * eventfd (workers signal it only while the parent waits) and on one pidfd
- * per worker, so a dead worker is noticed at once.  Each worker records in
- * its shared slot which job and chunk it is running, and every item gets a
- * "done" byte once its result is written; when a worker dies the pool reaps
- * it, forks a replacement and runs the items of its chunk that have no
- * "done" byte again (an item that was cut short may thus run twice), up to
- * `retries` extra times per item; then the call fails with EOWNERDEAD
- * naming the item (see struct mp_pool_error).  There are no
- * threads: the pool's bookkeeping (collecting results, running callbacks,
- * replacing workers) happens in the thread that calls into the pool; an
- * event loop waits on mp_pool_fd() and calls mp_pool_poll().
+ * entries of the same ring.  Idle workers sleep on a futex and are woken only
+ * when they are counted as sleeping (a woken worker that sees more work
+ * queued wakes the next sleeper, so a burst of apply_async reaches every idle
+ * worker); the parent waits in poll() on an eventfd (workers signal it only
+ * while the parent waits) and on one pidfd per worker, so a dead worker is
+ * noticed at once.  Each worker records in its shared slot which job and
+ * chunk it is running, and every item gets a "done" byte once its result is
+ * written; when a worker dies the pool reaps it, forks a replacement and runs
+ * the items of its chunk that have no "done" byte again (an item that was cut
+ * short may thus run twice), up to `retries` extra times per item; then the
+ * call fails with EOWNERDEAD naming the item (see struct mp_pool_error).
+ * There are no threads: the pool's bookkeeping (collecting results, running
+ * callbacks, replacing workers) happens in the thread that calls into the
+ * pool; an event loop waits on mp_pool_fd() and calls mp_pool_poll().
  *
  * Conventions:
  *  - Functions return 0 / -1 with errno set, or NULL with errno set, unless
@@ -365,7 +367,8 @@ void mp_pool_async_free(struct mp_pool_async *h);
  * that finishes a job, once per mp_pool_poll(), not once per task), the
  * pidfd of every worker (readable when one dies) and a timerfd (for the
  * rare things that send no wake-up: a worker that could not be forked).
- * libuv's uv_async_t does the same job inside libuv (an eventfd). */
+ * libuv's uv_async_t does the same job inside libuv (an eventfd on Linux:
+ * uv__async_start in src/unix/async.c). */
 
 /* A file descriptor that becomes readable when an async call of the pool
  * (apply_async, map_async, starmap_async) has completed and its callback
