@@ -19,6 +19,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 
@@ -123,6 +124,83 @@ static bool map_heap(const struct mp_pool *p, uint32_t *seen)
 	return true;
 }
 
+/* First touches.  fork() copies no page table entries of a MAP_SHARED
+ * mapping, so a worker takes a page fault on the first touch of every page
+ * of the arena and the heap, even pages the parent (or another worker)
+ * has long since written -- and a map's chunks land on a different worker
+ * each time, so the faults go on for many calls.  Instead, a worker fills
+ * its page table ahead (MADV_POPULATE_WRITE: one system call for a run of
+ * pages, no fault per page) for the pages of each job it joins, the first
+ * time it meets them: a bitmap per mapping (the arena, each heap segment)
+ * says which it has met.  Only pages that jobs use are touched, so nothing
+ * is allocated for nothing.  An old kernel (EINVAL) simply keeps
+ * faulting; without memory for a bitmap, that mapping is not warmed. */
+struct warm {
+	size_t page;
+	uint64_t *arena;                  /* one bit per page */
+	uint64_t *seg[MAX_SEGMENTS];      /* allocated when first used */
+};
+
+static void warm_pages(uint64_t *bits, char *base, size_t off, size_t len,
+		       size_t page)
+{
+	size_t pg = off / page, last = (off + len - 1) / page;
+
+	while (pg <= last) {
+		if (bits[pg / 64] & (UINT64_C(1) << (pg % 64))) {
+			pg++;
+			continue;
+		}
+		size_t run = pg;
+
+		for (; run <= last &&
+		       !(bits[run / 64] & (UINT64_C(1) << (run % 64))); run++)
+			bits[run / 64] |= UINT64_C(1) << (run % 64);
+		(void)madvise(base + pg * page, (run - pg) * page,
+			      MADV_POPULATE_WRITE);
+		pg = run;
+	}
+}
+
+/* Warm [ptr, ptr + len): in the arena, or in a heap segment this worker
+ * has mapped (segs of them). */
+static void warm_range(const struct mp_pool *p, struct warm *w, uint32_t segs,
+		       const void *ptr, size_t len)
+{
+	uintptr_t a = (uintptr_t)ptr, base = (uintptr_t)p->arena;
+
+	if (!len)
+		return;
+	if (a >= base && a - base < p->arena_bytes) {
+		if (w->arena)
+			warm_pages(w->arena, p->arena, a - base, len, w->page);
+		return;
+	}
+	for (uint32_t k = 0; k < segs; k++) {
+		const struct segment *s = &p->sh->segs[k];
+
+		if (a < s->addr || a - s->addr >= s->len)
+			continue;
+		if (!w->seg[k])
+			w->seg[k] = calloc((s->len / w->page + 63) / 64,
+					   sizeof(uint64_t));
+		if (w->seg[k])
+			warm_pages(w->seg[k], (char *)(uintptr_t)s->addr,
+				   a - s->addr, len, w->page);
+		return;
+	}
+}
+
+static void warm_job(const struct mp_pool *p, struct warm *w, uint32_t segs,
+		     const struct job *jb)
+{
+	warm_range(p, w, segs, jb->in, jb->n * jb->item_size);
+	warm_range(p, w, segs, jb->out, jb->n * jb->result_size);
+	warm_range(p, w, segs, jb->flags, jb->n);
+	if (jb->stream)
+		warm_range(p, w, segs, jb->errs, 2 * jb->n);
+}
+
 struct held { uint64_t job, mine; };
 
 /* Stop holding a job: publish what was done in it, then clear the slot,
@@ -185,7 +263,8 @@ static uint64_t run_chunk(struct slot *me, struct job *jb, uint64_t k)
 /* The worker's life: claim chunks of the oldest open job until there is
  * none, sleep, repeat.  Returns false on shutdown, true after
  * maxtasksperchild. */
-static bool worker_loop(const struct mp_pool *p, struct slot *me)
+static bool worker_loop(const struct mp_pool *p, struct slot *me,
+			struct warm *warm)
 {
 	struct shared *sh = p->sh;
 	struct held h = { NONE, 0 };
@@ -193,6 +272,7 @@ static bool worker_loop(const struct mp_pool *p, struct slot *me)
 	uint64_t tail = 0;  /* last value read: the line is the parent's */
 	bool woken = false;  /* slept since its last claim: pass it on */
 	uint32_t segs = p->nsegs;  /* heap segments mapped (at fork) */
+	bool joined = false;  /* a new job: warm its arena pages */
 
 	for (;;) {
 		uint64_t j = atomic_load(&sh->first_open);
@@ -214,6 +294,7 @@ static bool worker_loop(const struct mp_pool *p, struct slot *me)
 				return true;  /* retire: see map_heap() */
 			atomic_store(&me->job, j);
 			h.job = j;
+			joined = true;
 		}
 		uint64_t s = atomic_load(&jb->seq);
 
@@ -227,6 +308,10 @@ static bool worker_loop(const struct mp_pool *p, struct slot *me)
 				atomic_compare_exchange_strong(&sh->first_open,
 							       &j, j + 1);
 			continue;
+		}
+		if (joined) {  /* seq == j: the fields are this job's */
+			joined = false;
+			warm_job(p, warm, segs, jb);
 		}
 		uint64_t k = atomic_fetch_add(&jb->next, 1);
 		uint64_t end = atomic_load(&jb->end_unit);
@@ -282,7 +367,15 @@ _Noreturn void mpp_worker_main(const struct mp_pool *p, int i)
 	}
 	atomic_store(&me->state, S_READY);
 	wake_parent(p);
-	bool retiring = worker_loop(p, me);
+	struct warm warm = { .page = (size_t)sysconf(_SC_PAGESIZE) };
+
+	warm.arena = calloc((p->arena_bytes / warm.page + 63) / 64,
+			    sizeof(uint64_t));
+	bool retiring = worker_loop(p, me, &warm);
+
+	free(warm.arena);
+	for (int k = 0; k < MAX_SEGMENTS; k++)
+		free(warm.seg[k]);
 
 	if (p->fin)
 		p->fin(p->finargs);
