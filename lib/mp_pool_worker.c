@@ -12,6 +12,10 @@
  * flagging each as its result is written; when the job has no chunk left,
  * move first_open forward and go on with the next job; when there is no
  * job at all, spin for SPIN_NS, then sleep on the futex word wake_seq.
+ * Three things ride along: a worker woken from that sleep passes the
+ * wake-up on when more work waits (pass_wakeup_on); before it joins a job
+ * it maps the heap segments made since its fork (map_heap); and it fills
+ * its page table ahead for a job's pages (warm_job).
  */
 #define _GNU_SOURCE
 #include "mp_pool_internal.h"
@@ -22,7 +26,6 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
-
 
 /* Wake the parent if it sleeps in poll() waiting for progress. */
 static void wake_parent(const struct mp_pool *p)
@@ -272,7 +275,7 @@ static bool worker_loop(const struct mp_pool *p, struct slot *me,
 	uint64_t tail = 0;  /* last value read: the line is the parent's */
 	bool woken = false;  /* slept since its last claim: pass it on */
 	uint32_t segs = p->nsegs;  /* heap segments mapped (at fork) */
-	bool joined = false;  /* a new job: warm its arena pages */
+	bool joined = false;  /* a new job: warm its pages (once) */
 
 	for (;;) {
 		uint64_t j = atomic_load(&sh->first_open);
@@ -309,10 +312,6 @@ static bool worker_loop(const struct mp_pool *p, struct slot *me,
 							       &j, j + 1);
 			continue;
 		}
-		if (joined) {  /* seq == j: the fields are this job's */
-			joined = false;
-			warm_job(p, warm, segs, jb);
-		}
 		uint64_t k = atomic_fetch_add(&jb->next, 1);
 		uint64_t end = atomic_load(&jb->end_unit);
 
@@ -327,6 +326,10 @@ static bool worker_loop(const struct mp_pool *p, struct slot *me,
 		if (woken) {
 			woken = false;
 			pass_wakeup_on(sh, j, k, end);
+		}
+		if (joined) {  /* holding a chunk: the fields are this job's */
+			joined = false;
+			warm_job(p, warm, segs, jb);
 		}
 		h.mine += run_chunk(me, jb, k);
 		done_chunks++;
