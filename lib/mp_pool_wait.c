@@ -136,8 +136,10 @@ int mpp_wait_until(struct mp_pool *p, mpp_cond cond, void *arg,
 		int64_t wait = deadline < 0 ? -1 : late ? 0 : deadline - now;
 
 		/* Things that send no wake-up: a worker about to let go of
-		 * a job (deferred), a worker that could not be forked. */
-		if ((p->deferred || p->nlive < p->workers) &&
+		 * a job (deferred), a worker that could not be forked, and
+		 * the audits after a death (a worker that only ran items
+		 * already done does not wake the parent when it leaves). */
+		if ((p->deferred || p->nlive < p->workers || p->suspects) &&
 		    (wait < 0 || wait > RECHECK_NS))
 			wait = RECHECK_NS;
 		p->deferred = false;
