@@ -36,12 +36,14 @@
  *   | sleepers      w:W P:R   how many sleep (or are about to)        |
  *   | wake_pending  P,w:W     a wake-up is on its way to a sleeper    |
  *   | shutdown      P:W w:R   leave at join()                         |
- *   | parent_waiting P:W w:RW the parent sleeps in poll(): write efd   |
+ *   | parent_waiting P:W w:RW parent asleep (or an event loop's fd   |
+ *   |                         armed): the next worker to finish a job |
+ *   |                         clears it and writes the eventfd        |
  *   +----------------------------------------------------------------+
  *   | slots[MP_POOL_MAX_WORKERS]  one per worker, own cache lines      |
  *   |   job, chunk  w:W P:R   what the worker holds / runs            |
  *   |   tasks       w:W P:R   task calls finished (statistics)        |
- *   |   state       w,P:W     STARTING -> READY -> RETIRING/LEAVING    |
+ *   |   state       w,P:W     STARTING, INIT, READY, RETIRING/LEAVING  |
  *   +----------------------------------------------------------------+
  *   | ring[RING]    job j in ring[j % RING]                           |
  *   |   next        w:W (atomic add: claim chunk k = next++) P:W audit|
@@ -107,7 +109,11 @@
  * uses the same pattern twice: a worker counts itself in `sleepers` before
  * its last look for work, the parent publishes work before it reads
  * `sleepers`; the parent sets `parent_waiting` before its last look at the
- * jobs, a worker finishes a job before it reads `parent_waiting`.
+ * jobs, a worker finishes a job before it reads `parent_waiting`.  And once
+ * more for the wake-up chain: a woken worker clears `wake_pending` before
+ * it reads `tail`, the parent stores `tail` before it reads `wake_pending`
+ * (so either the parent wakes a sleeper itself or the worker passes the
+ * wake-up on: mp_pool_worker.c).
  */
 #ifndef MP_POOL_INTERNAL_H
 #define MP_POOL_INTERNAL_H
