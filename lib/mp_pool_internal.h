@@ -29,31 +29,31 @@
  * address.  W = written by, R = read by; P = parent, w = workers.
  *
  *   struct shared (one mapping)
- *   +----------------------------------------------------------------+
- *   | tail          P:W w:R   jobs published (ring[0..tail) exist)   |
+ *   +-----------------------------------------------------------------+
+ *   | tail          P:W w:R   jobs published (ring[0..tail) exist)    |
  *   | first_open    w:W P:W   oldest job that may have unclaimed work |
  *   | wake_seq      P,w:W     futex word idle workers sleep on        |
  *   | sleepers      w:W P:R   how many sleep (or are about to)        |
  *   | wake_pending  P,w:W     a wake-up is on its way to a sleeper    |
  *   | shutdown      P:W w:R   leave at join()                         |
- *   | parent_waiting P:W w:RW parent asleep (or an event loop's fd   |
+ *   | parent_waiting P:W w:RW parent asleep (or an event loop's fd    |
  *   |                         armed): the next worker to finish a job |
  *   |                         clears it and writes the eventfd        |
- *   +----------------------------------------------------------------+
- *   | slots[MP_POOL_MAX_WORKERS]  one per worker, own cache lines      |
+ *   +-----------------------------------------------------------------+
+ *   | slots[MP_POOL_MAX_WORKERS]  one per worker, own cache lines     |
  *   |   job, chunk  w:W P:R   what the worker holds / runs            |
  *   |   tasks       w:W P:R   task calls finished (statistics)        |
- *   |   state       w,P:W     STARTING, INIT, READY, RETIRING/LEAVING  |
- *   +----------------------------------------------------------------+
+ *   |   state       w,P:W     STARTING, INIT, READY, RETIRING/LEAVING |
+ *   +-----------------------------------------------------------------+
  *   | ring[RING]    job j in ring[j % RING]                           |
  *   |   next        w:W (atomic add: claim chunk k = next++) P:W audit|
  *   |   done_items  w:W P:R   items finished, added on leaving a job  |
  *   |   err_key     w:W P:R   lowest failing index << 12 | code       |
  *   |   seq         P:W w:R   j while open; AUDIT / RETIRED marks     |
  *   |   end_unit, fn, n, chunk, sizes, in, out, flags   P:W w:R       |
- *   +----------------------------------------------------------------+
+ *   +-----------------------------------------------------------------+
  *   | nsegs, segs[] P:W w:R   the heap's mappings (address, length)   |
- *   +----------------------------------------------------------------+
+ *   +-----------------------------------------------------------------+
  *
  *   arena (a second mapping, used as a ring of byte ranges, one per job)
  *   +--------------------------------------------------------------+
