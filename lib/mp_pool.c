@@ -2,9 +2,11 @@
  *
  * The top layer: creating and stopping a pool, the descriptor for event
  * loops (mp_pool_fd, mp_pool_poll), the blocking calls, apply and map with
- * their async handles, the shared heap (mp_pool_alloc) and inspection.  imap is in mp_pool_iter.c.  Everything here goes through
- * the dispatcher (mp_pool_dispatch.c: submit, wait, collect, cancel) and,
- * at create and join, the worker processes (mp_pool_recovery.c).
+ * their async handles, and inspection.  imap is in mp_pool_iter.c, the
+ * shared heap (mp_pool_alloc) in mp_pool_heap.c.  Everything here goes
+ * through the parent's layers below (mp_pool_submit.c, mp_pool_wait.c,
+ * mp_pool_collect.c) and, at create and join, the worker processes
+ * (mp_pool_recovery.c).
  * mp_pool_internal.h has the picture of the shared memory and of how the
  * files are layered.
  */
@@ -20,6 +22,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/timerfd.h>
+#include <sys/wait.h>
 
 /* ---- create and stop ---------------------------------------------- */
 
@@ -60,7 +63,7 @@ static int unmap_pool(struct mp_pool *p)
 		err = errno;
 	if (p->arena && munmap(p->arena, p->arena_bytes) == -1 && !err)
 		err = errno;
-	if (p->heap && munmap(p->heap, p->heap_bytes) == -1 && !err)
+	if (mpp_heap_release(p) == -1 && !err)
 		err = errno;
 	mpp_close_fd(p, &p->tfd);
 	mpp_close_fd(p, &p->epfd);
@@ -96,7 +99,7 @@ struct mp_pool *mp_pool_create(const struct mp_pool_options *opts)
 
 	if (!p)
 		return NULL;
-	p->efd = p->epfd = p->tfd = -1;
+	p->efd = p->epfd = p->tfd = p->hfd = -1;
 	p->workers = o.workers ? o.workers : cpus_available();
 	p->retries = o.retries == 0 ? MP_POOL_DEFAULT_RETRIES :
 		o.retries < 0 ? 0 : o.retries;
@@ -107,18 +110,20 @@ struct mp_pool *mp_pool_create(const struct mp_pool_options *opts)
 	p->finargs = o.finargs;
 	p->parent = getpid();
 	p->arena_bytes = o.arena_bytes ? al(o.arena_bytes) : DEFAULT_ARENA;
-	p->heap_bytes = o.heap_bytes ? al(o.heap_bytes) : DEFAULT_HEAP;
+	p->heap_max = o.heap_bytes;
 	p->last.index = MP_POOL_NO_INDEX;
 	for (int i = 0; i < MP_POOL_MAX_WORKERS; i++)
 		p->w[i] = (struct worker){ 0, -1 };
 
 	p->sh = map_shared(sizeof *p->sh);
 	p->arena = map_shared(p->arena_bytes);
-	p->heap = map_shared(p->heap_bytes);
-	p->heap_last = SIZE_MAX;
 	p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	/* Made now, empty, so that every worker inherits it (the heap grows
+	 * in it later: mp_pool_heap.c). */
+	p->hfd = memfd_create("mp_pool_heap", MFD_CLOEXEC);
 	p->pj = calloc(RING, sizeof *p->pj);
-	if (!p->sh || !p->arena || !p->heap || p->efd == -1 || !p->pj) {
+	if (!p->sh || !p->arena || p->efd == -1 || p->hfd == -1 || !p->pj ||
+	    (p->heap_max && mpp_heap_grow(p, p->heap_max) == -1)) {
 		int e = errno ? errno : ENOMEM;
 
 		(void)unmap_pool(p);  /* the first error is the one to report */
@@ -481,58 +486,6 @@ void mp_pool_async_free(struct mp_pool_async *h)
 	mpp_release_call(h);
 }
 
-/* ---- the shared heap -------------------------------------------------------
- *
- * A stack of blocks: mp_pool_alloc() takes the bytes at the top, and
- * mp_pool_free() marks a block free and brings the top down over every
- * free block there.  Each block starts with a 64-byte header just before
- * the pointer handed out; workers never allocate. */
-
-struct block { uint64_t magic, len, prev; };  /* prev: the block below */
-
-void *mp_pool_alloc(struct mp_pool *p, size_t size)
-{
-	if (!p || size == 0 || size > p->heap_bytes) {
-		errno = EINVAL;
-		return NULL;
-	}
-	size_t len = al(size) + LINE;
-
-	if (len > p->heap_bytes - p->heap_top) {
-		errno = ENOMEM;
-		return NULL;
-	}
-	struct block *b = (struct block *)(p->heap + p->heap_top);
-
-	*b = (struct block){ HEAP_MAGIC, len, p->heap_last };
-	p->heap_last = p->heap_top;
-	p->heap_top += len;
-	return (char *)b + LINE;
-}
-
-int mp_pool_free(struct mp_pool *p, void *ptr)
-{
-	if (!ptr)
-		return 0;
-	struct block *b = (struct block *)((char *)ptr - LINE);
-
-	if (!p || !in_heap(p, b, LINE) || ((char *)b - p->heap) % LINE ||
-	    b->magic != HEAP_MAGIC) {
-		errno = EINVAL;
-		return -1;
-	}
-	b->magic = HEAP_FREE;
-	while (p->heap_last != SIZE_MAX) {
-		struct block *top = (struct block *)(p->heap + p->heap_last);
-
-		if (top->magic != HEAP_FREE)
-			break;
-		p->heap_top = p->heap_last;
-		p->heap_last = top->prev;
-	}
-	return 0;
-}
-
 /* ---- inspection --------------------------------------------------- */
 
 const struct mp_pool_error *mp_pool_last_error(const struct mp_pool *p)
@@ -566,7 +519,16 @@ void mp_pool_stats(const struct mp_pool *p, struct mp_pool_stats *st)
 	if (!st)
 		return;
 	*st = p ? p->st : (struct mp_pool_stats){ 0 };
-	for (int i = 0; p && i < p->workers; i++)
-		if (p->w[i].pid > 0)
-			st->tasks += atomic_load(&p->sh->slots[i].tasks);
+	for (int i = 0; p && i < p->workers; i++) {
+		if (p->w[i].pid <= 0)
+			continue;
+		st->tasks += atomic_load(&p->sh->slots[i].tasks);
+		/* Stopped?  WNOWAIT: look, leave the report for others. */
+		siginfo_t si = { 0 };
+
+		if (waitid(P_PID, (id_t)p->w[i].pid, &si,
+			   WSTOPPED | WNOHANG | WNOWAIT) == 0 &&
+		    si.si_pid == p->w[i].pid && si.si_code == CLD_STOPPED)
+			st->workers_stopped++;
+	}
 }

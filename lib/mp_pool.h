@@ -42,22 +42,24 @@
  *
  * How this pool is built: one shared anonymous mapping (nothing appears in
  * /dev/shm, so nothing can be left there) holds a ring of job descriptors and
- * an arena for arguments and results.  A map needs no queue of tasks: its
+ * an arena for arguments and results; mp_pool_alloc()'s heap is a memfd (also
+ * nameless) that grows as it is used.  A map needs no queue of tasks: its
  * items sit in the arena and each worker claims the next chunk with one
  * atomic add (OpenMP's schedule(dynamic, chunksize)).  apply_async jobs are
- * entries of the same ring.  Idle workers sleep on a futex and are woken
- * only when they are counted as sleeping; the parent waits in poll() on an
- * eventfd (workers signal it only while the parent waits) and on one pidfd
- * per worker, so a dead worker is noticed at once.  Each worker records in
- * its shared slot which job and chunk it is running, and every item gets a
- * "done" byte once its result is written; when a worker dies the pool reaps
- * it, forks a replacement and runs the items of its chunk that have no
- * "done" byte again (an item that was cut short may thus run twice), up to
- * `retries` extra times per item; then the call fails with EOWNERDEAD
- * naming the item (see struct mp_pool_error).  There are no
- * threads: the pool's bookkeeping (collecting results, running callbacks,
- * replacing workers) happens in the thread that calls into the pool; an
- * event loop waits on mp_pool_fd() and calls mp_pool_poll().
+ * entries of the same ring.  Idle workers sleep on a futex and are woken only
+ * when they are counted as sleeping (a woken worker that sees more work
+ * queued wakes the next sleeper, so a burst of apply_async reaches every idle
+ * worker); the parent waits in poll() on an eventfd (workers signal it only
+ * while the parent waits) and on one pidfd per worker, so a dead worker is
+ * noticed at once.  Each worker records in its shared slot which job and
+ * chunk it is running, and every item gets a "done" byte once its result is
+ * written; when a worker dies the pool reaps it, forks a replacement and runs
+ * the items of its chunk that have no "done" byte again (an item that was cut
+ * short may thus run twice), up to `retries` extra times per item; then the
+ * call fails with EOWNERDEAD naming the item (see struct mp_pool_error).
+ * There are no threads: the pool's bookkeeping (collecting results, running
+ * callbacks, replacing workers) happens in the thread that calls into the
+ * pool; an event loop waits on mp_pool_fd() and calls mp_pool_poll().
  *
  * Conventions:
  *  - Functions return 0 / -1 with errno set, or NULL with errno set, unless
@@ -77,8 +79,20 @@
  *    wait again); EOWNERDEAD when an item killed its worker on every try;
  *    ECANCELED for work outstanding when the pool was terminated; ECHILD
  *    once the pool gave up because replacement workers kept dying in their
- *    initializer (every later call fails with it too); ENOMEM, EAGAIN or
- *    EMFILE when memory, fork() or file descriptors fail.
+ *    initializer (every later call fails with it too; a worker killed
+ *    before its initializer ran, or with no initializer, is simply
+ *    replaced); ENOMEM, EAGAIN or EMFILE when memory, fork() or file
+ *    descriptors fail -- in particular EAGAIN (fork()'s error) for the
+ *    calls waiting when no worker is left and none could be forked for a
+ *    second (RLIMIT_NPROC reached): the pool stays usable, and the next
+ *    call tries to fork again.
+ *  - Every wait has a way out.  A worker stopped by SIGSTOP (or Ctrl-Z
+ *    aimed at it alone) keeps its chunk until it gets SIGCONT, so a call
+ *    waiting on that chunk waits too: the blocking calls (map, apply) wait
+ *    without limit, as Python's do; use their async form with a timeout
+ *    (mp_pool_map_async + mp_pool_get(h, ..., timeout)) to keep control,
+ *    mp_pool_stats()->workers_stopped to see why, and mp_pool_terminate()
+ *    (SIGKILL ends a stopped process too) to give up.
  *  - Timeouts are in seconds (fractions allowed); MP_POOL_FOREVER (any
  *    negative value) waits without limit, as Python's timeout=None; 0 checks
  *    once without waiting (but still notices dead workers).  A NaN timeout
@@ -176,14 +190,19 @@ struct mp_pool_options {
 	 * its call fails with EOWNERDEAD.  0 = MP_POOL_DEFAULT_RETRIES,
 	 * negative = none (the first death fails the call). */
 	int retries;
-	/* Bytes of shared arena for arguments and results: 0 = 128 MiB of
+	/* Bytes of shared arena for arguments and results: 0 = 32 MiB of
 	 * address space, of which only the pages used are ever touched.  A
-	 * map larger than a quarter of it runs in several windows; one item's
-	 * argument plus result must fit in a sixteenth (else EINVAL).  Must be
-	 * 0 or at least 1 MiB (EINVAL). */
+	 * map runs in windows of about 2 MiB of items and results (never
+	 * more than a quarter of the arena), so a bigger arena does not make
+	 * maps faster; one item's argument plus result must fit in a
+	 * sixteenth (else EINVAL).  Must be 0 or at least 1 MiB (EINVAL). */
 	size_t arena_bytes;
-	/* Bytes of shared heap for mp_pool_alloc(): 0 = 256 MiB of address
-	 * space (pages are touched only as used). */
+	/* Bytes of shared heap for mp_pool_alloc().  0 = it grows as blocks
+	 * are allocated (in mappings of at least 4 MiB, each as large as all
+	 * before it), taking address space only then: a pool fits under a
+	 * small ulimit -v and no fixed size is outgrown.  Otherwise a fixed
+	 * heap of that many bytes of address space, mapped at create (pages
+	 * are touched only as used), never more. */
 	size_t heap_bytes;
 };
 
@@ -192,8 +211,8 @@ struct mp_pool_options {
 /* Start a pool: maps the shared memory, forks the workers and returns once
  * each has run its initializer.  opts may be NULL.  NULL with errno on
  * failure (EINVAL for bad options; ECHILD if a worker died in its
- * initializer; whatever mmap/fork/pidfd_open gave), with nothing left
- * behind. */
+ * initializer; whatever mmap/memfd_create/fork/pidfd_open gave), with
+ * nothing left behind. */
 struct mp_pool *mp_pool_create(const struct mp_pool_options *opts);
 
 /* Python's close(): no more submissions (they fail with EINVAL); work
@@ -348,7 +367,8 @@ void mp_pool_async_free(struct mp_pool_async *h);
  * that finishes a job, once per mp_pool_poll(), not once per task), the
  * pidfd of every worker (readable when one dies) and a timerfd (for the
  * rare things that send no wake-up: a worker that could not be forked).
- * libuv's uv_async_t does the same job inside libuv (an eventfd). */
+ * libuv's uv_async_t does the same job inside libuv (an eventfd on Linux:
+ * uv__async_start in src/unix/async.c). */
 
 /* A file descriptor that becomes readable when an async call of the pool
  * (apply_async, map_async, starmap_async) has completed and its callback
@@ -405,15 +425,16 @@ void mp_pool_iter_free(struct mp_pool_iter *it);
 /* ---- shared memory: calls without copies ------------------------------ */
 
 /* size bytes (64-byte aligned, contents undefined, like malloc) in the
- * pool's shared heap: a mapping made before the workers were forked, so it
- * is at the same address in each of them.  When a map's items, or its
+ * pool's shared heap: memory shared with the workers at the same address
+ * in each of them (a worker forked before the block existed maps it there
+ * before its next task).  When a map's items, or its
  * results, or an apply's argument lie inside such a block, the call skips
  * the copy into (or out of) shared memory: workers read and write the block
  * itself.  Then, as with map_async's results, the caller must not change
  * the items (nor read the results) until the call has finished.  Python's
  * counterpart: multiprocessing.Array / shared_memory, used to avoid
- * pickling big data.  NULL with ENOMEM when the heap is full, EINVAL for a
- * size of 0. */
+ * pickling big data.  NULL with ENOMEM when the heap cannot grow (memory,
+ * or heap_bytes reached), EINVAL for a size of 0. */
 void *mp_pool_alloc(struct mp_pool *pool, size_t size);
 
 /* Return a block to the heap (NULL is ignored; EINVAL for a pointer that
@@ -444,6 +465,8 @@ struct mp_pool_stats {
 	uint64_t workers_retired; /* left after maxtasksperchild */
 	uint64_t workers_died;    /* killed by a signal or exited early */
 	uint64_t retried_items;   /* items run again after a death */
+	uint64_t workers_stopped; /* stopped right now (SIGSTOP, Ctrl-Z):
+				   * their chunks wait for SIGCONT */
 };
 void mp_pool_stats(const struct mp_pool *pool, struct mp_pool_stats *st);
 

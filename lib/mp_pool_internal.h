@@ -1,15 +1,19 @@
 /* lib/mp_pool_internal.h -- the pool's shared layout and tiny helpers
  *
- * Not a public header: only lib/mp_pool*.c include it.  The pool is five
- * files in layers; each includes this one and calls only the layer below:
+ * Not a public header: only lib/mp_pool*.c include it.  The pool is eight
+ * files in layers; each includes this one and calls only the layers below:
  *
- *   mp_pool.c, mp_pool_iter.c   the public calls (mp_pool.h): create and
- *                               stop, map/apply/async handles, the event
- *                               loop's fd and poll, imap, the shared heap,
- *                               inspection
+ *   mp_pool.c, mp_pool_iter.c,  the public calls (mp_pool.h): create and
+ *   mp_pool_heap.c              stop, map/apply/async handles, the event
+ *                               loop's fd and poll; imap; the shared heap
  *             |
- *   mp_pool_dispatch.c          the parent: calls -> jobs, collecting
- *                               results, waiting, cancelling
+ *   mp_pool_submit.c            the parent: calls -> jobs in the ring
+ *             |
+ *   mp_pool_wait.c              the parent: bookkeeping, waiting (ppoll),
+ *                               the event loop's descriptor
+ *             |
+ *   mp_pool_collect.c           the parent: finished jobs -> their calls,
+ *                               retiring, imap copies, cancelling
  *             |
  *   mp_pool_recovery.c          the parent: worker processes -- fork, reap,
  *                               blame the item a dead worker ran, audit
@@ -25,27 +29,31 @@
  * address.  W = written by, R = read by; P = parent, w = workers.
  *
  *   struct shared (one mapping)
- *   +----------------------------------------------------------------+
- *   | tail          P:W w:R   jobs published (ring[0..tail) exist)   |
+ *   +-----------------------------------------------------------------+
+ *   | tail          P:W w:R   jobs published (ring[0..tail) exist)    |
  *   | first_open    w:W P:W   oldest job that may have unclaimed work |
  *   | wake_seq      P,w:W     futex word idle workers sleep on        |
  *   | sleepers      w:W P:R   how many sleep (or are about to)        |
  *   | wake_pending  P,w:W     a wake-up is on its way to a sleeper    |
  *   | shutdown      P:W w:R   leave at join()                         |
- *   | parent_waiting P:W w:RW the parent sleeps in poll(): write efd   |
- *   +----------------------------------------------------------------+
- *   | slots[MP_POOL_MAX_WORKERS]  one per worker, own cache lines      |
+ *   | parent_waiting P:W w:RW parent asleep (or an event loop's fd    |
+ *   |                         armed): the next worker to finish a job |
+ *   |                         clears it and writes the eventfd        |
+ *   +-----------------------------------------------------------------+
+ *   | slots[MP_POOL_MAX_WORKERS]  one per worker, own cache lines     |
  *   |   job, chunk  w:W P:R   what the worker holds / runs            |
  *   |   tasks       w:W P:R   task calls finished (statistics)        |
- *   |   state       w,P:W     STARTING -> READY -> RETIRING/LEAVING    |
- *   +----------------------------------------------------------------+
+ *   |   state       w,P:W     STARTING, INIT, READY, RETIRING/LEAVING |
+ *   +-----------------------------------------------------------------+
  *   | ring[RING]    job j in ring[j % RING]                           |
  *   |   next        w:W (atomic add: claim chunk k = next++) P:W audit|
  *   |   done_items  w:W P:R   items finished, added on leaving a job  |
  *   |   err_key     w:W P:R   lowest failing index << 12 | code       |
  *   |   seq         P:W w:R   j while open; AUDIT / RETIRED marks     |
  *   |   end_unit, fn, n, chunk, sizes, in, out, flags   P:W w:R       |
- *   +----------------------------------------------------------------+
+ *   +-----------------------------------------------------------------+
+ *   | nsegs, segs[] P:W w:R   the heap's mappings (address, length)   |
+ *   +-----------------------------------------------------------------+
  *
  *   arena (a second mapping, used as a ring of byte ranges, one per job)
  *   +--------------------------------------------------------------+
@@ -54,8 +62,14 @@
  *   +--------------------------------------------------------------+
  *   a_head ... a_tail: the bytes of jobs not yet retired (parent only)
  *
- *   heap (a third mapping): mp_pool_alloc()'s blocks; a map whose items or
- *   results lie there skips the copy, and jb->in / jb->out point into it.
+ *   heap (a memfd, mapped in segments as it grows; workers map a segment
+ *   made after their fork at the same address: mp_pool_heap.c)
+ *   +----------------+--------------------------------+-------- - -
+ *   | segment 0      | segment 1 (>= all before it)   | ...
+ *   | blocks: P:W    | a map whose items or results lie in a block skips
+ *   |  (items), w:W  | the copy: jb->in / jb->out point into the heap
+ *   |  (results)     |                                |
+ *   +----------------+--------------------------------+-------- - -
  *
  * The moving parts, all in one MAP_SHARED | MAP_ANONYMOUS mapping made before
  * the first fork (so every worker, replacements included, sees it at the
@@ -95,7 +109,11 @@
  * uses the same pattern twice: a worker counts itself in `sleepers` before
  * its last look for work, the parent publishes work before it reads
  * `sleepers`; the parent sets `parent_waiting` before its last look at the
- * jobs, a worker finishes a job before it reads `parent_waiting`.
+ * jobs, a worker finishes a job before it reads `parent_waiting`.  And once
+ * more for the wake-up chain: a woken worker clears `wake_pending` before
+ * it reads `tail`, the parent stores `tail` before it reads `wake_pending`
+ * (so either the parent wakes a sleeper itself or the worker passes the
+ * wake-up on: mp_pool_worker.c).
  */
 #ifndef MP_POOL_INTERNAL_H
 #define MP_POOL_INTERNAL_H
@@ -125,8 +143,13 @@ enum { LINE = 64 };
 #define NO_ERR UINT64_MAX                 /* job.err_key: no failure */
 #define CODE_BITS 12                      /* error codes 1..4095 */
 #define CODE_MASK ((UINT64_C(1) << CODE_BITS) - 1)
-#define DEFAULT_ARENA ((size_t)128 << 20)
-#define DEFAULT_HEAP ((size_t)256 << 20)
+#define DEFAULT_ARENA ((size_t)32 << 20)
+#define MIN_SEGMENT ((size_t)4 << 20)     /* the heap's first mapping */
+#define MAX_SEGMENTS 40                   /* heap mappings (each at least
+					   * the size of all before it) */
+#define FORK_GRACE_NS 1000000000          /* keep trying to fork this long
+					   * with no worker left, then fail
+					   * the calls waiting for one */
 #define HEAP_MAGIC UINT64_C(0x6d70706f6f6c6862)  /* a used block */
 #define HEAP_FREE UINT64_C(0x6d70706f6f6c6666)   /* a freed one */
 #define MIN_ARENA ((size_t)1 << 20)
@@ -136,7 +159,9 @@ enum { LINE = 64 };
 					   * something that sends no wake-up */
 
 /* slot.state; RETIRING: leaves after maxtasksperchild, LEAVING: at join */
-enum { S_FREE, S_STARTING, S_READY, S_RETIRING, S_LEAVING };
+/* STARTING: forked, not yet in the initializer; INIT: in it (a death
+ * there is the initializer's failure; one before it is not). */
+enum { S_FREE, S_STARTING, S_INIT, S_READY, S_RETIRING, S_LEAVING };
 enum { K_APPLY, K_MAP, K_IMAP, K_IMAP_UNORDERED };  /* call kinds */
 enum { P_RUNNING, P_CLOSED, P_TERMINATED, P_JOINED };
 
@@ -152,8 +177,8 @@ struct job {
 	_Atomic uint64_t end_unit;            /* chunks [next, end_unit) */
 	mp_pool_fn fn;
 	uint64_t n, chunk, item_size, result_size;
-	/* Absolute addresses: the arena and the heap are mapped before the
-	 * first fork, so they are at the same address in every worker. */
+	/* Absolute addresses: the arena is mapped before the first fork,
+	 * and a heap segment at the same address in every worker. */
 	const char *in;
 	char *out;
 	uint8_t *flags;
@@ -176,6 +201,10 @@ struct shared {
 	_Atomic int wake_pending;                 /* a wake-up is on its way */
 	_Atomic int shutdown;
 	alignas(2 * LINE) _Atomic int parent_waiting;
+	/* The heap's mappings, published by the parent as it grows: a worker
+	 * forked before one was made maps it at the same address. */
+	alignas(2 * LINE) _Atomic uint32_t nsegs;
+	struct segment { uint64_t addr, len, off; } segs[MAX_SEGMENTS];
 	struct slot slots[MP_POOL_MAX_WORKERS];
 	struct job ring[RING];
 };
@@ -238,8 +267,8 @@ struct mp_pool {
 	int nlive;
 	int state;
 	int broken;                     /* errno code once unusable, or 0 */
-	int give_up;                    /* recovery asks dispatch to cancel
-					 * everything with this code */
+	int give_up;                    /* recovery asks mpp_progress() to
+					 * cancel everything with this code */
 	bool shutdown_sent, deferred, creating;
 	int init_deaths;
 	uint64_t head, tail;            /* jobs [head, tail) not retired */
@@ -250,10 +279,16 @@ struct mp_pool {
 	struct mp_pool_stats st;        /* of reaped workers + parent's */
 	struct mp_pool_error last;
 	struct mp_pool_async *calls;    /* every live call */
-	char *heap;                     /* mp_pool_alloc()'s shared blocks */
-	size_t heap_bytes;
-	size_t heap_top, heap_last;     /* first free byte; top block (or
-					 * SIZE_MAX) */
+	/* mp_pool_alloc()'s heap: a memfd mapped in segments (a copy of
+	 * sh->segs), a stack of blocks over them. */
+	int hfd;
+	uint32_t nsegs, cur;            /* segments; the one holding top */
+	struct segment segs[MAX_SEGMENTS];
+	size_t heap_max, heap_mapped;   /* cap (0: none); bytes mapped */
+	uintptr_t heap_top, heap_last;  /* first free byte; top block (0:
+					 * none) */
+	int fork_err;                   /* why the last fork failed */
+	int64_t fork_fail_since;        /* no worker and no fork since */
 	/* mp_pool_fd(): an epoll set of efd, every worker's pidfd and a
 	 * timer for what sends no wake-up; -1 until asked for. */
 	int epfd, tfd;
@@ -292,14 +327,27 @@ static inline size_t min_sz(size_t a, size_t b)
 	return a < b ? a : b;
 }
 
+/* Which heap segment holds [ptr, ptr + len)?  -1 if none does. */
+static inline int heap_segment(const struct mp_pool *p, const void *ptr,
+			       size_t len)
+{
+	uintptr_t a = (uintptr_t)ptr;
+
+	for (uint32_t k = 0; ptr && k < p->nsegs; k++) {
+		uintptr_t h = (uintptr_t)p->segs[k].addr;
+		size_t n = p->segs[k].len;
+
+		if (a >= h && a - h <= n && len <= n - (a - h))
+			return (int)k;
+	}
+	return -1;
+}
+
 /* Does [ptr, ptr + len) lie in the pool's shared heap? */
 static inline bool in_heap(const struct mp_pool *p, const void *ptr,
 			   size_t len)
 {
-	uintptr_t a = (uintptr_t)ptr, h = (uintptr_t)p->heap;
-
-	return ptr && a >= h && a - h <= p->heap_bytes &&
-	       len <= p->heap_bytes - (a - h);
+	return heap_segment(p, ptr, len) >= 0;
 }
 
 /* FUTEX_WAIT / FUTEX_WAKE without _PRIVATE: the word is in a mapping shared
@@ -380,20 +428,32 @@ void mpp_kill_workers(struct mp_pool *p);
 void mpp_close_fd(struct mp_pool *p, int *fd);
 bool mpp_audit(struct mp_pool *p, uint64_t j);
 
-/* mp_pool_dispatch.c: calls, jobs, waiting. */
-typedef bool (*mpp_cond)(struct mp_pool *p, void *arg);
-void mpp_progress(struct mp_pool *p);
-void mpp_collect(struct mp_pool *p);
-int mpp_wait_until(struct mp_pool *p, mpp_cond cond, void *arg,
-		   int64_t deadline);
+/* mp_pool_collect.c: finished jobs back to their calls; cancelling. */
 bool mpp_job_complete(struct mp_pool *p, uint64_t j);
 void mpp_complete_job(struct mp_pool *p, uint64_t j);
-int mpp_submit(struct mp_pool *p, struct mp_pool_async *c, size_t base,
-	       size_t n, const char *items);
-void mpp_cancel_all(struct mp_pool *p, int code);
+void mpp_complete_ready(struct mp_pool *p);
+void mpp_collect(struct mp_pool *p);
+bool mpp_entry_reusable(struct mp_pool *p, uint64_t old);
 struct mp_pool_error mpp_item_error(const struct mp_pool_async *c,
 				    size_t index, int code, bool task);
+void mpp_finish_call(struct mp_pool_async *c);
 void mpp_release_call(struct mp_pool_async *c);
+void mpp_pull_window(struct mp_pool *p, struct mp_pool_async *c,
+		     struct pjob *pj, bool all);
+void mpp_cancel_all(struct mp_pool *p, int code);
+void mpp_fail_outstanding(struct mp_pool *p, int code);
+
+/* mp_pool_wait.c: bookkeeping, waiting, the event loop's descriptor. */
+typedef bool (*mpp_cond)(struct mp_pool *p, void *arg);
+void mpp_progress(struct mp_pool *p);
+int mpp_sleep_once(struct mp_pool *p, int64_t wait);
+int mpp_wait_until(struct mp_pool *p, mpp_cond cond, void *arg,
+		   int64_t deadline);
+void mpp_fd_arm(struct mp_pool *p);
+
+/* mp_pool_submit.c: calls into jobs. */
+int mpp_submit(struct mp_pool *p, struct mp_pool_async *c, size_t base,
+	       size_t n, const char *items);
 struct mp_pool_async *mpp_new_call(struct mp_pool *p, int kind,
 				   mp_pool_fn fn, size_t n, size_t isz,
 				   size_t rsz, size_t chunk, size_t size);
@@ -408,10 +468,9 @@ struct mp_pool_async *mpp_map_call(struct mp_pool *p, int kind,
 				   size_t chunk, size_t size);
 void mpp_submit_windows(struct mp_pool *p, struct mp_pool_async *c,
 			const char *items);
-void mpp_pull_window(struct mp_pool *p, struct mp_pool_async *c,
-		     struct pjob *pj, bool all);
-int mpp_sleep_once(struct mp_pool *p, int64_t wait);
-void mpp_complete_ready(struct mp_pool *p);
-void mpp_fd_arm(struct mp_pool *p);
+
+/* mp_pool_heap.c (beside mp_pool.c): map a segment; unmap them all. */
+int mpp_heap_grow(struct mp_pool *p, size_t need);
+int mpp_heap_release(struct mp_pool *p);
 
 #endif

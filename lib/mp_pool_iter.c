@@ -3,9 +3,9 @@
  * An iterator is a map call whose windows stream: a worker publishes its
  * done_items after every chunk, not only when it leaves the job, so the
  * parent can copy results out of the arena (mpp_pull_window(), in
- * mp_pool_dispatch.c) while later chunks still run.  The iterator keeps its
+ * mp_pool_collect.c) while later chunks still run.  The iterator keeps its
  * own copy of every result, so a window can be retired whether or not it
- * has been read.  Only the public calls are here; it uses the dispatcher
+ * has been read.  Only the public calls are here; it uses the layers
  * below it (mpp_map_call, mpp_submit_windows, mpp_wait_until).
  */
 #include "mp_pool_internal.h"

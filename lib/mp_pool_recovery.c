@@ -7,21 +7,23 @@
  * flight "suspect", and later audit each suspect job (scan its flags,
  * reopen it for the items that never finished).
  *
- * Called by mp_pool_dispatch.c (its waits reap through mpp_handle_exit(),
- * its collection audits through mpp_audit()) and by mp_pool.c (create and
- * stop).  It calls nothing above it: when the pool must give up (replacement
- * workers keep dying in their initializer) it sets p->give_up, and the
- * dispatcher cancels the outstanding work on its next round.
+ * Called by the layers above: mp_pool_wait.c reaps through
+ * mpp_handle_exit() and forks through mpp_spawn(), mp_pool_collect.c
+ * audits through mpp_audit() and kills through mpp_kill_workers(),
+ * mp_pool.c at create and join.  It calls nothing above it: when the pool
+ * must give up (replacement workers keep dying in their initializer) it
+ * sets p->give_up, and mpp_progress() cancels the outstanding work on its
+ * next round.
  */
 #define _GNU_SOURCE
 #include "mp_pool_internal.h"
+#include "mp_util.h"
 
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
-#include <sys/pidfd.h>
 #include <sys/wait.h>
 
 /* close() a descriptor of the pool and mark it closed; the first failure
@@ -55,7 +57,7 @@ int mpp_spawn(struct mp_pool *p, int i)
 	}
 	if (pid == 0)
 		mpp_worker_main(p, i);
-	int fd = pidfd_open(pid, 0);
+	int fd = mp_pidfd_open(pid);  /* a stand-in without pidfd_open */
 
 	struct epoll_event ev = { .events = EPOLLIN };
 
@@ -171,7 +173,12 @@ void mpp_handle_exit(struct mp_pool *p, int i)
 		uint64_t j = atomic_load(&s->job), k = atomic_load(&s->chunk);
 
 		p->st.workers_died++;
-		p->init_deaths = state == S_STARTING ? p->init_deaths + 1 : 0;
+		/* Dying in the initializer counts; being killed before it
+		 * (a kill at start-up) neither counts nor clears the count. */
+		if (state == S_INIT)
+			p->init_deaths++;
+		else if (state != S_STARTING)
+			p->init_deaths = 0;
 		if (j >= p->head && j < p->tail && k != NONE &&
 		    !ring_pjob(p, j)->complete)
 			blame(p, j, k, r == pid && WIFSIGNALED(status) ?
@@ -196,7 +203,7 @@ void mpp_handle_exit(struct mp_pool *p, int i)
 	/* mpp_progress() forks the replacement, unless the replacements keep
 	 * dying in their initializer: then give up rather than fork forever
 	 * (mpp_progress() cancels everything with ECHILD). */
-	if (!normal && state == S_STARTING && !p->creating &&
+	if (!normal && state == S_INIT && !p->creating &&
 	    p->init_deaths > p->retries + 1)
 		p->give_up = ECHILD;
 }
@@ -248,13 +255,14 @@ bool mpp_audit(struct mp_pool *p, uint64_t j)
 }
 
 /* SIGKILL every worker and reap it (terminate, or giving up).  The jobs
- * they held are the dispatcher's to fail. */
+ * they held are mp_pool_collect.c's to fail. */
 void mpp_kill_workers(struct mp_pool *p)
 {
 	/* Through the pidfd: the signal cannot reach a recycled pid. */
 	for (int i = 0; i < p->workers; i++)
 		if (p->w[i].pid > 0)
-			pidfd_send_signal(p->w[i].pidfd, SIGKILL, NULL, 0);
+			mp_pidfd_send_signal(p->w[i].pidfd, p->w[i].pid,
+					     SIGKILL);
 	for (int i = 0; i < p->workers; i++) {
 		if (p->w[i].pid <= 0)
 			continue;

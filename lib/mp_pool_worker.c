@@ -12,6 +12,10 @@
  * flagging each as its result is written; when the job has no chunk left,
  * move first_open forward and go on with the next job; when there is no
  * job at all, spin for SPIN_NS, then sleep on the futex word wake_seq.
+ * Three things ride along: a worker woken from that sleep passes the
+ * wake-up on when more work waits (pass_wakeup_on); before it joins a job
+ * it maps the heap segments made since its fork (map_heap); and it fills
+ * its page table ahead for a job's pages (warm_job).
  */
 #define _GNU_SOURCE
 #include "mp_pool_internal.h"
@@ -19,8 +23,9 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
-
 
 /* Wake the parent if it sleeps in poll() waiting for progress. */
 static void wake_parent(const struct mp_pool *p)
@@ -98,6 +103,107 @@ static void pass_wakeup_on(struct shared *sh, uint64_t j, uint64_t k,
 	}
 }
 
+/* Map the heap segments the parent made since this worker was forked, at
+ * the parent's addresses (mp_pool_heap.c).  false if one cannot be: the
+ * worker then retires, and its replacement inherits the mapping. */
+static bool map_heap(const struct mp_pool *p, uint32_t *seen)
+{
+	uint32_t n = atomic_load_explicit(&p->sh->nsegs, memory_order_acquire);
+
+	for (; *seen < n; (*seen)++) {
+		const struct segment *s = &p->sh->segs[*seen];
+		void *m = mmap((void *)(uintptr_t)s->addr, s->len,
+			       PROT_READ | PROT_WRITE,
+			       MAP_SHARED | MAP_FIXED_NOREPLACE, p->hfd,
+			       (off_t)s->off);
+
+		if (m == MAP_FAILED)
+			return false;
+		if (m != (void *)(uintptr_t)s->addr) {  /* an old kernel */
+			munmap(m, s->len);
+			return false;
+		}
+	}
+	return true;
+}
+
+/* First touches.  fork() copies no page table entries of a MAP_SHARED
+ * mapping, so a worker takes a page fault on the first touch of every page
+ * of the arena and the heap, even pages the parent (or another worker)
+ * has long since written -- and a map's chunks land on a different worker
+ * each time, so the faults go on for many calls.  Instead, a worker fills
+ * its page table ahead (MADV_POPULATE_WRITE: one system call for a run of
+ * pages, no fault per page) for the pages of each job it joins, the first
+ * time it meets them: a bitmap per mapping (the arena, each heap segment)
+ * says which it has met.  Only pages that jobs use are touched, so nothing
+ * is allocated for nothing.  An old kernel (EINVAL) simply keeps
+ * faulting; without memory for a bitmap, that mapping is not warmed. */
+struct warm {
+	size_t page;
+	uint64_t *arena;                  /* one bit per page */
+	uint64_t *seg[MAX_SEGMENTS];      /* allocated when first used */
+};
+
+static void warm_pages(uint64_t *bits, char *base, size_t off, size_t len,
+		       size_t page)
+{
+	size_t pg = off / page, last = (off + len - 1) / page;
+
+	while (pg <= last) {
+		if (bits[pg / 64] & (UINT64_C(1) << (pg % 64))) {
+			pg++;
+			continue;
+		}
+		size_t run = pg;
+
+		for (; run <= last &&
+		       !(bits[run / 64] & (UINT64_C(1) << (run % 64))); run++)
+			bits[run / 64] |= UINT64_C(1) << (run % 64);
+		(void)madvise(base + pg * page, (run - pg) * page,
+			      MADV_POPULATE_WRITE);
+		pg = run;
+	}
+}
+
+/* Warm [ptr, ptr + len): in the arena, or in a heap segment this worker
+ * has mapped (segs of them). */
+static void warm_range(const struct mp_pool *p, struct warm *w, uint32_t segs,
+		       const void *ptr, size_t len)
+{
+	uintptr_t a = (uintptr_t)ptr, base = (uintptr_t)p->arena;
+
+	if (!len)
+		return;
+	if (a >= base && a - base < p->arena_bytes) {
+		if (w->arena)
+			warm_pages(w->arena, p->arena, a - base, len, w->page);
+		return;
+	}
+	for (uint32_t k = 0; k < segs; k++) {
+		const struct segment *s = &p->sh->segs[k];
+
+		if (a < s->addr || a - s->addr >= s->len)
+			continue;
+		if (!w->seg[k])
+			w->seg[k] = calloc((s->len / w->page + 63) / 64,
+					   sizeof(uint64_t));
+		if (w->seg[k])
+			warm_pages(w->seg[k], (char *)(uintptr_t)s->addr,
+				   a - s->addr, len, w->page);
+		return;
+	}
+}
+
+static void warm_job(const struct mp_pool *p, struct warm *w, uint32_t segs,
+		     const struct job *jb)
+{
+	warm_range(p, w, segs, jb->in, jb->n * jb->item_size);
+	warm_range(p, w, segs, jb->out, jb->n * jb->result_size);
+	warm_range(p, w, segs, jb->flags, jb->n);
+	if (jb->stream)
+		warm_range(p, w, segs, jb->errs, 2 * jb->n);
+}
+
 struct held { uint64_t job, mine; };
 
 /* Stop holding a job: publish what was done in it, then clear the slot,
@@ -160,13 +266,16 @@ static uint64_t run_chunk(struct slot *me, struct job *jb, uint64_t k)
 /* The worker's life: claim chunks of the oldest open job until there is
  * none, sleep, repeat.  Returns false on shutdown, true after
  * maxtasksperchild. */
-static bool worker_loop(const struct mp_pool *p, struct slot *me)
+static bool worker_loop(const struct mp_pool *p, struct slot *me,
+			struct warm *warm)
 {
 	struct shared *sh = p->sh;
 	struct held h = { NONE, 0 };
 	long done_chunks = 0;
 	uint64_t tail = 0;  /* last value read: the line is the parent's */
 	bool woken = false;  /* slept since its last claim: pass it on */
+	uint32_t segs = p->nsegs;  /* heap segments mapped (at fork) */
+	bool joined = false;  /* a new job: warm its pages (once) */
 
 	for (;;) {
 		uint64_t j = atomic_load(&sh->first_open);
@@ -184,8 +293,11 @@ static bool worker_loop(const struct mp_pool *p, struct slot *me)
 
 		if (h.job != j) {
 			leave(p, me, &h);
+			if (!map_heap(p, &segs))
+				return true;  /* retire: see map_heap() */
 			atomic_store(&me->job, j);
 			h.job = j;
+			joined = true;
 		}
 		uint64_t s = atomic_load(&jb->seq);
 
@@ -214,6 +326,10 @@ static bool worker_loop(const struct mp_pool *p, struct slot *me)
 		if (woken) {
 			woken = false;
 			pass_wakeup_on(sh, j, k, end);
+		}
+		if (joined) {  /* holding a chunk: the fields are this job's */
+			joined = false;
+			warm_job(p, warm, segs, jb);
 		}
 		h.mine += run_chunk(me, jb, k);
 		done_chunks++;
@@ -248,11 +364,21 @@ _Noreturn void mpp_worker_main(const struct mp_pool *p, int i)
 		close(p->epfd);
 		close(p->tfd);
 	}
-	if (p->init)
+	if (p->init) {
+		atomic_store(&me->state, S_INIT);
 		p->init(p->initargs);
+	}
 	atomic_store(&me->state, S_READY);
 	wake_parent(p);
-	bool retiring = worker_loop(p, me);
+	struct warm warm = { .page = (size_t)sysconf(_SC_PAGESIZE) };
+
+	warm.arena = calloc((p->arena_bytes / warm.page + 63) / 64,
+			    sizeof(uint64_t));
+	bool retiring = worker_loop(p, me, &warm);
+
+	free(warm.arena);
+	for (int k = 0; k < MAX_SEGMENTS; k++)
+		free(warm.seg[k]);
 
 	if (p->fin)
 		p->fin(p->finargs);

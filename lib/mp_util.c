@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
@@ -411,37 +412,41 @@ const char *mp_self_exe(void)
 
 /* ---- a descriptor for a child's end ------------------------------------ */
 
-struct exit_watch { pid_t pid; int wfd; };
+struct exit_watch { pid_t pid; int efd; };
 
 static void *watch_exit(void *arg)
 {
 	struct exit_watch w = *(struct exit_watch *)arg;
 	siginfo_t si;
+	uint64_t one = 1;
 
 	free(arg);
 	/* Blocks until the child ends; ECHILD if it is (already) reaped. */
 	while (waitid(P_PID, (id_t)w.pid, &si, WEXITED | WNOWAIT) == -1 &&
 	       errno == EINTR)
 		;
-	close(w.wfd);  /* EOF: the read end polls readable */
+	/* Readable from now on, like a pidfd.  (Not a pipe's EOF: a copy
+	 * of the write end in a process forked later would hold it off.) */
+	if (write(w.efd, &one, sizeof one) != (ssize_t)sizeof one)
+		abort();  /* cannot happen: the counter is far from full */
 	return NULL;
 }
 
 int mp_exit_fd(pid_t pid)
 {
-	int fd[2];
 	struct exit_watch *w = malloc(sizeof *w);
 	pthread_t t;
 	pthread_attr_t a;
 	sigset_t all, old;
+	int efd;
 
 	if (!w)
 		return -1;
-	if (pipe2(fd, O_CLOEXEC) == -1) {
+	if ((efd = eventfd(0, EFD_CLOEXEC)) == -1) {
 		free(w);
 		return -1;
 	}
-	*w = (struct exit_watch){ pid, fd[1] };
+	*w = (struct exit_watch){ pid, efd };
 	/* The thread takes no signal: they stay with the lesson's thread. */
 	int err = sigfillset(&all) == -1 ? errno
 		  : pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -454,13 +459,12 @@ int mp_exit_fd(pid_t pid)
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
 	}
 	if (err) {
-		close(fd[0]);
-		close(fd[1]);
+		close(efd);
 		free(w);
 		errno = err;
 		return -1;
 	}
-	return fd[0];
+	return efd;
 }
 
 int mp_pidfd_open(pid_t pid)

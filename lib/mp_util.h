@@ -150,13 +150,13 @@ const char *mp_self_exe(void);
  * returns mp_exit_fd(pid) instead.  -1 with errno on failure. */
 int mp_pidfd_open(pid_t pid);
 
-/* The stand-in: the read end of a pipe whose write end a small thread closes
- * as soon as waitid(P_PID, pid, WEXITED | WNOWAIT) sees the child end (or
- * finds it already reaped).  WNOWAIT leaves the child for the caller to
- * reap, exactly as with a pidfd.  This is how Python's Process.sentinel
- * works too, except that Python's pipe is made before fork() and its write
- * end dies with the child (Lib/multiprocessing/popen_fork.py).  pid must be
- * a child of this process. */
+/* The stand-in: an eventfd that a small thread makes readable as soon as
+ * waitid(P_PID, pid, WEXITED | WNOWAIT) sees the child end (or finds it
+ * already reaped).  WNOWAIT leaves the child for the caller to reap,
+ * exactly as with a pidfd.  Python's Process.sentinel is the same idea
+ * done before fork(): a pipe whose only write end dies with the child
+ * (Lib/multiprocessing/popen_fork.py).  pid must be a child of this
+ * process; the descriptor is only for poll/epoll and close. */
 int mp_exit_fd(pid_t pid);
 
 /* pidfd_send_signal(pidfd, sig, NULL, 0), or kill(pid, sig) where it is

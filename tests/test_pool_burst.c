@@ -85,28 +85,39 @@ static int burst(int w, int k, long ms, int *distinct, int64_t *elapsed_ns)
 
 /* The bursts tried: W workers, K tasks, D ms each. */
 static const struct { int w, k; long ms; } cases[] = {
-	{ 4, 8, 80 }, { 4, 4, 80 }, { 3, 7, 60 }, { 8, 8, 60 },
+	{ 4, 8, 100 }, { 4, 4, 100 }, { 3, 7, 100 }, { 8, 8, 100 },
 };
 enum { NCASES = sizeof cases / sizeof cases[0] };
 
-static void check_burst(int w, int k, long ms)
+/* Run case c: 0 right, 1 too few workers, 2 too slow, -1 a call failed.
+ * Too slow gets one more try: on a shared machine a stall of everything
+ * (not the pool) can eat the margin once; too few workers never does. */
+static int try_case(int c, const char *label)
 {
-	int distinct = 0;
-	int64_t ns = 0;
+	int w = cases[c].w, k = cases[c].k, rc = 2;
+	long ms = cases[c].ms;
 	int64_t ideal = (int64_t)((k + w - 1) / w) * ms * 1000000;
 
-	assert_int_equal(burst(w, k, ms, &distinct, &ns), 0);
-	printf("  W=%d K=%d %ld ms: %d workers, %.0f ms (ideal %.0f)\n", w, k,
-	       ms, distinct, ns / 1e6, ideal / 1e6);
-	assert_int_equal(distinct, k < w ? k : w);
-	assert_true(ns < 2 * ideal);
+	for (int attempt = 0; attempt < 2 && rc == 2; attempt++) {
+		int distinct = 0;
+		int64_t ns = 0;
+
+		if (burst(w, k, ms, &distinct, &ns) == -1)
+			return -1;
+		printf("  %sW=%d K=%d %ld ms: %d workers, %.0f ms (ideal "
+		       "%.0f)\n", label, w, k, ms, distinct, ns / 1e6,
+		       ideal / 1e6);
+		fflush(stdout);
+		rc = distinct != (k < w ? k : w) ? 1 : ns >= 2 * ideal ? 2 : 0;
+	}
+	return rc;
 }
 
 static void test_burst_reaches_every_sleeper(void **state)
 {
 	(void)state;
 	for (int c = 0; c < NCASES; c++)
-		check_burst(cases[c].w, cases[c].k, cases[c].ms);
+		assert_int_equal(try_case(c, ""), 0);
 }
 
 /* The same bursts in a child pinned to one CPU before the pool starts (the
@@ -131,20 +142,10 @@ static void test_burst_on_one_cpu(void **state)
 		if (sched_setaffinity(0, sizeof one, &one) == -1)
 			_exit(4);
 		for (int c = 0; c < NCASES; c++) {
-			int w = cases[c].w, k = cases[c].k, distinct = 0;
-			int64_t ns = 0, ideal = (int64_t)((k + w - 1) / w) *
-				cases[c].ms * 1000000;
+			int rc = try_case(c, "one CPU, ");
 
-			if (burst(w, k, cases[c].ms, &distinct, &ns) == -1)
-				_exit(4);
-			printf("  one CPU, W=%d K=%d %ld ms: %d workers, "
-			       "%.0f ms\n", w, k, cases[c].ms, distinct,
-			       ns / 1e6);
-			fflush(stdout);
-			if (distinct != (k < w ? k : w))
-				_exit(10 + c);
-			if (ns >= 2 * ideal)
-				_exit(20 + c);
+			if (rc)
+				_exit(rc == -1 ? 4 : 10 * rc + c);
 		}
 		_exit(0);
 	}
