@@ -1,6 +1,6 @@
 # add_lesson() and add_mp_test(): one line per program.
 #
-#   add_lesson(<name> [NO_VERDICT] [TIMEOUT <s>] [LIBS <targets>...]
+#   add_lesson(<name> [NO_VERDICT] [TSAN] [TIMEOUT <s>] [LIBS <targets>...]
 #              [INTERRUPT <args>...] [MEMCHECK <args>...]
 #              [CASE <case> <args>...]...)
 #
@@ -16,6 +16,10 @@
 #   <folder>/<name>:<case>  (each CASE) a run with awkward <args> (capacity 1,
 #                           an empty input, a killed worker...) that must exit
 #                           0 with "result: ... OK", like :run
+# TSAN: the lesson runs threads worth ThreadSanitizer's look, so its :run
+# and CASE tests are labelled "tsan" too: the tsan preset runs those only.
+# (TSan sees the threads of one process; it does not follow fork, reports
+# process-shared mutexes falsely, and needs an instrumented libgomp.)
 #   <folder>/<name>:memcheck  (with -DMP_MEMCHECK=ON, the memcheck preset) a
 #                           run with the MEMCHECK <args> (default: none) under
 #                           valgrind's memcheck, children traced; labelled
@@ -60,7 +64,8 @@ endfunction()
 
 function(mp_lesson_tests name dir chapter)
   mp_split_cases(args cases ${ARGN})
-  cmake_parse_arguments(T "NO_VERDICT" "TIMEOUT" "INTERRUPT;MEMCHECK" ${args})
+  cmake_parse_arguments(T "NO_VERDICT;TSAN" "TIMEOUT" "INTERRUPT;MEMCHECK"
+                        ${args})
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 120)
   endif()
@@ -94,6 +99,11 @@ function(mp_lesson_tests name dir chapter)
   set_tests_properties(${tests} PROPERTIES
     LABELS "${chapter};lesson" RESOURCE_LOCK ${name}
     TIMEOUT ${ctest_timeout})
+  if(T_TSAN)
+    list(REMOVE_ITEM tests ${dir}/${name}:help ${dir}/${name}:badopt
+                           ${dir}/${name}:sigint)
+    set_property(TEST ${tests} APPEND PROPERTY LABELS tsan)
+  endif()
   if(MP_MEMCHECK)
     # 20-50 times slower under valgrind: a longer bound.
     add_test(NAME ${dir}/${name}:memcheck
@@ -107,7 +117,7 @@ endfunction()
 
 function(add_lesson name)
   mp_split_cases(args cases ${ARGN})
-  cmake_parse_arguments(L "NO_VERDICT" "TIMEOUT" "LIBS;INTERRUPT;MEMCHECK"
+  cmake_parse_arguments(L "NO_VERDICT;TSAN" "TIMEOUT" "LIBS;INTERRUPT;MEMCHECK"
                         ${args})
   file(RELATIVE_PATH dir ${PROJECT_SOURCE_DIR} ${CMAKE_CURRENT_SOURCE_DIR})
   string(REGEX REPLACE "/.*" "" chapter "${dir}")
@@ -124,6 +134,9 @@ function(add_lesson name)
   set(pass "")
   if(L_NO_VERDICT)
     set(pass NO_VERDICT)
+  endif()
+  if(L_TSAN)
+    list(APPEND pass TSAN)
   endif()
   if(L_TIMEOUT)
     list(APPEND pass TIMEOUT ${L_TIMEOUT})
