@@ -49,6 +49,7 @@ def chunks(size, n):
 
 
 def stop(signum, _frame):
+    """SIGTERM from the C lesson (Ctrl-C): kill the workers, leave at once."""
     for child in mp.active_children():  # the pool's workers
         child.kill()
     os._exit(128 + signum)
@@ -66,13 +67,18 @@ def main():
         size = os.fstat(f.fileno()).st_size
         if size:  # mmap refuses an empty file
             DATA = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
-    signal.signal(signal.SIGTERM, stop)
     t = time.perf_counter()
     spans = chunks(size, max(4 * args.workers, size >> 22))  # <= ~4 MiB
     total = collections.Counter()
-    with mp.get_context("fork").Pool(args.workers) as pool:
-        for c in pool.map(count_chunk, spans):
-            total.update(c)
+    pool = mp.get_context("fork").Pool(args.workers)
+    # After the fork: the workers keep SIGTERM's default action.
+    signal.signal(signal.SIGTERM, stop)
+    for c in pool.map(count_chunk, spans):
+        total.update(c)
+    # close + join, the documented way out; leaving "with Pool()" calls
+    # terminate(), which has been known to hang (gh-78178).
+    pool.close()
+    pool.join()
     top = heapq.nsmallest(args.top, total.items(),
                           key=lambda kv: (-kv[1], kv[0]))
     s = time.perf_counter() - t

@@ -38,8 +38,8 @@
  *   python   one dispatch costs about 53.7 us of wall time (batch 1 vs 1000)
  *   result: hand 166000 items, each once and exact: yes, 1 death(s), 1
  *           re-queued; mp_pool exact: yes; python exact: yes OK  (one line)
- * Try this: --kill-one, then delete the line marked RE-QUEUE: the task never
- *   comes back, the parent gives up after 3 s without a result: MISMATCH.
+ * Try this: --kill-one, then delete the RE-QUEUE block: the task never comes
+ *   back, the parent gives up after 3 s without a result: MISMATCH.
  *   --kill-one --batch 100 (a whole batch runs again); taskset -c 0 (one
  *   worker by default); python3 -c 'import os; print(os.cpu_count())' under
  *   taskset -c 0 still says 2, which Pool used before Python 3.13.
@@ -74,6 +74,7 @@ struct pool {                    /* what the parent knows */
 	uint8_t *seen;   /* results received, per item */
 	uint64_t *out;   /* the results, in task order */
 	long deaths, requeued, extra;
+	bool quiet;      /* --csv: no narration */
 };
 
 static uint64_t splitmix64(uint64_t x)
@@ -179,14 +180,18 @@ static void replace(struct pool *p, int w)
 	struct task t = { f, p->n - f < p->batch ? p->n - f : p->batch, p->us };
 	bool lost = f >= 0 && !p->seen[f];
 
-	if (lost && mp_queue_put(p->tasks, &t) == 0)  /* RE-QUEUE */
+	if (lost) {  /* RE-QUEUE: another worker runs it again */
+		if (mp_queue_put(p->tasks, &t) == -1)
+			mp_die("mp_queue_put");
 		p->requeued++;
+	}
 	spawn(p, w);
-	mp_say("parent", "pidfd of worker %d readable: %s %d holding task %"
-	       PRId64 "%s; replacement pid %jd", w, WIFSIGNALED(st) ?
-	       "killed by signal" : "exited with", WIFSIGNALED(st) ?
-	       WTERMSIG(st) : WEXITSTATUS(st), f, lost ? ", re-queued" : "",
-	       (intmax_t)p->pid[w]);
+	if (!p->quiet)
+		mp_say("parent", "pidfd of worker %d readable: %s %d holding "
+		       "task %" PRId64 "%s; replacement pid %jd", w,
+		       WIFSIGNALED(st) ? "killed by signal" : "exited with",
+		       WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), f,
+		       lost ? ", re-queued" : "", (intmax_t)p->pid[w]);
 }
 
 /* One job: items 0..n-1 in tasks of `batch` items.  The queue sleeps on a
@@ -217,10 +222,11 @@ static double run_job(struct pool *p, int64_t n, int64_t us, int64_t batch,
 			mp_die("mp_queue_get_timeout");
 		if ((v = atomic_exchange(&p->sh->victim, 0)) != 0) {
 			atomic_store(&p->sh->kill_at, -1);
-			mp_say("parent", "worker %d (pid %jd) holds task %"
-			       PRId64 ": SIGKILL", v - 1,
-			       (intmax_t)p->pid[v - 1],
-			       atomic_load(&p->sh->holds[v - 1]));
+			if (!p->quiet)
+				mp_say("parent", "worker %d (pid %jd) holds "
+				       "task %" PRId64 ": SIGKILL", v - 1,
+				       (intmax_t)p->pid[v - 1],
+				       atomic_load(&p->sh->holds[v - 1]));
 			MP_CHECK(pidfd_send_signal(p->pidfd[v - 1], SIGKILL,
 						   NULL, 0));
 		}
@@ -390,7 +396,7 @@ int main(int argc, char *argv[])
 	/* 2. Queues and slots before the first fork; the task queue holds
 	 *    every task of a job plus the sentinels.  Then the workers. */
 	int64_t maxn = tasks > btasks ? tasks : btasks;
-	struct pool p = { .workers = (int)workers };
+	struct pool p = { .workers = (int)workers, .quiet = csv };
 
 	p.tasks = mp_queue_create(sizeof(struct task),
 				  (size_t)(maxn + workers));

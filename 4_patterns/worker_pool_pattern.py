@@ -28,6 +28,7 @@ import signal
 import time
 
 MASK = (1 << 64) - 1
+MAIN_PID = os.getpid()
 
 
 def splitmix64(x):
@@ -58,7 +59,8 @@ def timed(ex, n, us, batch):
 
 def kill_one(ctx, workers, n):
     """Item n // 2 SIGKILLs its worker: what do the futures say?"""
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx) as ex:
+    with cf.ProcessPoolExecutor(workers, mp_context=ctx,
+                                initializer=default_sigterm) as ex:
         futs = [ex.submit(task, i, 100, i == n // 2) for i in range(n)]
         results = broken = 0
         for f in futs:
@@ -78,9 +80,18 @@ def kill_one(ctx, workers, n):
 
 
 def stop(signum, _frame):
-    for child in mp.active_children():  # the executors' workers
-        child.kill()
+    """SIGTERM from the C lesson (Ctrl-C): kill the workers, leave at once."""
+    if os.getpid() == MAIN_PID:
+        for child in mp.active_children():  # the executors' workers
+            child.kill()
     os._exit(128 + signum)
+
+
+def default_sigterm():
+    """Each worker's initializer: SIGTERM's default action again, so that
+    the executor's terminate() (on a broken pool) ends a worker at once
+    instead of running our handler in it."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def main():
@@ -94,11 +105,9 @@ def main():
     args = ap.parse_args()
 
     ctx = mp.get_context("fork")
-    # Stopped by the C lesson with SIGTERM on Ctrl-C: kill the workers and
-    # leave at once.  Installed before the executor forks (lazily, at the
-    # first submit): its workers inherit it and kill their own (none).
     signal.signal(signal.SIGTERM, stop)
-    with cf.ProcessPoolExecutor(args.workers, mp_context=ctx) as ex:
+    with cf.ProcessPoolExecutor(args.workers, mp_context=ctx,
+                                initializer=default_sigterm) as ex:
         list(ex.map(task, range(4 * args.workers)))  # start-up out of the way
         for us in map(int, args.sizes.split(",")):
             timed(ex, args.tasks, us, 1)
