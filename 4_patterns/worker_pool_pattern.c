@@ -23,7 +23,7 @@
  * Output:  (trimmed; 2 cores shared with other jobs)
  *   $ worker_pool_pattern --kill-one
  *   [parent 13106 +16.6ms] worker 0 (pid 13107) holds task 1000: SIGKILL
- *   [parent 13106 +17.8ms] pidfd of worker 0 readable: killed by signal 9
+ *   [parent 13106 +17.8ms] pidfd of worker 0 readable: killed by SIGKILL
  *                          holding task 1000, re-queued; replacement pid 13114
  *   [parent 13106 +23.9ms] 2000 of 2000 results, each item once and exact,
  *                          put in task order (6 came before an earlier one)
@@ -44,7 +44,7 @@
  *   worker by default); python3 -c 'import os; print(os.cpu_count())' under
  *   taskset -c 0 still says 2, which Pool used before Python 3.13.
  */
-#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT, sigabbrev_np */
 #include "mp.h"
 
 #include <poll.h>
@@ -187,10 +187,11 @@ static void replace(struct pool *p, int w)
 	}
 	spawn(p, w);
 	if (!p->quiet)
-		mp_say("parent", "pidfd of worker %d readable: %s %d holding "
+		mp_say("parent", "pidfd of worker %d readable: %s%s holding "
 		       "task %" PRId64 "%s; replacement pid %jd", w,
-		       WIFSIGNALED(st) ? "killed by signal" : "exited with",
-		       WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), f,
+		       WIFSIGNALED(st) ? "killed by SIG" : "exited with ",
+		       WIFSIGNALED(st) ? sigabbrev_np(WTERMSIG(st)) :
+		       WEXITSTATUS(st) ? "an error" : "0", f,
 		       lost ? ", re-queued" : "", (intmax_t)p->pid[w]);
 }
 
