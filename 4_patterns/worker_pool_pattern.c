@@ -69,7 +69,7 @@ struct pool {                    /* what the parent knows */
 	struct mp_queue *tasks, *results;
 	struct shared *sh;
 	int workers, pidfd[MAXW];
-	pid_t pid[MAXW];
+	pid_t parent, pid[MAXW];
 	int64_t n, us, batch, got, late, high;  /* the job running now */
 	uint8_t *seen;   /* results received, per item */
 	uint64_t *out;   /* the results, in task order */
@@ -103,8 +103,9 @@ static _Noreturn void worker(struct pool *p, int w)
 	struct result r[MAXB];
 	int got;
 
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1)  /* never outlive us */
-		mp_die("prctl");
+	/* Never outlive the parent (nor start after it died). */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || getppid() != p->parent)
+		_exit(EXIT_FAILURE);
 	for (int k = 0; k < p->workers; k++)  /* the siblings' pidfds */
 		if (p->pidfd[k] >= 0)
 			MP_CHECK(close(p->pidfd[k]));
@@ -397,7 +398,8 @@ int main(int argc, char *argv[])
 	/* 2. Queues and slots before the first fork; the task queue holds
 	 *    every task of a job plus the sentinels.  Then the workers. */
 	int64_t maxn = tasks > btasks ? tasks : btasks;
-	struct pool p = { .workers = (int)workers, .quiet = csv };
+	struct pool p = { .workers = (int)workers, .quiet = csv,
+			  .parent = getpid() };
 
 	p.tasks = mp_queue_create(sizeof(struct task),
 				  (size_t)(maxn + workers));
