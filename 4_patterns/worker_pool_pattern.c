@@ -428,6 +428,10 @@ int main(int argc, char *argv[])
 		       "order (%" PRId64 " came before an earlier one)", p.got,
 		       tasks, hand_ok ? "each item once and exact" :
 		       "MISSING OR WRONG", p.late);
+	if (!csv && kill)
+		mp_say("parent", "multiprocessing.Pool replaces a dead worker "
+		       "too, but never sends its task again: its map() would "
+		       "wait forever (bpo-22393)");
 
 	/* 4. The table, hand pool and mp_pool side by side: task sizes one
 	 *    by one, then tiny tasks in batches (best of 5: 1 ms a run). */
