@@ -544,6 +544,11 @@ int main(int argc, char *argv[])
 
 	/* 2. The input, mapped read-only: a file, or a generated corpus. */
 	struct stat st;
+
+	if (!input && !csv)
+		mp_say("parent", "generating a %s corpus of %ld MiB with %d "
+		       "processes", corpus, strcmp(corpus, "empty") ? mb : 0,
+		       j.m);
 	int fd = input ? open_input(input) : make_corpus(corpus,
 		strcmp(corpus, "empty") ? (size_t)mb << 20 : 0, j.m);
 

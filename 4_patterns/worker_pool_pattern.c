@@ -205,7 +205,7 @@ static double run_job(struct pool *p, int64_t n, int64_t us, int64_t batch,
 {
 	struct pollfd pfd[MAXW];
 	struct result r;
-	int64_t t0 = mp_now_ns(), quiet = t0;
+	int64_t t0 = mp_now_ns(), quiet = t0, shown = t0;
 
 	p->n = n, p->us = us, p->batch = batch;
 	p->got = p->late = p->high = 0;
@@ -243,6 +243,11 @@ static double run_job(struct pool *p, int64_t n, int64_t us, int64_t batch,
 		}
 		if (mp_now_ns() - quiet > 3000000000)
 			return -1;
+		if (!p->quiet && mp_now_ns() - shown > 1000000000) {
+			shown = mp_now_ns();  /* a long run shows progress */
+			mp_say("parent", "%" PRId64 " of %" PRId64 " results",
+			       p->got, n);
+		}
 	}
 	return mp_elapsed_s(t0);
 }
