@@ -17,7 +17,7 @@
  * Usage:   mapreduce_example [--input FILE | --corpus zipf|empty|no-words|
  *            one-word] [--mb N (8): generated MiB] [--mappers M (0 = CPUs)]
  *            [--reducers R (0 = CPUs)] [--top K (10)] [--no-python] [--csv]
- * Output:  (RelWithDebInfo, 2 cores shared with 8 other jobs: load 9)
+ * Output:  (trimmed; RelWithDebInfo, 2 cores shared with other jobs, load 9)
  *   [parent 19607 +273.7ms] 8.0 MiB: 1352465 words, 20004 distinct, counted
  *                           by one process in 0.158 s
  *   [parent 19607 +516.3ms] map: 2 mappers, 39770 (word, count) pairs
