@@ -14,15 +14,14 @@
  *          os.cpu_count(), the whole machine whatever the affinity.
  * C:       lib/mp_queue for tasks and results, fork, a slot per worker in a
  *          MAP_SHARED page naming the task it holds, pidfd_open + poll to see
- *          a worker die, pidfd_send_signal, waitpid, sched_getaffinity; then
- *          mp_pool_map on the same job.
+ *          a worker die, waitpid, pidfd_send_signal for a straggler,
+ *          sched_getaffinity; then mp_pool_map on the same job.
  * Usage:   worker_pool_pattern [--workers N (0 = the CPUs we may run on)]
  *            [--tasks N (2000)] [--us N (10): microseconds a task spins]
  *            [--batch N (1)] [--kill-one] [--batch-tasks N (10000)]
  *            [--no-python] [--csv]
  * Output:  (trimmed; 2 cores shared with other jobs)
  *   $ worker_pool_pattern --kill-one
- *   [parent 13106 +16.6ms] worker 0 (pid 13107) holds task 1000: SIGKILL
  *   [parent 13106 +17.8ms] pidfd of worker 0 readable: killed by SIGKILL
  *                          holding task 1000, re-queued; replacement pid 13114
  *   [parent 13106 +23.9ms] 2000 of 2000 results, each item once and exact,
@@ -62,7 +61,6 @@ struct result { int64_t index; uint64_t value; };
 struct shared {                  /* mapped before the first fork */
 	_Atomic int64_t holds[MAXW]; /* first item of a worker's task, or -1 */
 	_Atomic int64_t kill_at;     /* --kill-one: the item to die on */
-	_Atomic int victim;          /* 1 + the worker that reached it */
 };
 
 struct pool {                    /* what the parent knows */
@@ -112,15 +110,11 @@ static _Noreturn void worker(struct pool *p, int w)
 	while ((got = mp_queue_get(p->tasks, &t)) == 1 && t.count > 0) {
 		atomic_store(&p->sh->holds[w], t.first);
 		for (int64_t k = 0; k < t.count; k++) {
-			/* --kill-one: raise a hand, wait up to 1 s for the
-			 * parent's SIGKILL -- mid-task, not inside a queue
-			 * call, where a death can wedge the queue. */
-			if (t.first + k == atomic_load(&p->sh->kill_at)) {
-				atomic_store(&p->sh->victim, w + 1);
-				for (int ms = 0; ms < 1000; ms++)
-					nanosleep(&(struct timespec){
-						0, 1000000 }, NULL);
-			}
+			/* --kill-one: die mid-task, as the OOM killer would
+			 * kill us (not inside a queue call, where a death can
+			 * wedge the queue: see lib/mp_queue.h). */
+			if (t.first + k == atomic_load(&p->sh->kill_at))
+				MP_CHECK(kill(getpid(), SIGKILL));
 			r[k] = (struct result){ t.first + k,
 						work(t.first + k, t.us) };
 		}
@@ -176,12 +170,16 @@ static void replace(struct pool *p, int w)
 
 	MP_CHECK(close(p->pidfd[w]));
 	p->deaths++;
+	atomic_store(&p->sh->kill_at, -1);  /* --kill-one: once is enough */
 	drain(p);
 	int64_t f = atomic_exchange(&p->sh->holds[w], -1);
-	struct task t = { f, p->n - f < p->batch ? p->n - f : p->batch, p->us };
 	bool lost = f >= 0 && !p->seen[f];
+	long before = p->requeued;
 
 	if (lost) {  /* RE-QUEUE: another worker runs it again */
+		struct task t = { f, p->n - f < p->batch ? p->n - f :
+				  p->batch, p->us };
+
 		if (mp_queue_put(p->tasks, &t) == -1)
 			mp_die("mp_queue_put");
 		p->requeued++;
@@ -193,7 +191,8 @@ static void replace(struct pool *p, int w)
 		       WIFSIGNALED(st) ? "killed by SIG" : "exited with ",
 		       WIFSIGNALED(st) ? sigabbrev_np(WTERMSIG(st)) :
 		       WEXITSTATUS(st) ? "an error" : "0", f,
-		       lost ? ", re-queued" : "", (intmax_t)p->pid[w]);
+		       p->requeued > before ? ", re-queued" : lost ?
+		       ", LOST" : "", (intmax_t)p->pid[w]);
 }
 
 /* One job: items 0..n-1 in tasks of `batch` items.  The queue sleeps on a
@@ -216,22 +215,12 @@ static double run_job(struct pool *p, int64_t n, int64_t us, int64_t batch,
 				 f, n - f < batch ? n - f : batch, us }) == -1)
 			mp_die("mp_queue_put");
 	while (p->got < n) {
-		int k = mp_queue_get_timeout(p->results, &r, 0.001), v;
+		int k = mp_queue_get_timeout(p->results, &r, 0.001);
 
 		if (k == 1)
 			record(p, r), quiet = mp_now_ns();
 		else if (errno != ETIMEDOUT)
 			mp_die("mp_queue_get_timeout");
-		if ((v = atomic_exchange(&p->sh->victim, 0)) != 0) {
-			atomic_store(&p->sh->kill_at, -1);
-			if (!p->quiet)
-				mp_say("parent", "worker %d (pid %jd) holds "
-				       "task %" PRId64 ": SIGKILL", v - 1,
-				       (intmax_t)p->pid[v - 1],
-				       atomic_load(&p->sh->holds[v - 1]));
-			MP_CHECK(pidfd_send_signal(p->pidfd[v - 1], SIGKILL,
-						   NULL, 0));
-		}
 		if (k != 1 || p->got % 256 == 0) {
 			for (int w = 0; w < p->workers; w++)
 				pfd[w] = (struct pollfd){ .fd = p->pidfd[w],
