@@ -35,7 +35,7 @@
  *          with a pipe; /proc/PID/smaps_rollup
  * Usage:   chunksize_tuning [--tasks N (200000)] [--workers N (0 = CPUs)]
  *            [--repeat N (3)] [--apply-async N (20000)] [--python-tasks N
- *            (2000)] [--python] [--csv]
+ *            (2000)] [--python] [--csv] [--plot [FILE.svg|png]]
  *          The real benchmark: --tasks 1000000 --apply-async 1000000 --python
  * Output:  (Release build, 2 cores shared with other jobs; trimmed)
  *   $ chunksize_tuning --tasks 1000000 --apply-async 1000000 --python
@@ -64,6 +64,8 @@
  *   c=1024); --workers 8 on 2 cores (more processes than cores).
  */
 #include "mp.h"
+
+#include <math.h>
 
 #ifdef MP_HAVE_OPENMP
 #include <omp.h>
@@ -297,6 +299,44 @@ static void print_rows(struct row r[NENGINE][NCHUNK], bool csv,
 		}
 }
 
+/* --plot: tasks/s by chunksize, one line per engine, both axes log.  The
+ * "auto" row sits at the chunksize Python's rule gave mp_pool's n. */
+static void plot_rows(struct row r[NENGINE][NCHUNK], const char *out,
+		      const struct mp_pool *pool)
+{
+	char cols[128] = "chunksize";
+	int ne = 0, used[NENGINE];
+
+	for (int e = 0; e < NENGINE; e++)  /* only engines that ran */
+		if (r[e][0].done) {
+			used[ne++] = e;
+			strcat(strcat(cols, ","), engines[e]);
+		}
+	struct mp_table *t = mp_table_new("map x*x: tasks/s by chunksize",
+					  "tasks/s", cols);
+
+	if (!t)
+		mp_die("mp_table_new");
+	t->logx = t->logy = true;
+	for (int k = 0; k < NCHUNK; k++) {
+		double row[1 + NENGINE];
+
+		row[0] = (double)(chunks[k] ? chunks[k] :
+				  mp_pool_auto_chunksize(pool, r[0][k].tasks));
+		for (int i = 0; i < ne; i++) {
+			int e = used[i];
+
+			row[1 + i] = r[e][k].done ? (double)r[e][k].tasks /
+							    r[e][k].s
+						  : NAN;
+		}
+		MP_CHECK(mp_table_add(t, row));
+	}
+	if (mp_plot(t, out) == -1 && errno != ENOENT)
+		mp_die("plot");
+	mp_table_free(t);
+}
+
 /* The cost model, measured: going from chunksize 1 to auto removes
  * (n - n / auto) chunk dispatches; the time saved, times W, over that
  * count is what one dispatch costs a worker. */
@@ -345,7 +385,8 @@ int main(int argc, char *argv[])
 {
 	long tasks = 200000, workers = 0, repeat = 3, napply = 20000;
 	long pytasks = 2000;
-	bool csv = false, python_full = false, ok = true;
+	bool csv = false, python_full = false, ok = true, plot_flag = false;
+	const char *plot = mp_plot_option(&argc, argv);
 	const struct mp_opt opts[] = {
 		MP_OPT_L("tasks", &tasks, 1, 50000000, "items to map"),
 		MP_OPT_L("workers", &workers, 0, 64, "workers (0 = CPUs)"),
@@ -357,6 +398,8 @@ int main(int argc, char *argv[])
 		MP_OPT_F("python", &python_full,
 			 "give Python --tasks and --apply-async too"),
 		MP_OPT_F("csv", &csv, "print CSV only"),
+		MP_OPT_F("plot", &plot_flag, "draw tasks/s by chunksize in the "
+			 "terminal; --plot FILE.svg|.png: into a file"),
 	};
 
 	mp_parse_options(argc, argv,
@@ -428,6 +471,8 @@ int main(int argc, char *argv[])
 
 	/* 4. The figures. */
 	print_rows(r, csv, pool);
+	if (plot)
+		plot_rows(r, plot, pool);
 	if (!csv) {
 #ifndef MP_HAVE_OPENMP
 		printf("openmp: not built (OpenMP was not found at configure "
