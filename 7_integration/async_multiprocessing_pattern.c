@@ -308,7 +308,13 @@ int main(int argc, char *argv[])
 	MP_CHECK(sigemptyset(&stops));
 	MP_CHECK(sigaddset(&stops, SIGINT));
 	MP_CHECK(sigaddset(&stops, SIGTERM));
+	MP_CHECK(sigaddset(&stops, SIGHUP));   /* the terminal closed */
+	MP_CHECK(sigaddset(&stops, SIGQUIT));  /* Ctrl-\ */
 	MP_CHECK(sigprocmask(SIG_BLOCK, &stops, NULL));
+	/* `| head` exited: a write fails with EPIPE, and mp_say() then stops
+	 * the children and exits 141 quietly (no death by SIGPIPE). */
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		mp_die("signal(SIGPIPE)");
 	int ep, sfd, grace;
 
 	MP_CHECK(ep = epoll_create1(EPOLL_CLOEXEC));

@@ -11,6 +11,8 @@
 #                           (NO_VERDICT: a lesson that checks nothing)
 #   <folder>/<name>:help    --help exits 0 and prints usage
 #   <folder>/<name>:badopt  an unknown option exits 2 with a message
+#   <folder>/<name>:head    its stdout closed after the first line, as by
+#                           `| head -1`: exits 141 (or 0), quietly
 #   <folder>/<name>:sigint  (with INTERRUPT) run with <args>, interrupted with
 #                           SIGINT once it has forked: must clean up and exit 130
 #   <folder>/<name>:<case>  (each CASE) a run with awkward <args> (capacity 1,
@@ -79,7 +81,10 @@ function(mp_lesson_tests name dir chapter)
            COMMAND ${check} run ${verdict} --timeout ${T_TIMEOUT} -- ${prog})
   add_test(NAME ${dir}/${name}:help COMMAND ${check} help -- ${prog})
   add_test(NAME ${dir}/${name}:badopt COMMAND ${check} badopt -- ${prog})
-  set(tests ${dir}/${name}:run ${dir}/${name}:help ${dir}/${name}:badopt)
+  add_test(NAME ${dir}/${name}:head
+           COMMAND ${check} head --timeout ${T_TIMEOUT} -- ${prog})
+  set(tests ${dir}/${name}:run ${dir}/${name}:help ${dir}/${name}:badopt
+            ${dir}/${name}:head)
   if(T_INTERRUPT)
     add_test(NAME ${dir}/${name}:sigint
              COMMAND ${check} sigint --timeout ${T_TIMEOUT} -- ${prog} ${T_INTERRUPT})
@@ -101,7 +106,7 @@ function(mp_lesson_tests name dir chapter)
     TIMEOUT ${ctest_timeout})
   if(T_TSAN)
     list(REMOVE_ITEM tests ${dir}/${name}:help ${dir}/${name}:badopt
-                           ${dir}/${name}:sigint)
+                           ${dir}/${name}:head ${dir}/${name}:sigint)
     set_property(TEST ${tests} APPEND PROPERTY LABELS tsan)
   endif()
   if(MP_MEMCHECK)

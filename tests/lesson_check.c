@@ -9,6 +9,11 @@
  *   sigint  waits until the program has a child process (or --after S
  *           seconds), sends it SIGINT, and wants exit status 130 (128+SIGINT)
  *           from a clean exit, not death by the signal
+ *   head    reads the program's first line and closes the pipe, as
+ *           `program | head -1` does; the next write must end the program
+ *           quietly (SIGPIPE, handled) with exit 141 (128+SIGPIPE), or 0
+ *           if it had nothing more to say: never a death by the signal,
+ *           which would skip the clean-up, and nothing on stderr
  *   memcheck  runs PROGRAM under valgrind's memcheck (--valgrind PATH,
  *           --suppressions FILE), forked children and exec'd programs too
  *           (not python3 or mpirun), and fails on any error it reports in
@@ -452,7 +457,7 @@ int main(int argc, char *argv[])
 	else if (strcmp(mode, "badopt") == 0)
 		prog[np++] = "--no-such-option";
 	else if (strcmp(mode, "run") != 0 && strcmp(mode, "sigint") != 0 &&
-		 strcmp(mode, "memcheck") != 0) {
+		 strcmp(mode, "memcheck") != 0 && strcmp(mode, "head") != 0) {
 		fprintf(stderr, "lesson_check: unknown mode '%s'\n", mode);
 		return 2;
 	}
@@ -482,6 +487,23 @@ int main(int argc, char *argv[])
 			nanosleep(&(struct timespec){ 0, 50000000 }, NULL);
 		if (exited || kill(r.pid, SIGINT) == -1)
 			fail("the program ended before it could be interrupted");
+	}
+	if (strcmp(mode, "head") == 0) {
+		/* Like head -1: the first line, then the read end closed. */
+		char c;
+		ssize_t n;
+
+		while (now_s() < deadline &&
+		       ((n = read(r.out, &c, 1)) == 1 || (n == -1 &&
+							  errno == EINTR)))
+			if (n == 1) {
+				append(&r.outbuf, &r.outlen, &c, 1);
+				if (c == '\n')
+					break;
+			}
+		if (close(r.out) == -1)
+			die("close");
+		r.out = -1;
 	}
 	if (!finish(&r, deadline, exited)) {
 		fail("still running after %.0f s: killed", timeout);
@@ -517,6 +539,14 @@ int main(int argc, char *argv[])
 			fail("an unknown option must exit 2");
 		if (!r.errbuf || !strstr(r.errbuf, "--no-such-option"))
 			fail("stderr must name the unknown option");
+	} else if (exited && strcmp(mode, "head") == 0) {
+		if (!WIFEXITED(r.status) || (WEXITSTATUS(r.status) != 0 &&
+					     WEXITSTATUS(r.status) != 141)) {
+			describe(base, r.status);
+			fail("with its stdout closed it must exit 141 (or 0)");
+		}
+		if (r.errbuf && r.errbuf[0])
+			fail("with its stdout closed it must end quietly");
 	} else if (exited && strcmp(mode, "memcheck") == 0) {
 		/* Every error memcheck reports, in any process, comes
 		 * between --error-markers; a child's own exit status 99 may
