@@ -426,9 +426,13 @@ static void *watch_exit(void *arg)
 	       errno == EINTR)
 		;
 	/* Readable from now on, like a pidfd.  (Not a pipe's EOF: a copy
-	 * of the write end in a process forked later would hold it off.) */
-	if (write(w.efd, &one, sizeof one) != (ssize_t)sizeof one)
-		abort();  /* cannot happen: the counter is far from full */
+	 * of the write end in a process forked later would hold it off.)
+	 * The thread has its own descriptor for it: the caller may have
+	 * closed its one already, and its number may now be another file. */
+	if (write(w.efd, &one, sizeof one) == -1) {
+		/* cannot fail: the counter is far from its limit */
+	}
+	close(w.efd);
 	return NULL;
 }
 
@@ -446,7 +450,12 @@ int mp_exit_fd(pid_t pid)
 		free(w);
 		return -1;
 	}
-	*w = (struct exit_watch){ pid, efd };
+	*w = (struct exit_watch){ pid, fcntl(efd, F_DUPFD_CLOEXEC, 0) };
+	if (w->efd == -1) {
+		close(efd);
+		free(w);
+		return -1;
+	}
 	/* The thread takes no signal: they stay with the lesson's thread. */
 	int err = sigfillset(&all) == -1 ? errno
 		  : pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -459,6 +468,7 @@ int mp_exit_fd(pid_t pid)
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
 	}
 	if (err) {
+		close(w->efd);
 		close(efd);
 		free(w);
 		errno = err;
