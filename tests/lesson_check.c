@@ -14,6 +14,10 @@
  *           quietly (SIGPIPE, handled) with exit 141 (128+SIGPIPE), or 0
  *           if it had nothing more to say: never a death by the signal,
  *           which would skip the clean-up, and nothing on stderr
+ *   tsan    runs PROGRAM built with ThreadSanitizer and fails on any race
+ *           (or other report) it prints; like memcheck, the program must
+ *           run to its verdict, which is not judged (timings and memory
+ *           figures mean nothing under TSan's shadow memory)
  *   memcheck  runs PROGRAM under valgrind's memcheck (--valgrind PATH,
  *           --suppressions FILE), forked children and exec'd programs too
  *           (not python3 or mpirun), and fails on any error it reports in
@@ -457,7 +461,8 @@ int main(int argc, char *argv[])
 	else if (strcmp(mode, "badopt") == 0)
 		prog[np++] = "--no-such-option";
 	else if (strcmp(mode, "run") != 0 && strcmp(mode, "sigint") != 0 &&
-		 strcmp(mode, "memcheck") != 0 && strcmp(mode, "head") != 0) {
+		 strcmp(mode, "memcheck") != 0 && strcmp(mode, "head") != 0 &&
+		 strcmp(mode, "tsan") != 0) {
 		fprintf(stderr, "lesson_check: unknown mode '%s'\n", mode);
 		return 2;
 	}
@@ -547,22 +552,28 @@ int main(int argc, char *argv[])
 		}
 		if (r.errbuf && r.errbuf[0])
 			fail("with its stdout closed it must end quietly");
-	} else if (exited && strcmp(mode, "memcheck") == 0) {
+	} else if (exited && (strcmp(mode, "memcheck") == 0 ||
+			      strcmp(mode, "tsan") == 0)) {
 		/* Every error memcheck reports, in any process, comes
 		 * between --error-markers; a child's own exit status 99 may
-		 * not reach us, the marker does. */
-		bool found = r.errbuf && strstr(r.errbuf, "MEMCHECK-ERROR");
+		 * not reach us, the marker does.  TSan's reports start with
+		 * "WARNING: ThreadSanitizer" (its exit status: 66). */
+		bool tsan = strcmp(mode, "tsan") == 0;
+		int bad_exit = tsan ? 66 : 99;
+		bool found = r.errbuf &&
+			     strstr(r.errbuf, tsan ? "WARNING: ThreadSanitizer"
+						   : "MEMCHECK-ERROR");
 		bool verdict_line = r.outbuf && (strncmp(r.outbuf, "result: ",
 							 8) == 0 ||
 						 strstr(r.outbuf, "\nresult: "));
 
 		if (found || (WIFEXITED(r.status) &&
-			      WEXITSTATUS(r.status) == 99))
-			fail("memcheck reported errors (see stderr above)");
+			      WEXITSTATUS(r.status) == bad_exit))
+			fail("%s reported errors (see stderr above)", mode);
 		else if (!WIFEXITED(r.status) || WEXITSTATUS(r.status) > 1 ||
 			 (WEXITSTATUS(r.status) == 1 && !verdict_line)) {
 			describe(base, r.status);
-			fail("under memcheck it must run to its verdict");
+			fail("under %s it must run to its verdict", mode);
 		}
 	} else if (exited) { /* sigint */
 		if (!WIFEXITED(r.status) || WEXITSTATUS(r.status) != 130) {
