@@ -26,6 +26,7 @@
 #include "mp.h"
 
 enum { WATCHDOG_S = 60, MAXK = 64 };
+#include "watchdog.h"
 #define GET_S 20.0  /* far above any correct run */
 
 /* The task: sleep the milliseconds it is given, return the worker's pid. */
@@ -153,42 +154,16 @@ static void test_burst_on_one_cpu(void **state)
 	assert_int_equal(mp_waitpid(pid), 0);
 }
 
-static void on_watchdog(int sig)
-{
-	static const char msg[] = "test_pool_burst: watchdog: the test above "
-				  "hung\n";
-	ssize_t r = write(STDERR_FILENO, msg, sizeof msg - 1);
 
-	(void)sig;
-	(void)r;
-	_exit(1);
-}
-
-static int arm_watchdog(void **state)
-{
-	(void)state;
-	alarm(WATCHDOG_S);
-	return 0;
-}
-
-static int disarm_watchdog(void **state)
-{
-	(void)state;
-	alarm(0);
-	return 0;
-}
-
-#define T(f) cmocka_unit_test_setup_teardown(f, arm_watchdog, disarm_watchdog)
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		T(test_burst_reaches_every_sleeper),
-		T(test_burst_on_one_cpu),
+		WATCHED(test_burst_reaches_every_sleeper),
+		WATCHED(test_burst_on_one_cpu),
 	};
 
-	if (setvbuf(stdout, NULL, _IOLBF, 0) != 0 ||
-	    signal(SIGALRM, on_watchdog) == SIG_ERR)
+	if (watchdog_init() == -1)
 		return EXIT_FAILURE;
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

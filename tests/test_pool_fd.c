@@ -26,6 +26,7 @@
 #include "mp.h"
 
 enum { WATCHDOG_S = 120, CALLS = 100000 };
+#include "watchdog.h"
 enum { WAIT_MS = 20000 };  /* far above any correct run, even under ASan */
 
 /* result = x * x + 1 */
@@ -350,45 +351,19 @@ static void test_destroy_reports_a_closed_fd(void **state)
 	assert_int_equal(errno, EINVAL);
 }
 
-static void on_watchdog(int sig)
-{
-	static const char msg[] = "test_pool_fd: watchdog: the test above "
-				  "hung\n";
-	ssize_t r = write(STDERR_FILENO, msg, sizeof msg - 1);
 
-	(void)sig;
-	(void)r;
-	_exit(1);
-}
-
-static int arm_watchdog(void **state)
-{
-	(void)state;
-	alarm(WATCHDOG_S);
-	return 0;
-}
-
-static int disarm_watchdog(void **state)
-{
-	(void)state;
-	alarm(0);
-	return 0;
-}
-
-#define T(f) cmocka_unit_test_setup_teardown(f, arm_watchdog, disarm_watchdog)
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		T(test_epoll_drives_100k_apply_async),
-		T(test_fd_quiet_until_due),
-		T(test_fd_right_after_a_blocking_get),
-		T(test_fd_readable_when_a_worker_dies),
-		T(test_destroy_reports_a_closed_fd),
+		WATCHED(test_epoll_drives_100k_apply_async),
+		WATCHED(test_fd_quiet_until_due),
+		WATCHED(test_fd_right_after_a_blocking_get),
+		WATCHED(test_fd_readable_when_a_worker_dies),
+		WATCHED(test_destroy_reports_a_closed_fd),
 	};
 
-	if (setvbuf(stdout, NULL, _IOLBF, 0) != 0 ||
-	    signal(SIGALRM, on_watchdog) == SIG_ERR)
+	if (watchdog_init() == -1)
 		return EXIT_FAILURE;
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

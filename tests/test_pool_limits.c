@@ -24,6 +24,7 @@
 #include "mp.h"
 
 enum { WATCHDOG_S = 120, CHILD_S = 30 };
+#include "watchdog.h"
 #define GET_S 20.0  /* far above any correct run */
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -389,46 +390,20 @@ static void test_heap_grows_after_fork(void **state)
 	assert_int_equal(mp_pool_destroy(p), 0);
 }
 
-static void on_watchdog(int sig)
-{
-	static const char msg[] = "test_pool_limits: watchdog: the test "
-				  "above hung\n";
-	ssize_t r = write(STDERR_FILENO, msg, sizeof msg - 1);
 
-	(void)sig;
-	(void)r;
-	_exit(1);
-}
-
-static int arm_watchdog(void **state)
-{
-	(void)state;
-	alarm(WATCHDOG_S);
-	return 0;
-}
-
-static int disarm_watchdog(void **state)
-{
-	(void)state;
-	alarm(0);
-	return 0;
-}
-
-#define T(f) cmocka_unit_test_setup_teardown(f, arm_watchdog, disarm_watchdog)
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		T(test_no_fork_means_eagain_not_a_hang),
-		T(test_kills_at_start_are_not_initializer_failures),
-		T(test_initializer_failures_still_give_up),
-		T(test_stopped_workers_are_seen_and_timed_out),
-		T(test_pool_fits_in_256_mib_of_address_space),
-		T(test_heap_grows_after_fork),
+		WATCHED(test_no_fork_means_eagain_not_a_hang),
+		WATCHED(test_kills_at_start_are_not_initializer_failures),
+		WATCHED(test_initializer_failures_still_give_up),
+		WATCHED(test_stopped_workers_are_seen_and_timed_out),
+		WATCHED(test_pool_fits_in_256_mib_of_address_space),
+		WATCHED(test_heap_grows_after_fork),
 	};
 
-	if (setvbuf(stdout, NULL, _IOLBF, 0) != 0 ||
-	    signal(SIGALRM, on_watchdog) == SIG_ERR ||
+	if (watchdog_init() == -1 ||
 	    pthread_atfork(NULL, NULL, atfork_child) != 0)
 		return EXIT_FAILURE;
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -23,6 +23,7 @@
 enum { BIG = 1000000, MAXPIDS = 1024 };
 #define WAIT_S 60.0  /* far above any correct run, even under ASan */
 enum { WATCHDOG_S = 120 };
+#include "watchdog.h"
 
 struct shared {
 	_Atomic int gate;          /* blocked tasks run once it is 1 */
@@ -1003,38 +1004,10 @@ static void test_throughput_floor(void **state)
 	free(out);
 }
 
-/* ---- the watchdog ------------------------------------------------- */
-
-static void on_watchdog(int sig)
-{
-	static const char msg[] = "test_pool_throughput: watchdog: the test "
-				  "above hung (no answer in 120 s)\n";
-	ssize_t r = write(STDERR_FILENO, msg, sizeof msg - 1);
-
-	(void)sig;
-	(void)r;
-	_exit(1);  /* the workers follow: PR_SET_PDEATHSIG */
-}
-
-static int arm_watchdog(void **state)
-{
-	(void)state;
-	alarm(WATCHDOG_S);
-	return 0;
-}
-
-static int disarm_watchdog(void **state)
-{
-	(void)state;
-	alarm(0);
-	return 0;
-}
 
 static int setup(void **state)
 {
 	(void)state;
-	if (signal(SIGALRM, on_watchdog) == SIG_ERR)
-		return -1;
 	g = mp_shm_alloc(sizeof *g);
 	return g ? 0 : -1;
 }
@@ -1045,33 +1018,29 @@ static int teardown(void **state)
 	return mp_shm_free(g, sizeof *g);
 }
 
-/* Every test runs under the watchdog. */
-#define T(f) cmocka_unit_test_setup_teardown(f, arm_watchdog, disarm_watchdog)
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		T(test_map_million_exact_for_each_chunksize),
-		T(test_map_small_and_empty),
-		T(test_starmap_and_map_async_callback),
-		T(test_imap_ordered_and_streaming),
-		T(test_imap_unordered_complete),
-		T(test_apply_async_get_timeout),
-		T(test_initializer_once_per_worker_with_maxtasks),
-		T(test_task_error_reports_index),
-		T(test_sigkill_mid_map_still_complete),
-		T(test_polling_caller_sees_dead_worker),
-		T(test_pool_breaking_during_submission_fails_map),
-		T(test_always_crashing_task_fails_call),
-		T(test_terminate_leaves_no_worker),
-		T(test_bad_arguments_einval),
-		T(test_shared_heap_map_without_copies),
-		T(test_throughput_floor),
+		WATCHED(test_map_million_exact_for_each_chunksize),
+		WATCHED(test_map_small_and_empty),
+		WATCHED(test_starmap_and_map_async_callback),
+		WATCHED(test_imap_ordered_and_streaming),
+		WATCHED(test_imap_unordered_complete),
+		WATCHED(test_apply_async_get_timeout),
+		WATCHED(test_initializer_once_per_worker_with_maxtasks),
+		WATCHED(test_task_error_reports_index),
+		WATCHED(test_sigkill_mid_map_still_complete),
+		WATCHED(test_polling_caller_sees_dead_worker),
+		WATCHED(test_pool_breaking_during_submission_fails_map),
+		WATCHED(test_always_crashing_task_fails_call),
+		WATCHED(test_terminate_leaves_no_worker),
+		WATCHED(test_bad_arguments_einval),
+		WATCHED(test_shared_heap_map_without_copies),
+		WATCHED(test_throughput_floor),
 	};
 
-	/* Line-buffered even into a pipe: the watchdog's _exit() must not
-	 * swallow the name of the test that hung. */
-	if (setvbuf(stdout, NULL, _IOLBF, 0) != 0)
+	if (watchdog_init() == -1)
 		return EXIT_FAILURE;
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
