@@ -6,13 +6,22 @@ workers.  In the default CPython build only the thread that holds the GIL
 runs bytecode, so the thread column stays near 1x while processes scale with
 the cores.  process_vs_thread.c runs this file and checks the checksum.
 
-Usage: python3 process_vs_thread.py [--iters N (100000)] [--workers N (2)]
+Usage: python3 process_vs_thread.py [--iters N (500000)] [--workers N (2)]
                                     [--repeat N (2)]
+Every line starts with "[python <pid>]"; the C lesson shows them as they
+are and reads the checksum, the GIL and the 2-worker row from them.
+As in the C lesson, one untimed serial run warms up first, the runs take
+turns (serial, 1 thread, 1 process, 2 threads, ...), best of repeat, and a
+row is marked "busy" when in one of its best runs a worker waited for a CPU
+(held by other programs) more than a tenth of the run.
+sys._is_gil_enabled() (new in 3.13) is True unless CPython was built with
+Py_GIL_DISABLED and runs with the GIL off (Python/sysmodule.c).
 Stdlib only.  Results come back through mp.Pipe(duplex=False), which is a
 plain os.pipe() on Linux and leaves nothing in /dev/shm.
 """
 import argparse
 import multiprocessing as mp
+import os
 import platform
 import signal
 import sys
@@ -32,15 +41,40 @@ def work(lo, hi):
     return s
 
 
+def cpu_wait_ns():
+    """How long this thread has waited for a CPU that someone else held, in
+    ns (/proc/thread-self/schedstat, second field), or None if unknown."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def measured(lo, hi):
+    """work(lo, hi), and how long this thread waited for a CPU meanwhile."""
+    w0 = cpu_wait_ns()
+    s = work(lo, hi)
+    w1 = cpu_wait_ns()
+    return s, None if w0 is None or w1 is None else w1 - w0
+
+
+def combine(results):
+    """The total of the workers' (sum, wait) pairs, and the longest wait."""
+    waits = [w for _, w in results]
+    return (sum(s for s, _ in results) & MASK,
+            None if None in waits else max(waits))
+
+
 def slices(iters, k):
     return [(iters * i // k, iters * (i + 1) // k) for i in range(k)]
 
 
 def with_threads(iters, k):
-    out = [0] * k
+    out = [(0, None)] * k
 
     def run(i, lo, hi):
-        out[i] = work(lo, hi)
+        out[i] = measured(lo, hi)
 
     ts = [threading.Thread(target=run, args=(i, lo, hi), daemon=True)
           for i, (lo, hi) in enumerate(slices(iters, k))]
@@ -48,11 +82,11 @@ def with_threads(iters, k):
         t.start()
     for t in ts:
         t.join()
-    return sum(out) & MASK
+    return combine(out)
 
 
 def proc_main(conn, lo, hi):
-    conn.send(work(lo, hi))
+    conn.send(measured(lo, hi))
     conn.close()
 
 
@@ -65,32 +99,38 @@ def with_processes(ctx, iters, k):
         w.close()
         procs.append(p)
         conns.append(r)
-    total = 0
+    out = []
     for c in conns:
-        total += c.recv()
+        out.append(c.recv())
         c.close()
-    total &= MASK
     for p in procs:
         p.join()
         if p.exitcode != 0:
             sys.exit(f"worker {p.pid} exitcode {p.exitcode}")
-    return total
+    return combine(out)
 
 
-def timed(repeat, fn, *args):
-    """Best of `repeat` runs in ms, and the sum (None if runs disagree)."""
-    best, sums = None, set()
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        sums.add(fn(*args))
-        ms = (time.perf_counter() - t0) * 1e3
-        best = ms if best is None else min(best, ms)
-    return (sums.pop() if len(sums) == 1 else None), best
+def say(text):
+    print(f"[python {os.getpid()}] {text}", flush=True)
+
+
+def timed(cell, r, fn, *args):
+    """Run fn once.  cell keeps [best ms, set of sums, busy]: busy when in
+    the best run a worker waited for a CPU more than a tenth of the run."""
+    t0 = time.perf_counter()
+    total, wait_ns = fn(*args)
+    secs = time.perf_counter() - t0
+    if r == 0:
+        cell[:] = [secs * 1e3, set(), False]
+    if secs * 1e3 <= cell[0]:
+        cell[0] = secs * 1e3
+        cell[2] = wait_ns is None or wait_ns > 0.1 * secs * 1e9
+    cell[1].add(total)
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--iters", type=int, default=100000)
+    ap.add_argument("--iters", type=int, default=500000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2)
     a = ap.parse_args()
@@ -100,20 +140,28 @@ def main():
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     # "fork", as the C lesson does (3.14 made "forkserver" the Linux default).
     ctx = mp.get_context("fork")
-    want, serial = timed(a.repeat, work, 0, a.iters)
-    print(f"CPython {platform.python_version()}, {a.iters} iterations, "
-          f"best of {a.repeat}: serial {serial:.1f} ms")
-    print("workers  threads            processes")
-    bad = 0
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()  # 3.13+
+    work(0, a.iters // 4)  # warm-up, untimed
+    serial, ths, prs = [], [[] for _ in range(a.workers + 1)], \
+        [[] for _ in range(a.workers + 1)]
+    for r in range(a.repeat):
+        timed(serial, r, measured, 0, a.iters)
+        for k in range(1, a.workers + 1):
+            timed(ths[k], r, with_threads, a.iters, k)
+            timed(prs[k], r, with_processes, ctx, a.iters, k)
+    want = serial[1].pop() if len(serial[1]) == 1 else None
+    say(f"CPython {platform.python_version()} "
+        f"(GIL {'enabled' if gil else 'disabled'}), {a.iters} iterations, "
+        f"best of {a.repeat}: serial {serial[0]:.1f} ms")
+    say("workers  threads            processes")
+    bad = want is None
     for k in range(1, a.workers + 1):
-        ts, tms = timed(a.repeat, with_threads, a.iters, k)
-        ps, pms = timed(a.repeat, with_processes, ctx, a.iters, k)
-        bad += (ts != want) + (ps != want)
-        print(f"{k:7d}  {tms:7.1f} ms {serial / tms:5.2f}x"
-              f"  {pms:7.1f} ms {serial / pms:5.2f}x")
-    bad += want is None
-    print(f"checksum 0x{want or 0:016x} "
-          f"{'rows agree' if not bad else 'MISMATCH'}")
+        (tms, tsums, tbusy), (pms, psums, pbusy) = ths[k], prs[k]
+        bad += (tsums != {want}) + (psums != {want})
+        busy = serial[2] or tbusy or pbusy
+        say(f"{k:7d}  {tms:7.1f} ms {serial[0] / tms:5.2f}x"
+            f"  {pms:7.1f} ms {serial[0] / pms:5.2f}x{'  busy' if busy else ''}")
+    say(f"checksum 0x{want or 0:016x} {'rows agree' if not bad else 'MISMATCH'}")
     return 1 if bad else 0
 
 
