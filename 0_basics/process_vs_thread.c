@@ -343,9 +343,9 @@ static int run_twin(long iters, long workers, long repeat, uint64_t want,
 	struct twin t = { .want = want, .gil = true };
 
 	if (!mp_python3() || iters == 0) {
-		mp_say("parent", "Python twin skipped (%s)",
-		       mp_python3() ? "--py-iters 0" :
-				      "python3 was not found at configure time");
+		mp_say("parent", "Python twin skipped (%s)", mp_python3() ?
+		       "--py-iters 0" : "python3 was not found at configure "
+		       "time");
 		return -1;
 	}
 	mp_say("parent", "the Python twin: threading.Thread takes turns under "
@@ -524,8 +524,8 @@ int main(int argc, char *argv[])
 		       "judged", usable < 2 ? "fewer than 2 usable CPUs" :
 		       "--workers 1");
 	else
-		mp_say("parent", "C, 2 workers: processes %.2fx, threads %.2fx: "
-		       "%s", ser.ms / pr[2].ms, ser.ms / th[2].ms,
+		mp_say("parent", "C, 2 workers: processes %.2fx, threads "
+		       "%.2fx: %s", ser.ms / pr[2].ms, ser.ms / th[2].ms,
 		       j2 == AS_TOLD ? "both run in parallel, alike (no GIL "
 		       "in C)" : j2 == BUSY ? "not judged, other programs "
 		       "hold the CPUs" : "NOT both in parallel and alike");

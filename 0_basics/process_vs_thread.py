@@ -160,8 +160,10 @@ def main():
         bad += (tsums != {want}) + (psums != {want})
         busy = serial[2] or tbusy or pbusy
         say(f"{k:7d}  {tms:7.1f} ms {serial[0] / tms:5.2f}x"
-            f"  {pms:7.1f} ms {serial[0] / pms:5.2f}x{'  busy' if busy else ''}")
-    say(f"checksum 0x{want or 0:016x} {'rows agree' if not bad else 'MISMATCH'}")
+            f"  {pms:7.1f} ms {serial[0] / pms:5.2f}x"
+            + ("  busy" if busy else ""))
+    say(f"checksum 0x{want or 0:016x} "
+        + ("rows agree" if not bad else "MISMATCH"))
     return 1 if bad else 0
 
 
