@@ -26,16 +26,37 @@
  * Usage:   process_vs_thread [--workers N (online CPUs up to 8, 1..64)]
  *            [--iters N (100000000, 1000..10^11)] [--repeat N (2, 1..1000)]
  *            [--spawns N (100, 1..10^6)] [--py-iters N (500000, 0..10^8)]
- * Output:  (2 CPUs shared with other jobs; long lines cut)
- *   [child 7646 +0.1ms] value=2 at 0x7ffd7a9c1c70 (my copy)
- *   [parent 7644 +0.3ms] after the child: value=1 at 0x7ffd7a9c1c70 -> its
- *                        write is invisible here
- *   [parent 7644 +0.5ms] after the thread: value=3 -> its write is visible
- *   [parent 7644 +0.8ms] child 7648 was killed by signal 11 (Segmentation
- *                        fault); the parent runs on
- *   [parent 7644 +24.9ms] create+wait, median of 100: process 204.9 us,
- *                         thread 47.1 us (4.4x)
- *   OUTPUT_TABLE
+ * Output:  (2 CPUs shared with other jobs, load 5; long lines cut at |)
+ *   [child 17557 +0.2ms] value=2 at 0x7ffe8832c040 (my copy)
+ *   [parent 17556 +0.3ms] after the child: value=1 at 0x7ffe8832c040 -> |
+ *     its write is invisible here
+ *   [parent 17556 +0.4ms] after the thread: value=3 -> its write is visible
+ *   [parent 17556 +0.6ms] child 17559 was killed by signal 11 |
+ *     (Segmentation fault); the parent runs on
+ *   [parent 17556 +31.5ms] create+wait, median of 100: process 144.3 us, |
+ *     thread 58.4 us (2.5x)
+ *   [parent 17556 +52.6ms] 100000000 iterations, after a warm-up; runs |
+ *     take turns, best of 2 each; 2 usable CPUs
+ *   [parent 17556 +1011.8ms] serial 79.0 ms, sum 0x3d10aea28739d4a1
+ *   [parent 17556 +1011.8ms] workers     processes            threads |
+ *   [parent 17556 +1011.8ms]       1      87.0 ms  0.91x      74.4 ms |
+ *     1.06x  busy (waited 19%): not judged
+ *   [parent 17556 +1011.8ms]       2      82.0 ms  0.96x      89.3 ms |
+ *     0.88x  busy (waited 57%): not judged
+ *   [python 17931]       2    131.7 ms  0.95x    117.5 ms  1.07x  busy
+ *   result: child write private, thread write shared, child SIGSEGV |
+ *     contained, sums 2/2 rows, speedup not judged, python checksum only OK
+ *   and in a quiet moment (another run):
+ *   [parent 23501 +710.4ms]       1      69.3 ms  0.98x      68.8 ms |
+ *     0.98x  both >= 0.60x, alike
+ *   [parent 23501 +710.4ms]       2      34.4 ms  1.97x      37.0 ms |
+ *     1.83x  both >= 1.20x, alike
+ *   [parent 23501 +710.4ms] C, 2 workers: processes 1.97x, threads 1.83x: |
+ *     both run in parallel, alike (no GIL in C)
+ *   [python 23759]       1     96.9 ms  1.00x    112.7 ms  0.86x
+ *   [python 23759]       2     99.8 ms  0.97x     55.5 ms  1.74x  busy
+ *   result: ... sums 2/2 rows, speedup as told 2/2 rows, python checksum |
+ *     only OK
  * Try this: --workers 8 on 2 cores (past the core count nothing gets faster);
  *   give the processes `local` instead of `shared` in step 4 (sums are lost);
  *   a C "GIL": lock one global mutex around work() in thread_main (threads
