@@ -6,14 +6,16 @@ workers.  In the default CPython build only the thread that holds the GIL
 runs bytecode, so the thread column stays near 1x while processes scale with
 the cores.  process_vs_thread.c runs this file and checks the checksum.
 
-Usage: python3 process_vs_thread.py [--iters N (500000)] [--workers N (2)]
+Usage: python3 process_vs_thread.py [--iters N (300000)] [--workers N (2)]
                                     [--repeat N (2)]
 Every line starts with "[python <pid>]"; the C lesson shows them as they
 are and reads the checksum, the GIL and the 2-worker row from them.
 As in the C lesson, one untimed serial run warms up first, the runs take
-turns (serial, 1 thread, 1 process, 2 threads, ...), best of repeat, and a
-row is marked "busy" when in one of its best runs a worker waited for a CPU
-(held by other programs) more than a tenth of the run.
+turns (serial, 1 thread, 1 process, 2 threads, ...), best of repeat, and
+each cell also shows in brackets its "own" speedup: with every time less
+the longest a worker waited for a CPU held by another program
+(/proc/thread-self/schedstat).  A thread waiting for the GIL sleeps (on a
+condition variable, Python/ceval_gil.c), so that time still counts.
 sys._is_gil_enabled() (new in 3.13) is True unless CPython was built with
 Py_GIL_DISABLED and runs with the GIL off (Python/sysmodule.c).
 Stdlib only.  Results come back through mp.Pipe(duplex=False), which is a
@@ -115,22 +117,29 @@ def say(text):
 
 
 def timed(cell, r, fn, *args):
-    """Run fn once.  cell keeps [best ms, set of sums, busy]: busy when in
-    the best run a worker waited for a CPU more than a tenth of the run."""
+    """Run fn once.  cell keeps [best ms, set of sums, best own ms]: own is
+    the time less the longest a worker waited for a CPU (None: unknown)."""
     t0 = time.perf_counter()
     total, wait_ns = fn(*args)
-    secs = time.perf_counter() - t0
+    ms = (time.perf_counter() - t0) * 1e3
+    own = None if wait_ns is None else ms - wait_ns / 1e6
     if r == 0:
-        cell[:] = [secs * 1e3, set(), False]
-    if secs * 1e3 <= cell[0]:
-        cell[0] = secs * 1e3
-        cell[2] = wait_ns is None or wait_ns > 0.1 * secs * 1e9
+        cell[:] = [ms, set(), own]
+    cell[0] = min(cell[0], ms)
     cell[1].add(total)
+    cell[2] = None if own is None or cell[2] is None else min(cell[2], own)
+
+
+def cell_text(serial, cell):
+    """"time, speedup (own speedup)" of one table cell."""
+    own = "(  -  )" if None in (serial[2], cell[2]) else \
+        f"({serial[2] / cell[2]:4.2f}x)"
+    return f"{cell[0]:6.1f} ms {serial[0] / cell[0]:4.2f}x {own}"
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--iters", type=int, default=500000)
+    ap.add_argument("--iters", type=int, default=300000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2)
     a = ap.parse_args()
@@ -153,15 +162,12 @@ def main():
     say(f"CPython {platform.python_version()} "
         f"(GIL {'enabled' if gil else 'disabled'}), {a.iters} iterations, "
         f"best of {a.repeat}: serial {serial[0]:.1f} ms")
-    say("workers  threads            processes")
+    say("workers  threads               processes")
     bad = want is None
     for k in range(1, a.workers + 1):
-        (tms, tsums, tbusy), (pms, psums, pbusy) = ths[k], prs[k]
-        bad += (tsums != {want}) + (psums != {want})
-        busy = serial[2] or tbusy or pbusy
-        say(f"{k:7d}  {tms:7.1f} ms {serial[0] / tms:5.2f}x"
-            f"  {pms:7.1f} ms {serial[0] / pms:5.2f}x"
-            + ("  busy" if busy else ""))
+        bad += (ths[k][1] != {want}) + (prs[k][1] != {want})
+        say(f"{k:7d}  {cell_text(serial, ths[k])}  "
+            f"{cell_text(serial, prs[k])}")
     say(f"checksum 0x{want or 0:016x} "
         + ("rows agree" if not bad else "MISMATCH"))
     return 1 if bad else 0
