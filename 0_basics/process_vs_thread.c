@@ -531,8 +531,8 @@ int main(int argc, char *argv[])
 		judged += judge;
 		as_told += judge && fine;
 		mp_say("parent", "%7d  %6.1f ms %4.2fx (%4.2fx)  %6.1f ms "
-		       "%4.2fx (%4.2fx)  %s%s", k, pr[k].ms, ser.ms / pr[k].ms, p,
-		       th[k].ms, ser.ms / th[k].ms, t, own ? note : "",
+		       "%4.2fx (%4.2fx)  %s%s", k, pr[k].ms, ser.ms / pr[k].ms,
+		       p, th[k].ms, ser.ms / th[k].ms, t, own ? note : "",
 		       same ? "" : ", sum MISMATCH");
 	}
 	mp_say("parent", "(time, speedup = serial time / time, and in "
