@@ -24,30 +24,31 @@
  *            [--per-producer N (20000, 1..10^6)] [--items N (200000,
  *            1..4*10^9)] [--repeat N (1, 1..101)] [--python-items N (20000,
  *            0..10^8; 0 skips Python)] [--csv]
- * Output:  (2 CPUs shared with other jobs; long lines cut)
- *   [parent 3150 +0.0ms] 3 producers x 20000 items -> 2 consumers,
+ * Output:  (2 CPUs shared with other jobs, load 4.8; long lines cut at |)
+ *   [parent 15951 +0.0ms] 3 producers x 20000 items -> 2 consumers, |
  *     capacity 64; every wait gives up after 3 s
- *   [parent 3150 +69.5ms] condvar buffer, 3 -> 2, STOP sentinels: 60000
- *     items, 0.87 M items/s; exactly once, in order: yes
- *   [parent 3150 +76.2ms] mp_queue, 3 -> 2, STOP sentinels: 60000 items,
- *     10.81 M items/s; exactly once, in order: yes
- *   [parent 3150 +93.7ms] mp_queue, 3 -> 2, close(): 60000 items, 3.55 M
+ *   [parent 15951 +30.6ms] condvar buffer, 3 -> 2, STOP sentinels: 60000 |
+ *     items, 1.99 M items/s; exactly once, in order: yes
+ *   [parent 15951 +38.1ms] mp_queue, 3 -> 2, STOP sentinels: 60000 items, |
+ *     8.45 M items/s; exactly once, in order: yes
+ *   [parent 15951 +43.7ms] mp_queue, 3 -> 2, close(): 60000 items, 11.63 M |
  *     items/s; exactly once, in order: yes
- *   [parent 3150 +93.8ms] 3 -> 2: mp_queue 12.4x the condvar buffer
- *   [parent 3150 +194.0ms] quiet queue: qsize()=5 after 5 puts, 59 more
- *     until EAGAIN, full()=true; 50 ms timeouts: put ETIMEDOUT, get ...
- *   [parent 3150 +207.1ms] busy queue: empty() was stale 1482 times in
- *     1599597 looks (said empty, item there: 173; said not empty, ...)
- *   [parent 3150 +364.8ms] condvar buffer, 1 -> 1, on 2 CPUs, run 1:
- *     200000 items, 1.27 M items/s; exactly once, in order: yes
- *   ... futex ring 1.34, mp_queue 11.48, mp_queue_many 16.69 M items/s
- *   [parent 3150 +545.7ms] futex ring: 400002 posts, 6711 FUTEX_WAKE
- *     calls (only posts that found the waiters flag set), 6711 ...
- *   [python 3214] multiprocessing.Queue(64), 20000 ints, 1 producer -> 1
- *     consumer, in order: 0.113110 s, 0.18 M items/s
- *   [parent 3150 +700.9ms] 1 -> 1: mp_queue 65x, the condvar buffer 7x
+ *   [parent 15951 +43.7ms] 3 -> 2: mp_queue 4.2x the condvar buffer
+ *   ...
+ *   [parent 15951 +250.0ms] condvar buffer, 1 -> 1, on 2 CPUs, run 1: |
+ *     200000 items, 2.16 M items/s; exactly once, in order: yes
+ *   ...
+ *   [parent 15951 +375.5ms] futex ring: 400002 posts, 6292 FUTEX_WAKE |
+ *     calls (only posts that found the waiters flag set), 6292 |
+ *     FUTEX_WAITs: it sleeps as soon as the ring is empty or full, where |
+ *     mp_queue first spins a little
+ *   [parent 15951 +375.5ms] 1 -> 1, 200000 items: condvar 2.16, futex ring |
+ *     1.83, mp_queue 20.10, mp_queue_many 42.45 M items/s
+ *   [python 16028] multiprocessing.Queue(64), 20000 ints, 1 producer -> 1 |
+ *     consumer, in order: 0.102362 s, 0.20 M items/s
+ *   [parent 15951 +518.7ms] 1 -> 1: mp_queue 103x, the condvar buffer 11x |
  *     Python's Queue
- *   result: exactly once and in order: condvar yes, futex ring yes,
+ *   result: exactly once and in order: condvar yes, futex ring yes, |
  *     mp_queue yes, mp_queue_many yes; qsize OK OK
  * How mp_queue differs from the condvar buffer (lib/mp_queue.c, after
  *          Dmitry Vyukov's bounded MPMC queue): no lock; each slot has a
@@ -66,8 +67,10 @@
  * Verdict: for every engine and run, every item arrived exactly once, and
  *          each producer's items in the order it put them (with several
  *          consumers: in order within each consumer), and no wait ran out.
- *          Every wait is bounded (2 s), so a broken buffer ends in
- *          MISMATCH; it never hangs.  Speeds are printed, not judged.
+ *          Every wait is bounded (WAIT_S, 3 s), so a broken buffer ends
+ *          in MISMATCH; it never hangs (mp_queue_put_many/get_many alone
+ *          have no timeout in lib/).  Speeds are printed, not judged: on a
+ *          shared machine they swing with the others' load.
  * Try this: in bbuf_get, turn the while into an if (a woken consumer finds
  *          the ring emptied by another: duplicates), signal not_full instead
  *          of not_empty (consumers sleep until their wait runs out), or
