@@ -24,30 +24,30 @@
  *            [--per-producer N (20000, 1..10^6)] [--items N (200000,
  *            1..4*10^9)] [--repeat N (1, 1..101)] [--python-items N (20000,
  *            0..10^8; 0 skips Python)] [--csv]
- * Output:  (2 CPUs shared with other jobs, load 4.8; long lines cut at |)
- *   [parent 15951 +0.0ms] 3 producers x 20000 items -> 2 consumers, |
+ * Output:  (2 CPUs shared with other jobs, load 4.2; long lines cut at |)
+ *   [parent 20459 +0.0ms] 3 producers x 20000 items -> 2 consumers, |
  *     capacity 64; every wait gives up after 3 s
- *   [parent 15951 +30.6ms] condvar buffer, 3 -> 2, STOP sentinels: 60000 |
- *     items, 1.99 M items/s; exactly once, in order: yes
- *   [parent 15951 +38.1ms] mp_queue, 3 -> 2, STOP sentinels: 60000 items, |
- *     8.45 M items/s; exactly once, in order: yes
- *   [parent 15951 +43.7ms] mp_queue, 3 -> 2, close(): 60000 items, 11.63 M |
+ *   [parent 20459 +48.7ms] condvar buffer, 3 -> 2, STOP sentinels: 60000 |
+ *     items, 1.32 M items/s; exactly once, in order: yes
+ *   [parent 20459 +59.3ms] mp_queue, 3 -> 2, STOP sentinels: 60000 items, |
+ *     5.96 M items/s; exactly once, in order: yes
+ *   [parent 20459 +71.4ms] mp_queue, 3 -> 2, close(): 60000 items, 5.26 M |
  *     items/s; exactly once, in order: yes
- *   [parent 15951 +43.7ms] 3 -> 2: mp_queue 4.2x the condvar buffer
+ *   [parent 20459 +71.5ms] 3 -> 2: mp_queue 4.5x the condvar buffer
  *   ...
- *   [parent 15951 +250.0ms] condvar buffer, 1 -> 1, on 2 CPUs, run 1: |
- *     200000 items, 2.16 M items/s; exactly once, in order: yes
+ *   [parent 20459 +377.0ms] condvar buffer, 1 -> 1, on 2 CPUs, run 1: |
+ *     200000 items, 1.01 M items/s; exactly once, in order: yes
  *   ...
- *   [parent 15951 +375.5ms] futex ring: 400002 posts, 6292 FUTEX_WAKE |
- *     calls (only posts that found the waiters flag set), 6292 |
+ *   [parent 20459 +586.0ms] futex ring: 400002 posts, 6255 FUTEX_WAKE |
+ *     calls (only posts that found the waiters flag set), 6255 |
  *     FUTEX_WAITs: it sleeps as soon as the ring is empty or full, where |
  *     mp_queue first spins a little
- *   [parent 15951 +375.5ms] 1 -> 1, 200000 items: condvar 2.16, futex ring |
- *     1.83, mp_queue 20.10, mp_queue_many 42.45 M items/s
- *   [python 16028] multiprocessing.Queue(64), 20000 ints, 1 producer -> 1 |
- *     consumer, in order: 0.102362 s, 0.20 M items/s
- *   [parent 15951 +518.7ms] 1 -> 1: mp_queue 103x, the condvar buffer 11x |
- *     Python's Queue
+ *   [parent 20459 +586.0ms] 1 -> 1, 200000 items: condvar 1.01, futex ring |
+ *     0.99, mp_queue 37.75, mp_queue_many 223.28 M items/s
+ *   [python 20533] multiprocessing.Queue(64), 20000 ints, 1 producer -> 1 |
+ *     consumer, in order: 0.103671 s, 0.19 M items/s
+ *   [parent 20459 +726.7ms] 1 -> 1, items per second: mp_queue 196x, the |
+ *     condvar buffer 5x Python's Queue (which ran 20000 items, not 200000)
  *   result: exactly once and in order: condvar yes, futex ring yes, |
  *     mp_queue yes, mp_queue_many yes; qsize OK OK
  * How mp_queue differs from the condvar buffer (lib/mp_queue.c, after
@@ -710,9 +710,11 @@ int main(int argc, char *argv[])
 	bool pinned = cpu[0] >= 0;
 	bool eng_ok[4] = { cond_ok, true, mpq_ok && close_ok, true };
 
+	long runs[4] = { 0, 0, 0, 0 };
+
 	for (int e = COND; e <= MPQ_MANY; e++) {
 		/* A broken engine would only time out once more. */
-		for (long r = 0; r < repeat && eng_ok[e]; r++) {
+		for (long r = 0; r < repeat && eng_ok[e]; r++, runs[e]++) {
 			bool good = run_round(sh, (enum engine)e, 1, 1, items,
 					      false, &rate[e][r]);
 
@@ -727,12 +729,12 @@ int main(int argc, char *argv[])
 				calls[2] = sh->wakes;
 			}
 		}
-		qsort(rate[e], (size_t)repeat, sizeof(double), cmp_double);
+		qsort(rate[e], (size_t)runs[e], sizeof(double), cmp_double);
 	}
 	double med[4];
 
 	for (int e = COND; e <= MPQ_MANY; e++)
-		med[e] = eng_ok[e] ? rate[e][repeat / 2] : 0;
+		med[e] = eng_ok[e] ? rate[e][runs[e] / 2] : 0;
 	if (!csv) {
 		mp_say("parent", "futex ring: %ld posts, %ld FUTEX_WAKE calls "
 		       "(only posts that found the waiters flag set), %ld "
@@ -763,10 +765,11 @@ int main(int argc, char *argv[])
 		py_ok = t.got && st != -1 && WIFEXITED(st) &&
 			WEXITSTATUS(st) == 0;
 		if (py_ok && !csv)
-			mp_say("parent", "1 -> 1: mp_queue %.0fx, the condvar "
-			       "buffer %.0fx Python's Queue", med[MPQ] * t.secs
-			       / (double)py_items, med[COND] * t.secs /
-			       (double)py_items);
+			mp_say("parent", "1 -> 1, items per second: mp_queue "
+			       "%.0fx, the condvar buffer %.0fx Python's Queue "
+			       "(which ran %ld items, not %ld)", med[MPQ] *
+			       t.secs / (double)py_items, med[COND] * t.secs /
+			       (double)py_items, py_items, items);
 	} else if (py_items > 0 && !csv) {
 		mp_say("parent", "python: skipped, python3 was not found at "
 		       "configure time");
