@@ -223,9 +223,11 @@ static int fsem_wait(struct fsem *s, struct calls *n)
 				 0);
 
 		n->waits++;
-		if (r == -1 && errno != EAGAIN && errno != EINTR &&
-		    errno != ETIMEDOUT)
-			return errno;  /* EAGAIN: the word was no longer 1 */
+		/* EAGAIN: the word was no longer 1.  A wait that runs out
+		 * fails, even if a count came meanwhile: its wake-up was lost,
+		 * and that is the bug to show. */
+		if (r == -1 && errno != EAGAIN && errno != EINTR)
+			return errno;
 		w = atomic_load(&s->word);
 	}
 }
