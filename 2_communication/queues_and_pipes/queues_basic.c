@@ -63,7 +63,10 @@
  *          wakes in the kernel) for every item.  1 -> 1 runs pin producer
  *          and consumer to two CPUs (when we may use two), as queue
  *          benchmarks do: left to the scheduler, the two often share one
- *          CPU and the figures swing tenfold from run to run.
+ *          CPU and the figures swing tenfold from run to run.  With more
+ *          processes than CPUs (3 -> 2 on 2 CPUs) the P x C ratio swings
+ *          either way: a waiter that spins burns the CPU that the process
+ *          it waits for needs.
  * Verdict: for every engine and run, every item arrived exactly once, and
  *          each producer's items in the order it put them (with several
  *          consumers: in order within each consumer), and no wait ran out.
