@@ -25,7 +25,8 @@
  *          0.6 x workers (ideal: workers) and stay within 1.5x of each
  *          other; for the twin at 2 workers, with the GIL on, threads stay
  *          below 1.5x (they take turns: take_gil() sleeps in
- *          COND_TIMED_WAIT, Python/ceval_gil.c) and processes reach 1.2x.
+ *          COND_TIMED_WAIT, Python/ceval_gil.c, ceval_gil.h in older
+ *          versions) and processes reach 1.2x.
  * Usage:   process_vs_thread [--workers N (online CPUs up to 8, 1..64)]
  *            [--iters N (100000000, 1000..10^11)] [--repeat N (2, 1..1000)]
  *            [--spawns N (100, 1..10^6)] [--py-iters N (300000, 0..10^8)]

@@ -15,7 +15,8 @@ turns (serial, 1 thread, 1 process, 2 threads, ...), best of repeat, and
 each cell also shows in brackets its "own" speedup: with every time less
 the longest a worker waited for a CPU held by another program
 (/proc/thread-self/schedstat).  A thread waiting for the GIL sleeps (on a
-condition variable, Python/ceval_gil.c), so that time still counts.
+condition variable: take_gil() in Python/ceval_gil.c, ceval_gil.h in older
+versions), so that time still counts.
 sys._is_gil_enabled() (new in 3.13) is True unless CPython was built with
 Py_GIL_DISABLED and runs with the GIL off (Python/sysmodule.c).
 Stdlib only.  Results come back through mp.Pipe(duplex=False), which is a
