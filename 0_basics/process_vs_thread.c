@@ -133,10 +133,11 @@ static int64_t cpu_wait_ns(void)
 }
 
 /* What every worker runs: its slice of the work, and how long it waited
- * for a CPU while doing it. */
-static void do_slice(struct slice *s)
+ * for a CPU while doing it -- in a forked child, since the fork: the kernel
+ * starts a new task's counts at 0, so this covers its start-up too. */
+static void do_slice(struct slice *s, bool since_fork)
 {
-	int64_t w0 = cpu_wait_ns();
+	int64_t w0 = since_fork ? 0 : cpu_wait_ns();
 
 	s->sum = work(s->lo, s->hi);
 	int64_t w1 = cpu_wait_ns();
@@ -146,7 +147,7 @@ static void do_slice(struct slice *s)
 
 static void *thread_main(void *arg)
 {
-	do_slice(arg);
+	do_slice(arg, false);
 	return NULL;
 }
 
@@ -160,22 +161,24 @@ static void *set_to_3(void *arg)
  * A child's plain writes stay in its own copy of memory (step 1), so for
  * processes sl[] must be MAP_SHARED; threads share the whole address space,
  * so any memory does for them.  k == 0: all the work in this thread.
- * *wait_ns: the longest any of them waited for a CPU (-1: unknown). */
+ * *wait_ns: how long this thread waited for a CPU while it started them
+ * (which delays them all) plus the longest any of them waited (-1:
+ * unknown). */
 static uint64_t run_workers(bool process, struct slice *sl, int k,
 			    uint64_t iters, int64_t *wait_ns)
 {
 	pid_t pid[MAX_WORKERS];
 	pthread_t tid[MAX_WORKERS];
-	uint64_t total = 0;
+	uint64_t total = 0, worst = 0;
+	int64_t w0 = cpu_wait_ns();
 
 	if (k == 0) {
 		struct slice all = { 0, iters, 0, 0 };
 
-		do_slice(&all);
+		do_slice(&all, false);
 		*wait_ns = all.wait_ns;
 		return all.sum;
 	}
-	*wait_ns = 0;
 	for (int i = 0; i < k; i++) {
 		sl[i].lo = iters * (uint64_t)i / (uint64_t)k;
 		sl[i].hi = iters * (uint64_t)(i + 1) / (uint64_t)k;
@@ -183,21 +186,26 @@ static uint64_t run_workers(bool process, struct slice *sl, int k,
 			MP_CHECK_PT(pthread_create(&tid[i], NULL, thread_main,
 						   &sl[i]));
 		else if ((pid[i] = mp_fork()) == 0) {  /* fflush + fork */
-			do_slice(&sl[i]);
+			do_slice(&sl[i], true);
 			_exit(0);
 		}
 	}
+	int64_t w1 = cpu_wait_ns();
+
+	*wait_ns = w0 < 0 || w1 < 0 ? -1 : w1 - w0;
 	for (int i = 0; i < k; i++) {
 		if (process)
 			expect_exit0(pid[i], mp_waitpid(pid[i]));
 		else
 			MP_CHECK_PT(pthread_join(tid[i], NULL));
 		total += sl[i].sum;
-		if (*wait_ns >= 0)
-			*wait_ns = sl[i].wait_ns < 0 ? -1 :
-				   sl[i].wait_ns > *wait_ns ? sl[i].wait_ns :
-				   *wait_ns;
+		if (sl[i].wait_ns < 0)
+			*wait_ns = -1;
+		else if ((uint64_t)sl[i].wait_ns > worst)
+			worst = (uint64_t)sl[i].wait_ns;
 	}
+	if (*wait_ns >= 0)
+		*wait_ns += (int64_t)worst;
 	return total;
 }
 
@@ -206,8 +214,10 @@ static uint64_t run_workers(bool process, struct slice *sl, int k,
  * ...) `repeat` times and each cell keeps its best run: a burst of load from
  * other programs then hits every cell alike, instead of one whole column.
  * A cell keeps two times, each the best of its runs: the wall-clock time,
- * and the same less the longest time one of its workers waited for a CPU
- * that another program held ("own" time: -1 if the kernel keeps no count).
+ * and the same less the time the workers waited for a CPU that another
+ * program held (the starting thread's wait while it started them, plus the
+ * longest wait of one worker): the "own" time, -1 if the kernel keeps no
+ * count.
  * On a busy machine the first depends on the others' load from one moment
  * to the next; the second is what our workers cost, and is judged.  It
  * leaves out only waiting for a CPU: a thread that sleeps on a lock (or

@@ -13,7 +13,7 @@ are and reads the checksum, the GIL and the 2-worker row from them.
 As in the C lesson, one untimed serial run warms up first, the runs take
 turns (serial, 1 thread, 1 process, 2 threads, ...), best of repeat, and
 each cell also shows in brackets its "own" speedup: with every time less
-the longest a worker waited for a CPU held by another program
+the time its workers waited for a CPU held by another program
 (/proc/thread-self/schedstat).  A thread waiting for the GIL sleeps (on a
 condition variable: take_gil() in Python/ceval_gil.c, ceval_gil.h in older
 versions), so that time still counts.
@@ -54,19 +54,23 @@ def cpu_wait_ns():
         return None
 
 
-def measured(lo, hi):
-    """work(lo, hi), and how long this thread waited for a CPU meanwhile."""
-    w0 = cpu_wait_ns()
+def measured(lo, hi, since_fork=False):
+    """work(lo, hi), and how long this thread waited for a CPU meanwhile --
+    in a forked worker, since the fork (the kernel starts a new task's
+    counts at 0), so that its start-up is covered too."""
+    w0 = 0 if since_fork else cpu_wait_ns()
     s = work(lo, hi)
     w1 = cpu_wait_ns()
     return s, None if w0 is None or w1 is None else w1 - w0
 
 
-def combine(results):
-    """The total of the workers' (sum, wait) pairs, and the longest wait."""
-    waits = [w for _, w in results]
+def combine(results, started_wait):
+    """The total of the workers' (sum, wait) pairs, and the time they waited
+    for a CPU: the main thread's wait while it started them (which delays
+    them all) plus the longest wait of one worker."""
+    waits = [w for _, w in results] + [started_wait]
     return (sum(s for s, _ in results) & MASK,
-            None if None in waits else max(waits))
+            None if None in waits else started_wait + max(waits[:-1]))
 
 
 def slices(iters, k):
@@ -81,20 +85,23 @@ def with_threads(iters, k):
 
     ts = [threading.Thread(target=run, args=(i, lo, hi), daemon=True)
           for i, (lo, hi) in enumerate(slices(iters, k))]
+    w0 = cpu_wait_ns()
     for t in ts:
         t.start()
+    w1 = cpu_wait_ns()
     for t in ts:
         t.join()
-    return combine(out)
+    return combine(out, None if None in (w0, w1) else w1 - w0)
 
 
 def proc_main(conn, lo, hi):
-    conn.send(measured(lo, hi))
+    conn.send(measured(lo, hi, since_fork=True))
     conn.close()
 
 
 def with_processes(ctx, iters, k):
     procs, conns = [], []
+    w0 = cpu_wait_ns()
     for lo, hi in slices(iters, k):
         r, w = ctx.Pipe(duplex=False)
         p = ctx.Process(target=proc_main, args=(w, lo, hi), daemon=True)
@@ -102,6 +109,7 @@ def with_processes(ctx, iters, k):
         w.close()
         procs.append(p)
         conns.append(r)
+    w1 = cpu_wait_ns()
     out = []
     for c in conns:
         out.append(c.recv())
@@ -110,7 +118,7 @@ def with_processes(ctx, iters, k):
         p.join()
         if p.exitcode != 0:
             sys.exit(f"worker {p.pid} exitcode {p.exitcode}")
-    return combine(out)
+    return combine(out, None if None in (w0, w1) else w1 - w0)
 
 
 def say(text):
