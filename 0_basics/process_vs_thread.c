@@ -24,47 +24,47 @@
  *          times, up to the number of usable CPUs: both kinds reach
  *          0.6 x workers (ideal: workers) and stay within 1.5x of each
  *          other; for the twin at 2 workers, with the GIL on, threads stay
- *          below 1.5x (they take turns: take_gil() sleeps in
+ *          below 1.6x (they take turns: take_gil() sleeps in
  *          COND_TIMED_WAIT, Python/ceval_gil.c, ceval_gil.h in older
  *          versions) and processes reach 1.2x.
  * Usage:   process_vs_thread [--workers N (online CPUs up to 8, 1..64)]
  *            [--iters N (100000000, 1000..10^11)] [--repeat N (2, 1..1000)]
  *            [--spawns N (100, 1..10^6)] [--py-iters N (300000, 0..10^8)]
- * Output:  (2 CPUs shared with other jobs, load 4.5; long lines cut at |)
- *   [child 22399 +0.2ms] value=2 at 0x7ffd73a27c80 (my copy)
- *   [parent 22398 +0.3ms] after the child: value=1 at 0x7ffd73a27c80 -> |
- *     its write is invisible here
- *   [parent 22398 +0.4ms] after the thread: value=3 -> its write is visible
- *   [parent 22398 +0.7ms] child 22401 was killed by signal 11 |
- *     (Segmentation fault); the parent runs on
- *   [parent 22398 +23.0ms] create+wait, median of 100: process 151.0 us, |
- *     thread 70.1 us (2.2x)
- *   [parent 22398 +40.3ms] 100000000 iterations, after a warm-up; runs |
- *     take turns, best of 2 each; 2 usable CPUs
- *   [parent 22398 +639.5ms] serial 67.3 ms (own 67.2 ms), sum |
+ * Output:  (2 CPUs shared with other jobs, load 2.7; long lines cut at |)
+ *   [child 409 +0.2ms] value=2 at 0x7ffef155f0b0 (my copy)
+ *   [parent 408 +0.3ms] after the child: value=1 at 0x7ffef155f0b0 -> its |
+ *     write is invisible here
+ *   [parent 408 +0.4ms] after the thread: value=3 -> its write is visible
+ *   [parent 408 +0.7ms] child 411 was killed by signal 11 (Segmentation |
+ *     fault); the parent runs on
+ *   [parent 408 +25.2ms] create+wait, median of 100: process 144.4 us, |
+ *     thread 37.1 us (3.9x)
+ *   [parent 408 +42.7ms] 100000000 iterations, after a warm-up; runs take |
+ *     turns, best of 2 each; 2 usable CPUs
+ *   [parent 408 +739.5ms] serial 68.8 ms (own 67.3 ms), sum |
  *     0x3d10aea28739d4a1
- *   [parent 22398 +639.6ms] workers  processes             threads
- *   [parent 22398 +639.6ms]       1    72.3 ms 0.93x (0.96x)    67.2 ms |
- *     1.00x (1.00x)  both >= 0.60x, alike
- *   [parent 22398 +639.6ms]       2    43.8 ms 1.54x (1.59x)    40.1 ms |
- *     1.68x (1.68x)  both >= 1.20x, alike
- *   [parent 22398 +639.6ms] (time, speedup = serial time / time, and in |
+ *   [parent 408 +739.6ms] workers  processes             threads
+ *   [parent 408 +739.6ms]       1    67.9 ms 1.01x (1.00x)    67.0 ms |
+ *     1.03x (1.01x)  both >= 0.60x, alike
+ *   [parent 408 +739.6ms]       2    67.6 ms 1.02x (1.98x)    67.8 ms |
+ *     1.02x (1.91x)  both >= 1.20x, alike
+ *   [parent 408 +739.6ms] (time, speedup = serial time / time, and in |
  *     brackets own speedup: each time less the time a worker waited for a |
  *     CPU held by another program, /proc/thread-self/schedstat; the one |
  *     judged)
- *   [parent 22398 +639.6ms] C, 2 workers, own speedups: processes 1.59x, |
- *     threads 1.68x: both run in parallel (no GIL in C)
- *   [parent 22398 +639.8ms] the Python twin: threading.Thread takes turns |
+ *   [parent 408 +739.6ms] C, 2 workers, own speedups: processes 1.98x, |
+ *     threads 1.91x: both run in parallel (no GIL in C)
+ *   [parent 408 +739.8ms] the Python twin: threading.Thread takes turns |
  *     under the GIL, multiprocessing.Process does not
- *   [python 22631] CPython 3.11.2 (GIL enabled), 300000 iterations, best |
- *     of 2: serial 62.6 ms
- *   [python 22631] workers  threads               processes
- *   [python 22631]       1   103.3 ms 0.61x (0.98x)    66.9 ms 0.94x (0.88x)
- *   [python 22631]       2    75.5 ms 0.83x (0.78x)    41.5 ms 1.51x (1.78x)
- *   [python 22631] checksum 0x984d55bb38102fb9 rows agree
- *   [parent 22398 +1570.3ms] python, 2 workers, own speedups: threads |
- *     0.78x (GIL on: wanted below 1.50x), processes 1.78x (wanted >= |
- *     1.20x): as the GIL predicts
+ *   [python 624] CPython 3.11.2 (GIL enabled), 300000 iterations, best of |
+ *     2: serial 59.5 ms
+ *   [python 624] workers  threads               processes
+ *   [python 624]       1    57.9 ms 1.03x (1.00x)    70.7 ms 0.84x (0.91x)
+ *   [python 624]       2    59.2 ms 1.01x (1.30x)    58.8 ms 1.01x (1.84x)
+ *   [python 624] checksum 0x984d55bb38102fb9 rows agree
+ *   [parent 408 +1419.7ms] python, 2 workers, own speedups: threads 1.30x |
+ *     (GIL on: wanted below 1.60x), processes 1.84x (wanted >= 1.20x): as |
+ *     the GIL predicts
  *   result: child write private, thread write shared, child SIGSEGV |
  *     contained, sums 2/2 rows, speedup as told 2/2 rows, python as told OK
  * Try this: --workers 8 on 2 cores (past the core count nothing gets faster);
@@ -359,7 +359,7 @@ static void twin_line(const char *line, void *arg)
 
 /* The Python twin, its lines shown as they come, its checksum compared with
  * want and, if asked, the own speedups of its 2-worker row judged: with the
- * GIL on, threads stay below 1.5x and processes reach the parallel floor.
+ * GIL on, threads stay below 1.6x and processes reach the parallel floor.
  * Returns 2 = judged and as told, 1 = checksum right, speedups not judged,
  * 0 = not as told or a failure, -1 = skipped. */
 static int run_twin(long iters, long workers, long repeat, uint64_t want,
@@ -398,19 +398,19 @@ static int run_twin(long iters, long workers, long repeat, uint64_t want,
 		       "ms, not much more than a few process starts");
 		return 1;
 	}
-	/* GIL on: threads about 1x, processes about 2x; the line between is
-	 * 1.5x for threads, and processes must reach our parallel floor.
-	 * Own times can flatter GIL threads a little (up to 1.3x seen): a
-	 * thread that wakes to ask for the GIL may wait for a CPU while the
-	 * other runs, and that wait is left out although it cost nothing. */
+	/* GIL on: threads about 1x, processes about 2x.  Own times flatter
+	 * GIL threads (up to 1.4x seen): every 5 ms the waiting thread wakes
+	 * to ask for the GIL, and may wait for a CPU while the other runs;
+	 * that wait is left out although it cost nothing.  So the line for
+	 * threads is 1.6x; processes must reach our parallel floor. */
 	bool procs_par = t.process2 >= floor_for(2);
-	bool as_told = procs_par && (t.gil ? t.thread2 < 1.5 :
+	bool as_told = procs_par && (t.gil ? t.thread2 < 1.6 :
 					     t.thread2 >= floor_for(2));
 
 	mp_say("parent", "python, 2 workers, own speedups: threads %.2fx "
 	       "(GIL %s: wanted %s %.2fx), processes %.2fx (wanted >= "
 	       "%.2fx): %s", t.thread2, t.gil ? "on" : "off", t.gil ?
-	       "below" : ">=", t.gil ? 1.5 : floor_for(2), t.process2,
+	       "below" : ">=", t.gil ? 1.6 : floor_for(2), t.process2,
 	       floor_for(2), as_told ? "as the GIL predicts" :
 	       "NOT as the GIL predicts");
 	return as_told ? 2 : 0;
