@@ -13,7 +13,9 @@ a length-prefixed message and unpickles it.  That per-item path is what the
 C queue's one copy into shared memory replaces.
 
 Usage: python3 queues_basic.py [--items N]
-Output (one CSV line, no header): python,<items>,<seconds>,<items_per_s>
+Output (one line, read by queues_basic.c):
+  [python <pid>] multiprocessing.Queue(64), <n> ints, 1 producer -> 1
+  consumer, in order: <seconds> s, <millions> M items/s
 The clock starts when the producer is about to put its first item (a
 monotonic clock shared by both processes) and stops at the last get.
 Stdlib only.
@@ -41,7 +43,7 @@ def main():
         ap.error("--items must be at least 1")
 
     ctx = mp.get_context("fork")  # as the C lesson: children are forks
-    q = ctx.Queue(1024)
+    q = ctx.Queue(64)  # the capacity of the C queues
     t0 = ctx.Value("d", 0.0)
     p = ctx.Process(target=producer, args=(q, n, t0))
     p.start()
@@ -60,11 +62,13 @@ def main():
     t1 = time.monotonic()
     p.join()  # after draining: see the docstring
     if wrong or p.exitcode != 0:
-        print("python: items out of order or producer failed",
-              file=sys.stderr)
+        print(f"[python {os.getpid()}] items out of order or producer "
+              "failed", file=sys.stderr)
         return 1
     secs = t1 - t0.value
-    print(f"python,{n},{secs:.6f},{n / secs:.0f}", flush=True)
+    print(f"[python {os.getpid()}] multiprocessing.Queue(64), {n} ints, "
+          f"1 producer -> 1 consumer, in order: {secs:.6f} s, "
+          f"{n / secs / 1e6:.2f} M items/s", flush=True)
     return 0
 
 
