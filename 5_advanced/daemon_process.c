@@ -537,6 +537,8 @@ int main(int argc, char *argv[])
 				 twin_line, &py);
 		if (st == -1)
 			mp_die("python twin");
+		if (st != 0)  /* its traceback is on our stderr */
+			mp_say("parent", "the twin failed: status %#x", st);
 		while (wait_for(-1, 1000, &st) == 1)
 			;  /* the orphans it killed were re-parented to us */
 		py_ok = py.refused == 1 && py.terminated == 1 &&

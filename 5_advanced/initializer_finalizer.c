@@ -126,9 +126,17 @@ static void read_log(int *open_n, int *task_n, int *bye_n, int *paired)
 	fclose(f);
 }
 
-static void unlink_log(void *arg)  /* async-signal-safe: a cleanup */
+/* Our directory: our log, and the twin's two (it writes them there). */
+struct paths { char dir[64], log[80], twin[2][80]; };
+
+static void remove_files(void *arg)  /* async-signal-safe: a cleanup */
 {
-	unlink(arg);
+	struct paths *p = arg;
+
+	unlink(p->log);
+	unlink(p->twin[0]);
+	unlink(p->twin[1]);
+	rmdir(p->dir);
 }
 
 static void main_atexit(void)  /* registered by main, inherited by fork */
@@ -220,13 +228,19 @@ int main(int argc, char *argv[])
 
 	/* 1. Shared counters, the log file, and an atexit handler that every
 	 *    forked child inherits. */
-	char path[] = "/tmp/mpp-initializer_finalizer-XXXXXX";
-	int fd = mkstemp(path);
+	struct paths p = { .dir = "/tmp/mpp-initializer_finalizer-XXXXXX" };
+	int fd;
 
-	MP_CHECK(fd);
+	if (!mkdtemp(p.dir))
+		mp_die("mkdtemp");
+	snprintf(p.log, sizeof p.log, "%s/c.log", p.dir);
+	snprintf(p.twin[0], sizeof p.twin[0], "%s/log", p.dir);
+	snprintf(p.twin[1], sizeof p.twin[1], "%s/log2", p.dir);
+	MP_CHECK(mp_atcleanup(remove_files, &p));
+	MP_CHECK(fd = open(p.log, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+			   0600));
 	MP_CHECK(close(fd));
-	log_path = path;
-	MP_CHECK(mp_atcleanup(unlink_log, path));
+	log_path = p.log;
 	if (!(sh = mp_shm_alloc(sizeof *sh)))
 		mp_die("mp_shm_alloc");
 	MP_CHECK(atexit(main_atexit) == 0 ? 0 : -1);
@@ -368,9 +382,15 @@ int main(int argc, char *argv[])
 	} else {
 		mp_say("parent", "the same in Python "
 		       "(initializer_finalizer.py):");
-		if (mp_run_twin(MP_LESSON_DIR "/initializer_finalizer.py",
-				NULL, 60, twin_line, &py) == -1)
+		int tst = mp_run_twin(MP_LESSON_DIR
+				      "/initializer_finalizer.py",
+				      (char *[]){ p.dir, NULL }, 60, twin_line,
+				      &py);
+
+		if (tst == -1)
 			mp_die("python twin");
+		if (tst != 0)  /* its traceback is on our stderr */
+			mp_say("parent", "the twin failed: status %#x", tst);
 		bool new_atexit = strcmp(py.version, "3.13") >= 0 &&
 				  strlen(py.version) >= 4;  /* 3.13, 3.14.. */
 
@@ -393,8 +413,9 @@ int main(int argc, char *argv[])
 	       twice, once, pre, par, chi,
 	       py.workers == -1 ? "skipped" : py_ok ? "ok" : "BAD",
 	       ok ? "OK" : "MISMATCH");
-	MP_CHECK(unlink(path));
-	MP_CHECK(mp_cancel_cleanup(unlink_log, path));
+	MP_CHECK(mp_cancel_cleanup(remove_files, &p));
+	remove_files(&p);
+	MP_CHECK(rmdir(p.dir) == -1 && errno == ENOENT ? 0 : -1);
 	struct shared *s = sh;
 
 	sh = NULL;  /* main_atexit runs after main: nothing to count then */

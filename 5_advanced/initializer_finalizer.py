@@ -16,7 +16,7 @@ the worker dies, Pool's _worker_handler thread starts another
 map() never returns.  Standard library only.  Run by initializer_finalizer.c,
 or alone:
 
-    python3 initializer_finalizer.py
+    python3 initializer_finalizer.py [DIR (a temporary one)]
 
 Its last line sums it up for the C side:
     python: version=3.11 workers=4 finalize=4 atexit=0 terminated_finalize=2
@@ -25,7 +25,6 @@ Its last line sums it up for the C side:
 import atexit
 import multiprocessing as mp
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -63,38 +62,27 @@ def count(path, what):
         return sum(1 for line in f if line.startswith(what + " "))
 
 
-def on_sigterm(sig, frame):
-    # Stopped by the C lesson (Ctrl-C): leave through the with-blocks, so
-    # the temporary directory goes too.  Workers inherit this handler:
-    # they just leave, as the default action would.
-    if os.getpid() == MAIN:
-        sys.exit(128 + sig)
-    os._exit(128 + sig)
-
-
-def main():
-    signal.signal(signal.SIGTERM, on_sigterm)
+def main(d):
     ctx = mp.get_context("fork")
-    with tempfile.TemporaryDirectory(prefix="mpp-initializer_finalizer-") as d:
-        path = os.path.join(d, "log")
-        pool = ctx.Pool(2, initializer=init_ok, initargs=(path,),
-                        maxtasksperchild=2)
-        pool.map(square, range(8), chunksize=1)
-        pool.close()
-        pool.join()
-        opened, fin, ax = (count(path, w)
-                           for w in ("open", "finalize", "atexit"))
-        say(f"Pool(2, maxtasksperchild=2), 8 tasks, close+join: "
-            f"{opened} workers, util.Finalize ran {fin}, atexit ran {ax}")
+    path = os.path.join(d, "log")
+    pool = ctx.Pool(2, initializer=init_ok, initargs=(path,),
+                    maxtasksperchild=2)
+    pool.map(square, range(8), chunksize=1)
+    pool.close()
+    pool.join()
+    opened, fin, ax = (count(path, w)
+                       for w in ("open", "finalize", "atexit"))
+    say(f"Pool(2, maxtasksperchild=2), 8 tasks, close+join: "
+        f"{opened} workers, util.Finalize ran {fin}, atexit ran {ax}")
 
-        path2 = os.path.join(d, "log2")
-        with ctx.Pool(2, initializer=init_ok, initargs=(path2,)) as pool:
-            pool.map(square, range(8))
-        time.sleep(0.1)
-        tfin = count(path2, "finalize") + count(path2, "atexit")
-        say(f"'with Pool() as p:' (terminate): Finalize and atexit ran "
-            f"{tfin} times in {count(path2, 'open')} workers -- a race with "
-            f"the SIGTERM")
+    path2 = os.path.join(d, "log2")
+    with ctx.Pool(2, initializer=init_ok, initargs=(path2,)) as pool:
+        pool.map(square, range(8))
+    time.sleep(0.1)
+    tfin = count(path2, "finalize") + count(path2, "atexit")
+    say(f"'with Pool() as p:' (terminate): Finalize and atexit ran "
+        f"{tfin} times in {count(path2, 'open')} workers -- a race with "
+        f"the SIGTERM")
 
     counter = ctx.Value("i", 0)
     pool = ctx.Pool(2, initializer=init_fail, initargs=(counter,))
@@ -112,5 +100,8 @@ def main():
 
 
 if __name__ == "__main__":
-    MAIN = os.getpid()
-    main()
+    if len(sys.argv) > 1:  # the C lesson's directory: it removes it
+        main(sys.argv[1])
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            main(tmp)
