@@ -51,8 +51,7 @@
 enum { MAXC = 16, LINGER_MS = 5000, PARENT_GONE = 3, PIDFD_SAW = 10 };
 
 struct shared {
-	pid_t daemonic[MAXC], worker[MAXC];    /* step 1 */
-	_Atomic pid_t grandkid[MAXC];          /* a daemonic child's child */
+	_Atomic pid_t grandkid[MAXC];          /* step 1: a daemonic child's */
 	int daemonic_st[MAXC], worker_st[MAXC]; /* as exit_function saw them */
 	pid_t kid[2 * MAXC + 3];               /* step 2 */
 	_Atomic int nkid;
@@ -135,7 +134,8 @@ static void exit_function(void)
 
 static _Noreturn void leader_exits(struct shared *sh, long nd, long nw)
 {
-	MP_CHECK(atexit(exit_function));
+	if (atexit(exit_function) != 0)
+		mp_die("atexit");
 	for (long i = 0; i < nd + nw; i++) {
 		bool daemonic = i < nd;
 		pid_t pid = mp_fork();
@@ -159,7 +159,6 @@ static _Noreturn void leader_exits(struct shared *sh, long nd, long nw)
 				   : &sh->worker_st[i - nd];
 
 		kids[nkids++] = (struct child){ pid, daemonic, st };
-		*(daemonic ? &sh->daemonic[i] : &sh->worker[i - nd]) = pid;
 	}
 	for (int t = 0; t < 2000; t++) {  /* grandchildren started? */
 		long n = 0;
@@ -220,8 +219,9 @@ static _Noreturn void leader_killed(struct shared *sh, long n)
 	}
 	memcpy(sh->kid, pid, sizeof pid);
 	atomic_store(&sh->nkid, (int)n + 3);
-	for (;;)
-		pause();  /* until the SIGKILL */
+	for (int ms = 0; ms < LINGER_MS; ms += 10)  /* until the SIGKILL */
+		nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+	_exit(1);
 }
 
 /* ---- step 3: PR_SET_PDEATHSIG follows the parent *thread* --------------- */
@@ -417,7 +417,8 @@ int main(int argc, char *argv[])
 		MP_OPT_L("workers", &nw, 0, MAXC, "non-daemonic children"),
 		MP_OPT_L("serve-ms", &serve_ms, 0, 60000,
 			 "how long the lesson keeps talking to the daemon"),
-		MP_OPT_F("daemon-only", &daemon_only, "run step 4 alone"),
+		MP_OPT_F("daemon-only", &daemon_only,
+			 "only the real daemon (step 5)"),
 	};
 
 	mp_parse_options(argc, argv, "Python's daemon=True, PR_SET_PDEATHSIG, "

@@ -17,15 +17,16 @@
  *                                [--tasks N (40, 0..1000000)]
  *                                [--maxtasks N (5, 0..1000)]
  *                                [--task-us N (200, 0..100000)]
- * Output:  [parent 9646 +11.5ms] map of 40 tasks: 0; 8 workers started (8 recycled), 8 opens, 40 tasks logged, 8 finalizers, 8 workers with one open and one bye
- *          [parent 9646 +11.8ms] every initializer dies: mp_pool_create gives ECHILD after 2 tries in 0.4 ms
- *          [parent 9646 +13.2ms] replacements die in the initializer: map gives ECHILD after 5 failed starts in 1.4 ms (Python keeps starting them)
- *          [parent 9646 +13.5ms] atexit: in 8 pool workers ran 0 times; exit() in a child ran its own 1 and the parent's 1; _exit() none
- *          [parent 9646 +14.2ms] a line in a FILE buffer at fork: printed 2 times; with fflush() before fork: 1
- *          [parent 9646 +15.2ms] pthread_atfork after one fork() and one posix_spawn(): prepare 1, parent 1, child 1
+ * Output:  [parent 30203 +2.7ms] map of 40 tasks: 0; 10 workers started (8 recycled), 10 opens, 40 tasks logged, 10 finalizers, 10 workers with one open and one bye
+ *          [parent 30203 +4.2ms] a pool terminated instead of joined: 2 initializers, 0 finalizers
+ *          [parent 30203 +4.8ms] every initializer dies: mp_pool_create gives ECHILD after 2 tries in 0.7 ms
+ *          [parent 30203 +10.6ms] replacements die in the initializer: map gives ECHILD after 4 failed starts in 5.8 ms (Python keeps starting them)
+ *          [parent 30203 +11.7ms] atexit: the parent's handler ran 0 times in the pool workers (they leave with _exit); exit() in a child ran its own 1 and the parent's 1; _exit() none
+ *          [parent 30203 +12.9ms] a line in a FILE buffer at fork: printed 2 times; with fflush() before fork: 1
+ *          [parent 30203 +14.3ms] pthread_atfork after one fork() and one posix_spawn(): prepare 1, parent 1, child 1
  *          [parent ...] the same in Python (initializer_finalizer.py): ...
- *          [parent 9646 +891.0ms] Python 3.11: Finalize ran in 5 of 5 workers, atexit in 0 (gh-83856: 3.13+); a failing initializer: 21 workers started in 0.5 s, map still waiting
- *          result: workers=8 opens=8 byes=8 tasks=40/40 bad-init=ECHILD,ECHILD atexit=1/1 stdio=2,1 atfork=111 python=ok OK
+ *          [parent 30203 +737.9ms] Python 3.11: Finalize ran in 5 of 5 workers, atexit in 0 (gh-83856: 3.13+); a failing initializer: 105 workers started in 0.5 s, map still waiting
+ *          result: workers=10 opens=10 byes=10 tasks=40/40 bad-init=ECHILD,ECHILD atexit=1/1 stdio=2,1 atfork=111 python=ok OK
  * Try this: drop .finalizer from the options (every "bye" goes missing);
  *          --maxtasks 1 (a fresh worker, and a fresh open(), per task).
  */
@@ -281,6 +282,25 @@ int main(int argc, char *argv[])
 	       mp_errname(map_err), started, (uintmax_t)st.workers_retired,
 	       opens, done, byes, paired);
 
+	/*    terminate() (mp_pool_destroy without join) SIGKILLs the
+	 *    workers: no finalizer runs.  (Python's terminate() first sends
+	 *    sentinels, so idle workers may still leave normally: a race.) */
+	int inits0 = atomic_load(&sh->inits);
+	int finals0 = atomic_load(&sh->finals);
+
+	pool = mp_pool_create(&(struct mp_pool_options){
+		.workers = (int)workers, .initializer = open_log,
+		.finalizer = close_log });
+	if (!pool)
+		mp_die("mp_pool_create");
+	mp_pool_destroy(pool);
+	int killed_inits = atomic_load(&sh->inits) - inits0;
+	int killed_finals = atomic_load(&sh->finals) - finals0;
+
+	mp_say("parent", "a pool terminated instead of joined: %d "
+	       "initializers, %d finalizers", killed_inits, killed_finals);
+	step2 = step2 && killed_inits == workers && killed_finals == 0;
+
 	/* 3. An initializer that fails: at the start, and in a replacement. */
 	atomic_store(&sh->fail_after, atomic_load(&sh->inits));
 	int before = atomic_load(&sh->inits);
@@ -338,9 +358,10 @@ int main(int argc, char *argv[])
 	int own = atomic_load(&sh->atexit_own);
 	int inherited = atomic_load(&sh->atexit_child) - in_workers;
 
-	mp_say("parent", "atexit: in %d pool workers ran 0 times; exit() in "
-	       "a child ran its own %d and the parent's %d; _exit() none",
-	       started, own, inherited);
+	mp_say("parent", "atexit: the parent's handler ran %d times in the "
+	       "pool workers (they leave with _exit); exit() in a child ran "
+	       "its own %d and the parent's %d; _exit() none", in_workers,
+	       own, inherited);
 
 	/*    A stdio buffer is memory: fork copies it. */
 	int twice = lines_printed(false), once = lines_printed(true);
