@@ -425,6 +425,10 @@ int main(int argc, char *argv[])
 			 "pidfd, a subreaper, and a real Unix daemon.", opts,
 			 sizeof opts / sizeof opts[0]);
 	mp_stop_on_signals();
+	/* Under "| head" a write to the closed pipe fails with EPIPE instead
+	 * of killing us: mp_die() then stops the children, removes our files. */
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		mp_die("signal");
 
 	/* 0. Become a subreaper: an orphan anywhere below us is re-parented to
 	 *    us, not to init, so we can count it, stop it and reap it. */

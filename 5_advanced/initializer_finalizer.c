@@ -226,6 +226,10 @@ int main(int argc, char *argv[])
 			 "a failing initializer, atexit, stdio and fork.",
 			 opts, sizeof opts / sizeof opts[0]);
 	mp_stop_on_signals();
+	/* Under "| head" a write to the closed pipe fails with EPIPE instead
+	 * of killing us: mp_die() then stops the children, removes our files. */
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		mp_die("signal");
 
 	/* 1. Shared counters, the log file, and an atexit handler that every
 	 *    forked child inherits. */

@@ -290,6 +290,10 @@ int main(int argc, char *argv[])
 	if (child_lock)
 		try_lock(2 * hold_ms + 100, false, NULL);
 	mp_stop_on_signals();
+	/* Under "| head" a write to the closed pipe fails with EPIPE instead
+	 * of killing us: mp_die() then stops the children, removes our files. */
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		mp_die("signal");
 
 	/* 1. Set up everything a child might inherit. */
 	struct paths p = { .dir = "/tmp/mpp-process_inheritance-XXXXXX" };
