@@ -227,7 +227,7 @@ int main(int argc, char *argv[])
 			 opts, sizeof opts / sizeof opts[0]);
 	mp_stop_on_signals();
 	/* Under "| head" a write to the closed pipe fails with EPIPE instead
-	 * of killing us: mp_die() then stops the children, removes our files. */
+	 * of killing us: mp_die() then stops the children and cleans up. */
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
 		mp_die("signal");
 

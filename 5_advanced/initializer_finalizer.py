@@ -86,7 +86,10 @@ def main(d):
 
     counter = ctx.Value("i", 0)
     pool = ctx.Pool(2, initializer=init_fail, initargs=(counter,))
-    r = pool.map_async(square, range(4))
+    # chunksize given: the default divides by len(pool._pool), which is 0
+    # for a moment whenever every worker has just died (ZeroDivisionError
+    # from Pool._map_async).
+    r = pool.map_async(square, range(4), chunksize=1)
     r.wait(0.5)
     ready = r.ready()
     pool.terminate()
