@@ -575,7 +575,9 @@ int main(int argc, char *argv[])
 			sscanf(reply, "pid=%jd ppid=%jd sid=%jd pgid=%jd "
 			       "cwd=%63s umask=%o stdio=%63s", &dpid, &ppid,
 			       &sid, &pgid, cwd, &mask, stdio) == 7;
-		if (++pings == 1)
+		if (++pings % 50 == 0)  /* about once a second */
+			mp_say("parent", "  %d replies so far", good);
+		if (pings == 1)
 			mp_say("parent", "daemon says: %.*s",
 			       (int)strcspn(reply, "\n"),
 			       reply);

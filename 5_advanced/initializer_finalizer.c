@@ -99,18 +99,19 @@ static int task(const void *arg, void *result)
 
 /* Count the lines of the log: "open", "task" and "bye", and the workers
  * that have exactly one open and one bye. */
-static void read_log(int *open_n, int *task_n, int *bye_n, int *paired)
+static void read_log(int max, int *open_n, int *task_n, int *bye_n,
+		     int *paired)
 {
 	FILE *f = fopen(log_path, "r");
 	char what[8];
-	intmax_t pid, opens[4096];
+	intmax_t pid, *opens = calloc((size_t)max + 1, sizeof *opens);
 	int n = 0;
 
-	if (!f)
+	if (!f || !opens)
 		mp_die("fopen %s", log_path);
 	*open_n = *task_n = *bye_n = *paired = 0;
 	while (fscanf(f, "%7s %jd", what, &pid) == 2) {
-		if (!strcmp(what, "open") && n < 4096)
+		if (!strcmp(what, "open") && n < max)
 			opens[n++] = pid;
 		*open_n += !strcmp(what, "open");
 		*task_n += !strcmp(what, "task");
@@ -124,7 +125,9 @@ static void read_log(int *open_n, int *task_n, int *bye_n, int *paired)
 				break;
 			}
 	}
-	fclose(f);
+	free(opens);
+	if (fclose(f) == EOF)
+		mp_die("fclose");
 }
 
 /* Our directory: our log, and the twin's two (it writes them there). */
@@ -151,9 +154,22 @@ static void own_atexit(void)
 	atomic_fetch_add(&sh->atexit_own, 1);
 }
 
-static void on_prepare(void) { atomic_fetch_add(&sh->prepare, 1); }
-static void on_parent(void) { atomic_fetch_add(&sh->parent, 1); }
-static void on_child(void) { atomic_fetch_add(&sh->child, 1); }
+/* pthread_atfork: prepare runs before fork() in the parent, the others
+ * after it, one on each side. */
+static void on_prepare(void)
+{
+	atomic_fetch_add(&sh->prepare, 1);
+}
+
+static void on_parent(void)
+{
+	atomic_fetch_add(&sh->parent, 1);
+}
+
+static void on_child(void)
+{
+	atomic_fetch_add(&sh->child, 1);
+}
 
 /* A helper prints one line into a pipe through a FILE (fully buffered, as
  * stdout is under a pipe), forks with raw fork(), and both sides fclose():
@@ -263,10 +279,25 @@ int main(int argc, char *argv[])
 
 	if (!items)
 		mp_die("calloc");
-	int map = mp_pool_map(pool, task, items, (size_t)tasks, sizeof *items,
-			      NULL, 0, 1);
+	struct mp_pool_async *h = mp_pool_map_async(pool, task, items,
+						    (size_t)tasks,
+						    sizeof *items, NULL, 0,
+						    1, NULL, NULL);
+
+	if (!h)
+		mp_die("mp_pool_map_async");
+	while (mp_pool_wait(h, 1.0) == -1) {  /* a long run: progress */
+		if (errno != ETIMEDOUT)
+			mp_die("mp_pool_wait");
+		mp_pool_stats(pool, &st);
+		mp_say("parent", "  %ju of %ld tasks, %ju workers so far",
+		       (uintmax_t)st.tasks, tasks,
+		       (uintmax_t)st.workers_started);
+	}
+	int map = mp_pool_get(h, NULL, 0);
 	int map_err = map == -1 ? errno : 0;
 
+	mp_pool_async_free(h);
 	free(items);
 	MP_CHECK(mp_pool_close(pool));
 	MP_CHECK(mp_pool_join(pool));
@@ -274,7 +305,7 @@ int main(int argc, char *argv[])
 	mp_pool_destroy(pool);
 	int opens, done, byes, paired, started = (int)st.workers_started;
 
-	read_log(&opens, &done, &byes, &paired);
+	read_log(started, &opens, &done, &byes, &paired);
 	bool step2 = map == 0 && opens == started && byes == started &&
 		     paired == started && done == tasks &&
 		     atomic_load(&sh->inits) == started &&

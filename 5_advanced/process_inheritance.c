@@ -17,7 +17,7 @@
  *          (page faults), pthread_mutex_timedlock, pthread_atfork.
  * Usage:   process_inheritance [--mib N (32, 1..1024)]
  *                              [--hold-ms N (100, 10..10000)]
- * Output:  [parent 1493 +22.4ms] set up: fds 20 (plain, offset 3), 21 (O_CLOEXEC), 22-23 (close_range CLOEXEC); SIGUSR1 caught, SIGUSR2 ignored, SIGALRM blocked and pending; env, cwd, umask 027, RLIMIT_NOFILE 777; flock + fcntl lock; marker=42; 32 MiB; a second thread
+ * Output:  [parent 22656 +13.5ms] set up: fds 20 (plain, offset 3), 21 (O_CLOEXEC), 22-23 (close_range CLOEXEC); SIGUSR1 caught, SIGUSR2 ignored, SIGALRM blocked and pending; env, cwd, umask 027, RLIMIT_NOFILE 777; flock + fcntl lock; marker=42; 32 MiB; a second thread
  *                                            fork                posix_spawn
  *            fd without O_CLOEXEC            open                open                ok
  *              its offset (shared)           at 3, ours ->4      at 4, ours ->5      ok
@@ -28,10 +28,11 @@
  *            memory                          marker=42           marker=1 (new)      ok
  *              copy-on-write on write        8193/8192 faults    -                   ok
  *            threads                         1 (ours: 2)         1                   ok
- *          [parent 1493 +64.1ms] copy-on-write: reading 8192 pages faulted 0 times, writing them 8193 times, 3.41 us per page copied
- *          [parent 1493 +366.1ms] fork while the thread holds the mutex: the child waited 300 ms (the holder lets go after 100): ETIMEDOUT
- *          [parent 1493 +432.7ms] posix_spawn instead: 0; fork with pthread_atfork: 0 (fork waited 65.0 ms for the holder).  Fork before threads start is the third fix (a forkserver)
- *          [parent 1493 +432.8ms] Python: logging does Fix 2 (os.register_at_fork); 3.12 warns when os.fork() runs with threads; 3.14 starts processes with forkserver by default on Linux (gh-84559)
+ *          [parent 22656 +40.8ms] copy-on-write: reading 8192 pages faulted 0 times, writing them 8193 times, 2.10 us per page copied
+ *          [parent 22656 +40.8ms] a thread takes a mutex for 100 ms at a time; fork while it holds it, the child tries for 300 ms
+ *          [parent 22656 +342.9ms] the child's pthread_mutex_timedlock: ETIMEDOUT (the copy of the mutex is locked, and its holder is not in the child)
+ *          [parent 22656 +422.5ms] posix_spawn instead: 0; fork with pthread_atfork: 0 (fork waited 78.0 ms for the holder).  Fork before threads start is the third fix (a forkserver)
+ *          [parent 22656 +422.6ms] Python: logging does Fix 2 (os.register_at_fork); 3.12 warns when os.fork() runs with threads; 3.14 starts processes with forkserver by default on Linux (gh-84559)
  *          result: rows=18/18 deadlock=ETIMEDOUT spawn=0 atfork=0 OK
  * Try this: dup2() instead of dup3(.., O_CLOEXEC) for fd 21 (its row flips);
  *          delete the pthread_atfork() line (that child times out too);
@@ -94,7 +95,8 @@ static long threads_now(void)
 	while (fgets(line, sizeof line, f))
 		if (sscanf(line, "Threads: %ld", &n) == 1)
 			break;
-	fclose(f);
+	if (fclose(f) == EOF)
+		mp_die("fclose");
 	return n;
 }
 
@@ -464,6 +466,9 @@ int main(int argc, char *argv[])
 	char hms[24];
 
 	MP_CHECK_PT(pthread_atfork(before_fork, after_fork, after_fork));
+	mp_say("parent", "a thread takes a mutex for %ld ms at a time; fork "
+	       "while it holds it, the child tries for %ld ms", hold_ms,
+	       wait_ms);
 	for (int t = 0; t < 5 && dead == 100; t++) {
 		while (!atomic_load(&h.held))
 			nanosleep(&(struct timespec){ 0, 100000 }, NULL);
@@ -472,9 +477,9 @@ int main(int argc, char *argv[])
 		st = mp_waitpid(pid);
 		dead = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 	}
-	mp_say("parent", "fork while the thread holds the mutex: the child "
-	       "waited %ld ms (the holder lets go after %ld): %s", wait_ms,
-	       hold_ms, mp_errname(dead));
+	mp_say("parent", "the child's pthread_mutex_timedlock: %s (the copy "
+	       "of the mutex is locked, and its holder is not in the child)",
+	       mp_errname(dead));
 
 	/*    Fix 1: exec at once -- a fresh image has a fresh mutex. */
 	while (!atomic_load(&h.held))
