@@ -130,8 +130,8 @@ static void read_log(int max, int *open_n, int *task_n, int *bye_n,
 		mp_die("fclose");
 }
 
-/* Our directory: our log, and the twin's two (it writes them there). */
-struct paths { char dir[64], log[80], twin[2][80]; };
+/* Our directory: our log, and the twin's three (it writes them there). */
+struct paths { char dir[64], log[80], twin[3][80]; };
 
 static void remove_files(void *arg)  /* async-signal-safe: a cleanup */
 {
@@ -140,6 +140,7 @@ static void remove_files(void *arg)  /* async-signal-safe: a cleanup */
 	unlink(p->log);
 	unlink(p->twin[0]);
 	unlink(p->twin[1]);
+	unlink(p->twin[2]);
 	rmdir(p->dir);
 }
 
@@ -257,6 +258,7 @@ int main(int argc, char *argv[])
 	snprintf(p.log, sizeof p.log, "%s/c.log", p.dir);
 	snprintf(p.twin[0], sizeof p.twin[0], "%s/log", p.dir);
 	snprintf(p.twin[1], sizeof p.twin[1], "%s/log2", p.dir);
+	snprintf(p.twin[2], sizeof p.twin[2], "%s/log3", p.dir);
 	MP_CHECK(mp_atcleanup(remove_files, &p));
 	MP_CHECK(fd = open(p.log, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
 			   0600));

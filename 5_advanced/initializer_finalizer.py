@@ -46,9 +46,11 @@ def init_ok(path):
     atexit.register(note, path, "atexit")
 
 
-def init_fail(counter):
-    with counter.get_lock():
-        counter.value += 1
+def init_fail(path):
+    # Counted in a file, not a Value: terminate() may SIGTERM a worker
+    # while it holds a Value's lock, and reading .value would then wait
+    # for that lock forever -- the lesson of process_inheritance.c.
+    note(path, "start")
     sys.stderr = open(os.devnull, "w")  # keep the tracebacks quiet
     raise RuntimeError("the initializer failed")
 
@@ -84,8 +86,8 @@ def main(d):
         f"{tfin} times in {count(path2, 'open')} workers -- a race with "
         f"the SIGTERM")
 
-    counter = ctx.Value("i", 0)
-    pool = ctx.Pool(2, initializer=init_fail, initargs=(counter,))
+    path3 = os.path.join(d, "log3")
+    pool = ctx.Pool(2, initializer=init_fail, initargs=(path3,))
     # chunksize given: the default divides by len(pool._pool), which is 0
     # for a moment whenever every worker has just died (ZeroDivisionError
     # from Pool._map_async).
@@ -93,12 +95,13 @@ def main(d):
     r.wait(0.5)
     ready = r.ready()
     pool.terminate()
-    say(f"initializer raises: {counter.value} workers started in 0.5 s, "
+    starts = count(path3, "start")
+    say(f"initializer raises: {starts} workers started in 0.5 s, "
         f"map ready: {ready} (it would wait forever)")
     v = sys.version_info
     print(f"python: version={v.major}.{v.minor} workers={opened} "
           f"finalize={fin} atexit={ax} "
-          f"terminated_finalize={tfin} failing_starts={counter.value} "
+          f"terminated_finalize={tfin} failing_starts={starts} "
           f"ready={int(ready)}", flush=True)
 
 
