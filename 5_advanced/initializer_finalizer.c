@@ -16,7 +16,7 @@
  * Usage:   initializer_finalizer [--workers N (2, 1..16)]
  *                                [--tasks N (40, 0..1000000)]
  *                                [--maxtasks N (5, 0..1000)]
- *                                [--task-us N (200, 0..100000)]
+ *                                [--task-us N (0, 0..100000)]
  * Output:  [parent 30203 +2.7ms] map of 40 tasks: 0; 10 workers started (8 recycled), 10 opens, 40 tasks logged, 10 finalizers, 10 workers with one open and one bye
  *          [parent 30203 +4.2ms] a pool terminated instead of joined: 2 initializers, 0 finalizers
  *          [parent 30203 +4.8ms] every initializer dies: mp_pool_create gives ECHILD after 2 tries in 0.7 ms
