@@ -7,10 +7,12 @@
  *          has threads is where it hurts: a lock held by another thread stays
  *          locked in the child, whose copy has no thread left to release it.
  *          logging re-initialises its locks with os.register_at_fork
- *          (Lib/logging/__init__.py); Python 3.12 warns "This process is
- *          multi-threaded, use of fork() may lead to deadlocks in the child"
- *          (a DeprecationWarning, from os.fork), and 3.14 makes forkserver
- *          the default on Linux (Lib/multiprocessing/context.py, gh-84559).
+ *          (Lib/logging/__init__.py); since 3.12 os.fork() warns "This
+ *          process (pid=N) is multi-threaded, use of fork() may lead to
+ *          deadlocks in the child." (a DeprecationWarning, Modules/
+ *          posixmodule.c, warn_about_fork_with_threads), and 3.14 makes
+ *          forkserver the default start method on Linux
+ *          (Lib/multiprocessing/context.py, gh-84559).
  * C:       fork; posix_spawn of /proc/self/exe (a hidden --child mode);
  *          O_CLOEXEC, close_range(CLOSE_RANGE_CLOEXEC), sigaction,
  *          sigprocmask, sigpending, flock vs fcntl(F_SETLK), getrusage
