@@ -2,10 +2,11 @@
  * outlive their parent, and a real Unix daemon
  *
  * Python:  p = Process(target=f, daemon=True).  "daemon" is no OS notion: at
- *          a normal exit, util._exit_function (an atexit handler, registered
- *          in every forked child too: Lib/multiprocessing/popen_fork.py)
- *          calls terminate() (SIGTERM) on daemonic children and join() on the
- *          others (Lib/multiprocessing/util.py).  If the parent is SIGKILLed
+ *          a normal exit, util._exit_function (atexit.register'ed when
+ *          Lib/multiprocessing/util.py is imported; in a child, called at
+ *          the end of Process._bootstrap, or since 3.13 registered again by
+ *          popen_fork.py) calls terminate() (SIGTERM) on daemonic children
+ *          and join() on the others.  If the parent is SIGKILLed
  *          no handler runs and every child runs on as an orphan.  A daemonic
  *          process may not start children (Lib/multiprocessing/process.py:
  *          "daemonic processes are not allowed to have children"): the
