@@ -248,7 +248,7 @@ static struct obs collect(int in, pid_t pid)
 	struct pollfd p = { in, POLLIN, 0 };
 	int st;
 
-	if (poll(&p, 1, 10000) != 1 || read(in, &o, sizeof o) != sizeof o)
+	if (poll(&p, 1, 30000) != 1 || read(in, &o, sizeof o) != sizeof o)
 		mp_die("no report from child %jd", (intmax_t)pid);
 	st = mp_waitpid(pid);
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)

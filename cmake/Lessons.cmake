@@ -1,7 +1,7 @@
 # add_lesson() and add_mp_test(): one line per program.
 #
 #   add_lesson(<name> [NO_VERDICT] [TSAN] [TIMEOUT <s>] [LIBS <targets>...]
-#              [INTERRUPT <args>...] [MEMCHECK <args>...]
+#              [INTERRUPT <args>...] [MEMCHECK <args>... | NO_MEMCHECK]
 #              [CASE <case> <args>...]...)
 #
 # builds <name>.c of the current folder into build/<folder>/<name>, linked
@@ -29,7 +29,8 @@
 #   <folder>/<name>:memcheck  (with -DMP_MEMCHECK=ON, the memcheck preset) a
 #                           run with the MEMCHECK <args> (default: none) under
 #                           valgrind's memcheck, children traced; labelled
-#                           "memcheck" instead of "lesson"
+#                           "memcheck" instead of "lesson" (NO_MEMCHECK: a
+#                           lesson that cannot run there; say why beside it)
 # Every one of them also fails if the run leaves a process or a named IPC
 # object behind.  A lesson's own tests hold a lock named after it, so they
 # never run at the same time, even under ctest -j.
@@ -70,8 +71,8 @@ endfunction()
 
 function(mp_lesson_tests name dir chapter)
   mp_split_cases(args cases ${ARGN})
-  cmake_parse_arguments(T "NO_VERDICT;TSAN" "TIMEOUT" "INTERRUPT;MEMCHECK"
-                        ${args})
+  cmake_parse_arguments(T "NO_VERDICT;TSAN;NO_MEMCHECK" "TIMEOUT"
+                        "INTERRUPT;MEMCHECK" ${args})
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 120)
   endif()
@@ -115,7 +116,7 @@ function(mp_lesson_tests name dir chapter)
       LABELS "${chapter};tsan" RESOURCE_LOCK ${name}
       TIMEOUT ${ctest_timeout})
   endif()
-  if(MP_MEMCHECK)
+  if(MP_MEMCHECK AND NOT T_NO_MEMCHECK)
     # 20-50 times slower under valgrind: a longer bound.
     add_test(NAME ${dir}/${name}:memcheck
              COMMAND ${check} memcheck --valgrind ${MP_VALGRIND} --timeout 900
@@ -128,8 +129,8 @@ endfunction()
 
 function(add_lesson name)
   mp_split_cases(args cases ${ARGN})
-  cmake_parse_arguments(L "NO_VERDICT;TSAN" "TIMEOUT" "LIBS;INTERRUPT;MEMCHECK"
-                        ${args})
+  cmake_parse_arguments(L "NO_VERDICT;TSAN;NO_MEMCHECK" "TIMEOUT"
+                        "LIBS;INTERRUPT;MEMCHECK" ${args})
   file(RELATIVE_PATH dir ${PROJECT_SOURCE_DIR} ${CMAKE_CURRENT_SOURCE_DIR})
   string(REGEX REPLACE "/.*" "" chapter "${dir}")
   # Every lesson's source, relative to the project root, in the order the
@@ -148,6 +149,9 @@ function(add_lesson name)
   endif()
   if(L_TSAN)
     list(APPEND pass TSAN)
+  endif()
+  if(L_NO_MEMCHECK)
+    list(APPEND pass NO_MEMCHECK)
   endif()
   if(L_TIMEOUT)
     list(APPEND pass TIMEOUT ${L_TIMEOUT})
