@@ -230,7 +230,9 @@ static pid_t start_spawn(const char *argv0, int fd, double lock_timeout)
 	MP_CHECK_PT(posix_spawnattr_init(&attr));
 	MP_CHECK_PT(posix_spawnattr_setsigmask(&attr, &none));
 	MP_CHECK_PT(posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK));
-	MP_CHECK_PT(posix_spawn(&pid, "/proc/self/exe", NULL, &attr, args,
+	/* mp_self_exe(): readlink("/proc/self/exe"), our own path (the link
+	 * itself would name valgrind under valgrind). */
+	MP_CHECK_PT(posix_spawn(&pid, mp_self_exe(), NULL, &attr, args,
 				environ));
 	MP_CHECK_PT(posix_spawnattr_destroy(&attr));
 	return pid;

@@ -148,9 +148,10 @@ static uint64_t square_after_exec(void)
 		MP_CHECK(dup2(fd[1], STDOUT_FILENO));
 		MP_CHECK(close(fd[0]));
 		MP_CHECK(close(fd[1]));
-		execl("/proc/self/exe", "pool_map_apply", "--fn-address",
+		/* Our own path: readlink("/proc/self/exe"). */
+		execl(mp_self_exe(), "pool_map_apply", "--fn-address",
 		      (char *)NULL);
-		mp_die("execl /proc/self/exe");
+		mp_die("execl %s", mp_self_exe());
 	}
 	MP_CHECK(close(fd[1]));
 	while ((len = read(fd[0], buf + got, sizeof buf - 1 - (size_t)got)) > 0)

@@ -114,7 +114,7 @@ static bool spawn_and_wait(char *argv[], int fd)
 	if (fd >= 0) /* dup2 clears FD_CLOEXEC on the copy (even if fd == 3) */
 		MP_CHECK_PT(posix_spawn_file_actions_adddup2(&fa, fd,
 							     CHILD_FD));
-	MP_CHECK_PT(posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv,
+	MP_CHECK_PT(posix_spawn(&pid, mp_self_exe(), &fa, NULL, argv,
 				environ));
 	MP_CHECK_PT(posix_spawn_file_actions_destroy(&fa));
 	int st = mp_waitpid(pid);
