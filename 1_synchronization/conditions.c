@@ -31,8 +31,13 @@
  * Try this: --waiters 64; in round_of() swap pthread_cond_signal for
  *          pthread_cond_broadcast: one ticket then wakes every waiter, the
  *          signal round counts N wake-ups and the verdict says MISMATCH.
+ *          Swap the broadcast for a signal: two waiters wait out their
+ *          3 s and MISMATCH.  Drop the mutex's setpshared: wake-ups are
+ *          lost between processes, and the watchdog ends the run.
  */
 #include "mp.h"
+
+enum { WAITER_S = 3 }; /* a waiter's bound: the rounds take milliseconds */
 
 struct shared {
 	pthread_mutex_t lock;    /* guards everything below */
@@ -120,6 +125,27 @@ static bool round_of(struct shared *sh, int tickets, bool all, int taken,
 	return wait_for(sh, &sh->changed, counts_reached, 2, false);
 }
 
+/* The last bound.  A mutex that is not process-shared loses its wake-ups
+ * across processes, and pthread_cond_timedwait re-takes the mutex with no
+ * time limit, so no timed call can bound that.  Past the run's bound this
+ * thread gives the verdict, and mp_fail() stops the children, exits 1. */
+static void *watchdog(void *arg)
+{
+	double bound = *(const double *)arg;
+	struct timespec t;
+
+	MP_CHECK(clock_gettime(CLOCK_MONOTONIC, &t));
+	int64_t ns = t.tv_nsec + (int64_t)(bound * 1e9);
+
+	t.tv_sec += ns / 1000000000;
+	t.tv_nsec = ns % 1000000000;
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL) != 0)
+		; /* EINTR: sleep on to the same deadline */
+	printf("result: no verdict within %g s (a lost wake-up) MISMATCH\n",
+	       bound);
+	mp_fail("stuck for %g s", bound);
+}
+
 static void init_sync(struct shared *sh)
 {
 	pthread_mutexattr_t ma;
@@ -159,10 +185,17 @@ int main(int argc, char *argv[])
 		mp_die("mp_shm_alloc");
 	init_sync(sh);
 
-	/* 2. N waiters; the parent waits until all of them sleep. */
+	/* 2. N waiters; the parent waits until all of them sleep.  Each round
+	 *    below gives up after 2 s, a waiter after WAITER_S, the whole run
+	 *    after the watchdog's bound: a broken lesson ends in MISMATCH. */
+	double bound = WAITER_S + 3 + timeout;
+	pthread_t wd;
+
+	MP_CHECK_PT(pthread_create(&wd, NULL, watchdog, &bound));
+	MP_CHECK_PT(pthread_detach(wd));
 	for (int i = 0; i < w; i++)
 		if (mp_fork() == 0) {
-			waiter(sh, 30);
+			waiter(sh, WAITER_S);
 			_exit(EXIT_SUCCESS);
 		}
 	MP_CHECK_PT(pthread_mutex_lock(&sh->lock));
