@@ -29,7 +29,9 @@
  *          a system call.
  * Try this: in event_set() replace pthread_cond_broadcast with
  *          pthread_cond_signal: one waiter wakes, the others sleep until
- *          their 2 s bound runs out, and the verdict says MISMATCH.
+ *          their 2 s bound runs out, and the verdict says MISMATCH.  In
+ *          event_wait() turn the while into an if: the wake-up with the
+ *          flag down (step 3) then ends every wait early: MISMATCH.
  */
 #include "mp.h"
 
@@ -116,6 +118,27 @@ static bool event_wait(struct event *ev, double timeout_s)
 	return up;
 }
 
+/* The last bound.  A mutex that is not process-shared loses its wake-ups
+ * across processes, and pthread_cond_timedwait re-takes the mutex with no
+ * time limit, so no timed call can bound that.  Past the run's bound this
+ * thread gives the verdict, and mp_fail() stops the children, exits 1. */
+static void *watchdog(void *arg)
+{
+	double bound = *(const double *)arg;
+	struct timespec t;
+
+	MP_CHECK(clock_gettime(CLOCK_MONOTONIC, &t));
+	int64_t ns = t.tv_nsec + (int64_t)(bound * 1e9);
+
+	t.tv_sec += ns / 1000000000;
+	t.tv_nsec = ns % 1000000000;
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL) != 0)
+		; /* EINTR: sleep on to the same deadline */
+	printf("result: no verdict within %g s (a lost wake-up) MISMATCH\n",
+	       bound);
+	mp_fail("stuck for %g s", bound);
+}
+
 /* Take whatever job tokens (one byte each) the pipe holds now; 0 if none. */
 static long take_jobs(int fd)
 {
@@ -178,7 +201,14 @@ int main(int argc, char *argv[])
 		mp_die("mp_shm_alloc");
 	event_init(&sh->go);
 
-	/* 2. wait(timeout) on an event nobody sets returns False. */
+	/* 2. wait(timeout) on an event nobody sets returns False.  Every wait
+	 *    below is bounded, and a watchdog bounds the whole run. */
+	double bound = (double)delay_ms / 1e3 + 2;
+	double wd_bound = timeout + 2 * bound + 3;
+	pthread_t wd;
+
+	MP_CHECK_PT(pthread_create(&wd, NULL, watchdog, &wd_bound));
+	MP_CHECK_PT(pthread_detach(wd));
 	int64_t t0 = mp_now_ns();
 	bool early = event_wait(&sh->go, timeout);
 	double waited = mp_elapsed_s(t0);
@@ -187,8 +217,9 @@ int main(int argc, char *argv[])
 	       early ? "True" : "False", waited * 1e3);
 
 	/* 3. N processes wait; one set() wakes them all.  A process that comes
-	 * late finds the flag up and never sleeps: no wake-up is lost. */
-	double bound = (double)delay_ms / 1e3 + 2;
+	 * late finds the flag up and never sleeps: no wake-up is lost.  Half
+	 * way, a wake-up with the flag still down (POSIX allows spurious
+	 * ones): the while loop sends each waiter back to sleep. */
 	for (long i = 0; i < procs; i++)
 		if (mp_fork() == 0) {
 			int64_t start = mp_now_ns();
@@ -198,9 +229,18 @@ int main(int argc, char *argv[])
 				sh->woke++; /* woken, not timed out */
 			_exit(EXIT_SUCCESS);
 		}
-	MP_CHECK(nanosleep(&(struct timespec){ delay_ms / 1000,
-					       delay_ms % 1000 * 1000000 },
+	long half_ms = delay_ms / 2;
+
+	MP_CHECK(nanosleep(&(struct timespec){ half_ms / 1000,
+					       half_ms % 1000 * 1000000 },
 			   NULL)); /* the parent's "work" */
+	MP_CHECK_PT(pthread_mutex_lock(&sh->go.lock));
+	MP_CHECK_PT(pthread_cond_broadcast(&sh->go.changed)); /* flag down */
+	MP_CHECK_PT(pthread_mutex_unlock(&sh->go.lock));
+	half_ms = delay_ms - half_ms;
+	MP_CHECK(nanosleep(&(struct timespec){ half_ms / 1000,
+					       half_ms % 1000 * 1000000 },
+			   NULL));
 	event_set(&sh->go);
 	mp_wait_all();
 	int woke = sh->woke;
@@ -240,7 +280,8 @@ int main(int argc, char *argv[])
 	struct pollfd p = { efd, POLLIN, 0 };
 	int up = poll(&p, 1, 0); /* is_set() */
 	MP_CHECK(up);
-	MP_CHECK(read(efd, &value, sizeof value)); /* clear(): back to 0 */
+	if (read(efd, &value, sizeof value) == -1 && errno != EAGAIN)
+		mp_die("read(eventfd)"); /* clear(): back to 0; EAGAIN: was */
 	int still = poll(&p, 1, 0);
 	MP_CHECK(still);
 	mp_say("parent", "eventfd is_set (poll 0): %s; clear (read) got %ju; "
