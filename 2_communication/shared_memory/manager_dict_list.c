@@ -33,7 +33,7 @@
  *          [parent 30446 +93.8ms] wrong key: refused (1); other user: refused by SO_PEERCRED (1); malformed request: EINVAL, then served on (1)
  *          [parent 30446 +134.9ms] through the manager: 29677 ns per call, contents exact
  *          [parent 30446 +137.0ms] shared memory + mutex: 30 ns per call, contents exact
- *          [python3] Manager proxies: 35189 ns per call; plain dict and list: 27 ns; 1303x
+ *          [python 30451] Manager proxies: 35189 ns per call; plain dict and list: 27 ns; 1303x
  *          result: 2 clients x 1000 rounds, manager 29677 ns/call, shared memory 30 ns/call, 979x,
  *                  contents exact, intruders refused OK      (one line)
  *          (on a loaded 2-vCPU VM a call through the manager took 8-121 us from
