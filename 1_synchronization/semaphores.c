@@ -130,6 +130,11 @@ static int run(struct shared *sh, const char *name, long procs, long slots,
 	       long rounds, long work_us, bool limit)
 {
 	atomic_store(&sh->max_inside, 0);
+	/* The parent holds post_lock while the workers start, so the first
+	 * releasers queue on it: its unlock must wake sleepers in other
+	 * processes (a mutex that is not process-shared would lose that
+	 * wake-up, and they would give up after 2 s). */
+	MP_CHECK_PT(pthread_mutex_lock(&sh->post_lock));
 	for (long p = 0; p < procs; p++) {
 		if (mp_fork() != 0)
 			continue;
@@ -156,6 +161,8 @@ static int run(struct shared *sh, const char *name, long procs, long slots,
 			MP_CHECK(sem_close(sem));
 		_exit(EXIT_SUCCESS);
 	}
+	MP_CHECK(nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL));
+	MP_CHECK_PT(pthread_mutex_unlock(&sh->post_lock));
 	mp_wait_all();
 	return atomic_load(&sh->max_inside);
 }
