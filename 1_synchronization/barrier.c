@@ -203,10 +203,15 @@ static void bbar_init(struct bbar *b, int parties)
 	b->broken = false;
 }
 
-static void bbar_destroy(struct bbar *b)
+/* False with EBUSY: a process still uses it (one nobody joined). */
+static bool bbar_destroy(struct bbar *b)
 {
 	MP_CHECK_PT(pthread_cond_destroy(&b->cv));
-	MP_CHECK_PT(pthread_mutex_destroy(&b->lock));
+	int err = pthread_mutex_destroy(&b->lock);
+
+	if (err != 0 && err != EBUSY)
+		mp_die_en(err, "pthread_mutex_destroy");
+	return err == 0;
 }
 
 /* procs children that each wait() rounds times, adding up their arrival
@@ -286,6 +291,8 @@ int main(int argc, char *argv[])
 	       "%ld)", p, sh->total, want);
 	MP_CHECK_PT(pthread_barrier_destroy(&sh->bar));
 
+	bool destroyed = true; /* each barrier of ours free when destroyed */
+
 	/* 3. Our own barrier: works as one, with Python's action.  Every
 	 *    arrival wakes all: a waiter left asleep would leave only at its
 	 *    2 s deadline. */
@@ -300,7 +307,7 @@ int main(int argc, char *argv[])
 	mp_say("parent", "own barrier: 3 waits in %.1f ms, action() ran %d "
 	       "times, arrival indexes %s", took3 * 1e3, actions,
 	       indexes ? "0..N-1 each time" : "WRONG");
-	bbar_destroy(&sh->bb);
+	destroyed &= bbar_destroy(&sh->bb);
 
 	/* 4. One party never comes: the first wait() to time out (the one
 	 *    with the short timeout) breaks it for all, who wait up to 2 s
@@ -315,7 +322,7 @@ int main(int argc, char *argv[])
 	mp_say("parent", "%d of %d parties, timeout %g s (the others %g s): "
 	       "%d got BrokenBarrierError after %.1f ms", n, n + 1, timeout,
 	       timeout + 2, broken_timeout, took * 1e3);
-	bbar_destroy(&sh->bb);
+	destroyed &= bbar_destroy(&sh->bb);
 
 	/* 5. abort() wakes every waiter with BrokenBarrierError. */
 	bbar_init(&sh->bb, n + 1);
@@ -326,13 +333,18 @@ int main(int argc, char *argv[])
 	int broken_abort = sh->broken;
 	mp_say("parent", "abort() with %d asleep in wait(): %d got "
 	       "BrokenBarrierError", asleep, broken_abort);
-	bbar_destroy(&sh->bb);
+	destroyed &= bbar_destroy(&sh->bb);
 
 	/* 6. Judge. */
+	/* Every child joined: none left running, none left a zombie. */
+	bool reaped = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
+
+	if (!reaped)
+		mp_say("parent", "a child was never joined (no waitpid)");
 	bool ok = sh->serial == p && sh->behind == 0 && sh->total == want &&
 		  actions == 3 && indexes && took3 < 2 && broken_timeout == n &&
 		  took >= timeout && took < timeout + 1 && asleep == n &&
-		  broken_abort == n;
+		  broken_abort == n && destroyed && reaped;
 	printf("result: phases=%d serial=%d behind=%d total=%ld actions=%d "
 	       "broken=%d+%d %s\n", p, (int)sh->serial, (int)sh->behind,
 	       sh->total, actions, broken_timeout, broken_abort,

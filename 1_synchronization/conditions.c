@@ -240,6 +240,11 @@ int main(int argc, char *argv[])
 	int taken = sh->taken;
 	MP_CHECK_PT(pthread_mutex_unlock(&sh->lock));
 	mp_wait_all();
+	/* Every waiter joined: none left running, none left a zombie. */
+	bool reaped = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
+
+	if (!reaped)
+		mp_say("parent", "a waiter was never joined (no waitpid)");
 
 	/* 6. wait_for() with a timeout, in a child: no ticket comes. */
 	if (mp_fork() == 0) {
@@ -258,8 +263,9 @@ int main(int argc, char *argv[])
 	       sh->timed_out ? "False (ETIMEDOUT)" : "True", waited * 1e3);
 
 	/* 7. Clean up and judge. */
-	ok = ok && taken == w && signal_wakes == 1 && bcast_wakes >= w - 1 &&
-	     sh->timed_out && waited >= timeout;
+	ok = ok && reaped && taken == w && signal_wakes == 1 &&
+	     bcast_wakes >= w - 1 && sh->timed_out && waited >= timeout &&
+	     waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
 	MP_CHECK_PT(pthread_cond_destroy(&sh->cv));
 	MP_CHECK_PT(pthread_cond_destroy(&sh->changed));
 	MP_CHECK_PT(pthread_mutex_destroy(&sh->lock));

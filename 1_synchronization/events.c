@@ -309,9 +309,14 @@ int main(int argc, char *argv[])
 	MP_CHECK_PT(pthread_cond_destroy(&sh->go.changed));
 	MP_CHECK_PT(pthread_mutex_destroy(&sh->go.lock));
 	long done = sh->jobs_done;
+	/* Every child joined: none left running, none left a zombie. */
+	bool reaped = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
+
+	if (!reaped)
+		mp_say("parent", "a child was never joined (no waitpid)");
 	bool ok = timeout_ok && woke == procs && was_set && cleared &&
 		  done == jobs && stopped == procs && up == 1 && value == 1 &&
-		  still == 0;
+		  still == 0 && reaped;
 	MP_CHECK(mp_shm_free(sh, sizeof *sh));
 	printf("result: woke=%d/%ld wait(timeout)=%s eventfd jobs=%ld/%ld "
 	       "stopped=%d/%ld %s\n", woke, procs, early ? "True" : "False",

@@ -335,9 +335,14 @@ int main(int argc, char *argv[])
 
 	bool repaired = half == TOTAL - MOVED && again == 0 &&
 			from + to == TOTAL;
+	/* Every child joined: none left running, none left a zombie. */
+	bool reaped = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
+
+	if (!reaped)
+		mp_say("parent", "a child was never joined (no waitpid)");
 	bool ok = by_mutex == want && by_sem == want && gone &&
 		  stuck == EAGAIN && dead == EOWNERDEAD && repaired &&
-		  dead2 == EOWNERDEAD && unrec == ENOTRECOVERABLE;
+		  dead2 == EOWNERDEAD && unrec == ENOTRECOVERABLE && reaped;
 
 	printf("result: mutex=%ld semaphore=%ld expected=%ld, robust: %s %s, "
 	       "unrepaired %s %s\n", by_mutex, by_sem, want, mp_errname(dead),

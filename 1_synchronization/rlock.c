@@ -231,11 +231,17 @@ int main(int argc, char *argv[])
 	       mp_errname(own), mp_errname(twice));
 
 	/* 5. Check and clean up. */
+	/* Every child joined: none left running, none left a zombie. */
+	bool reaped = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
+
+	if (!reaped)
+		mp_say("parent", "a child was never joined (no waitpid)");
 	bool ok = sh->balance == want && atomic_load(&sh->violations) == 0 &&
 		  held == depth && rlocked &&
 		  atomic_load(&sh->max_depth) == 2 && right == 2 * depth &&
 		  relock == EDEADLK && sh->unlock_err[0] == EPERM &&
-		  sh->unlock_err[1] == EPERM && own == 0 && twice == EPERM;
+		  sh->unlock_err[1] == EPERM && own == 0 && twice == EPERM &&
+		  reaped;
 
 	printf("result: balance=%ld expected=%ld depth=%d probes=%ld/%ld %s "
 	       "EPERM x%d %s\n", sh->balance, want, atomic_load(&sh->max_depth),

@@ -295,13 +295,18 @@ int main(int argc, char *argv[])
 	long entries = atomic_load(&sh->entries), want = 2 * procs * rounds;
 	long full = procs < slots ? procs : slots;
 	bool filled = work_us == 0 || (max_unnamed == full && max_named == full);
+	/* Every child joined: none left running, none left a zombie. */
+	bool reaped = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
+
+	if (!reaped)
+		mp_say("parent", "a child was never joined (no waitpid)");
 	bool ok = max_unnamed <= slots && max_named <= slots && filled &&
 		  gone && atomic_load(&sh->gave_up) == 0 && took == slots &&
 		  entries == want && atomic_load(&sh->refused) == 0 &&
 		  busy == EAGAIN && timed == ETIMEDOUT &&
 		  waited_ms >= TIMEOUT_MS - 1 &&
 		  after == (int)slots + 1 && sh->post_err == EOVERFLOW &&
-		  bounded == (int)slots;
+		  bounded == (int)slots && reaped;
 
 	printf("result: max inside %d,%d (K=%ld), entries %ld/%ld, %s, bounded "
 	       "post %s, value %d, name %s %s\n", max_unnamed, max_named,

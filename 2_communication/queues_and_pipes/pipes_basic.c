@@ -300,12 +300,13 @@ static bool poll_many(long nchild, long n)
 	unsigned char buf[MAX_MSG];
 	long count[MAX_CHILDREN] = { 0 }, bad = 0, open = nchild, total = 0;
 	char line[256] = "";
+	pid_t pids[MAX_CHILDREN];
 
 	for (long c = 0; c < nchild; c++) {
 		int fd[2];
 
 		MP_CHECK(pipe(fd));
-		if (mp_fork() == 0) {
+		if ((pids[c] = mp_fork()) == 0) {
 			MP_CHECK(close(fd[0]));
 			for (long i = 0; i < n; i++)
 				send_msg(fd[1], buf, make_msg(buf, 2 + c, i));
@@ -345,7 +346,8 @@ static bool poll_many(long nchild, long n)
 	for (long c = 0; c < nchild; c++)
 		if (pf[c].fd >= 0)
 			MP_CHECK(close(pf[c].fd));
-	mp_wait_all();
+	for (long c = 0; c < nchild; c++)  /* ours: join() each */
+		bad += !exited_0(pids[c]);
 	for (long c = 0; c < nchild; c++) {  /* 16 x 13 chars fit in line */
 		size_t used = strlen(line);
 
@@ -385,7 +387,12 @@ int main(int argc, char *argv[])
 	bool two = both_ways(rounds);       /* 3. socketpair(2)          */
 	bool sigpipe = broken_pipe();       /* 4. SIGPIPE and EPIPE      */
 	bool polled = poll_many(nchild, n); /* 5. poll(2) over N pipes   */
-	bool ok = one && copy && two && sigpipe && polled;
+	/* Every child joined: none left running, none left a zombie. */
+	bool reaped = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
+
+	if (!reaped)
+		mp_say("parent", "a child was never joined (no waitpid)");
+	bool ok = one && copy && two && sigpipe && polled && reaped;
 
 	printf("result: pipe %ld/%ld + EOF, forgotten copy %s, socketpair "
 	       "%ld/%ld, %s, poll %ld/%ld %s\n", one ? n : 0, n,

@@ -295,7 +295,12 @@ int main(int argc, char *argv[])
 	mp_say("parent", "mq_unlink: %s %s", path, gone ? "is gone"
 							: "is STILL THERE");
 	MP_CHECK(mp_shm_free(sh, sizeof *sh));
-	bool ok = sorted && limited && worked && gone;
+	/* Every child joined: none left running, none left a zombie. */
+	bool reaped = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
+
+	if (!reaped)
+		mp_say("parent", "a child was never joined (no waitpid)");
+	bool ok = sorted && limited && worked && gone && reaped;
 
 	printf("result: order %s, %s, %ld/%ld tasks %s\n",
 	       sorted ? "highest-first" : "WRONG", limited ?

@@ -384,7 +384,12 @@ int main(int argc, char *argv[])
 	 *    lucky run may lose none (the race is still there). */
 	MP_CHECK_PT(pthread_mutex_destroy(&sh->rlock));
 	MP_CHECK(mp_shm_free(sh, sizeof *sh));
-	bool ok = locked == want && atomic == want && slots && fs_ok;
+	/* Every child joined: none left running, none left a zombie. */
+	bool reaped = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
+
+	if (!reaped)
+		mp_say("parent", "a child was never joined (no waitpid)");
+	bool ok = locked == want && atomic == want && slots && fs_ok && reaped;
 	char fs[64];
 
 	if (fs_judged)

@@ -567,7 +567,12 @@ int main(int argc, char *argv[])
 	/* 5. Python's own figures, then the verdict. */
 	if (py_ops > 0)
 		python_twin(py_ops);
-	bool ok = proxy_ok && direct_ok && guarded;
+	/* Every child joined: none left running, none left a zombie. */
+	bool reaped = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
+
+	if (!reaped)
+		mp_say("parent", "a child was never joined (no waitpid)");
+	bool ok = proxy_ok && direct_ok && guarded && reaped;
 
 	MP_CHECK(mp_shm_free(refused, sizeof *refused));
 	printf("result: %ld clients x %ld rounds, manager %.0f ns/call, shared "

@@ -311,8 +311,13 @@ int main(int argc, char *argv[])
 	       pipe_ok ? "exact" : "WRONG");
 
 	/* 4. The verdict: every element right both ways. */
+	/* Every child joined: none left running, none left a zombie. */
+	bool reaped = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
+
+	if (!reaped)
+		mp_say("parent", "a child was never joined (no waitpid)");
 	bool ok = shared_ok && pipe_ok && flowed && shared_sum == want &&
-		  pipe_sum == want;
+		  pipe_sum == want && reaped;
 
 	printf("result: sum=%.0f shared, %.0f pipes, expected %.0f; pipes took "
 	       "%.1fx the time, %.1f MiB copied vs 0 %s\n", shared_sum,
