@@ -382,14 +382,21 @@ int main(int argc, char *argv[])
 
 	/* 4. Clean up and judge.  Lost updates are reported, not judged: a
 	 *    lucky run may lose none (the race is still there). */
-	MP_CHECK_PT(pthread_mutex_destroy(&sh->rlock));
+	int busy = pthread_mutex_destroy(&sh->rlock); /* EBUSY: still held */
+
+	if (busy != 0 && busy != EBUSY)
+		mp_die_en(busy, "pthread_mutex_destroy");
+	if (busy)
+		mp_say("parent", "pthread_mutex_destroy: EBUSY, still locked "
+		       "(an unlock missing)");
 	MP_CHECK(mp_shm_free(sh, sizeof *sh));
 	/* Every child joined: none left running, none left a zombie. */
 	bool reaped = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
 
 	if (!reaped)
 		mp_say("parent", "a child was never joined (no waitpid)");
-	bool ok = locked == want && atomic == want && slots && fs_ok && reaped;
+	bool ok = locked == want && atomic == want && slots && fs_ok && reaped &&
+		  busy == 0;
 	char fs[64];
 
 	if (fs_judged)
