@@ -224,6 +224,7 @@ int main(int argc, char *argv[])
 	       mp_errname(sh->unlock_err[1]));
 	if (rlocked)
 		MP_CHECK_PT(pthread_mutex_unlock(&sh->rlock));
+	bool released = free_for_others(&sh->rlock); /* every lock undone */
 	int own = pthread_mutex_unlock(&sh->elock);
 	int twice = pthread_mutex_unlock(&sh->elock);
 
@@ -241,6 +242,7 @@ int main(int argc, char *argv[])
 		  atomic_load(&sh->max_depth) == 2 && right == 2 * depth &&
 		  relock == EDEADLK && sh->unlock_err[0] == EPERM &&
 		  sh->unlock_err[1] == EPERM && own == 0 && twice == EPERM &&
+		  released &&
 		  reaped;
 
 	printf("result: balance=%ld expected=%ld depth=%d probes=%ld/%ld %s "
