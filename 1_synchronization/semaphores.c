@@ -42,7 +42,7 @@ struct shared {
 	pthread_mutex_t post_lock; /* serializes bounded_post() */
 	_Atomic int inside, max_inside;
 	_Atomic long entries, refused;
-	_Atomic long gave_up;      /* waits that ran out: a broken lesson */
+	_Atomic long gave_up;      /* waits that ran out, names not found */
 	int after_post, post_err;  /* a child's extra releases: plain, bounded */
 };
 
@@ -144,6 +144,11 @@ static int run(struct shared *sh, const char *name, long procs, long slots,
 			continue;
 		sem_t *sem = name ? sem_open(name, 0) : &sh->slots;
 
+		if (sem == SEM_FAILED && errno == ENOENT) { /* unlinked early */
+			mp_say("child", "sem_open(%s): ENOENT", name);
+			atomic_fetch_add(&sh->gave_up, 1);
+			_exit(EXIT_SUCCESS); /* the entries come out short */
+		}
 		if (sem == SEM_FAILED)
 			mp_die("sem_open(%s)", name);
 		/* A slot frees every work_us; waits longer than this bound
