@@ -40,7 +40,9 @@
  *                       _exit(): 1 time
  *   result: greeter 0, return 263 -> 7, SIGKILL -> -9, exit() 2x, _exit() 1x OK
  * Try this: --name a-very-long-process-name (the kernel keeps 15 bytes);
- *   --nap 30000 and run "ps -o pid,ppid,comm" in another terminal.
+ *   --nap 30000 and run "ps -o pid,ppid,comm" in another terminal; delete
+ *   the join of step 1: exitcode stays None and the verdict says MISMATCH;
+ *   delete the kill() of step 3: SIGALRM ends the sleeper after 2 s, -14.
  */
 #define _GNU_SOURCE  /* sigabbrev_np(): "KILL" for 9, as Python's repr shows */
 #include "mp.h"
@@ -102,6 +104,15 @@ static bool process_wait(struct process *p, int flags)
 	return true;
 }
 
+/* Process.exitcode: a number once reaped, else None. */
+static const char *exitcode(const struct process *p, char buf[16])
+{
+	if (!p->done)
+		return "None";
+	snprintf(buf, 16, "%d", p->exitcode);
+	return buf;
+}
+
 /* Process.__repr__, close enough. */
 static void show(const struct process *p)
 {
@@ -145,7 +156,7 @@ static int exit_263(const struct process *self)
 static int sleep_forever(const struct process *self)
 {
 	(void)self;
-	alarm(10);  /* a bound: SIGALRM ends it if no SIGKILL comes */
+	alarm(2);   /* a bound: SIGALRM (-14) ends it if no SIGKILL comes */
 	pause();    /* returns only after a handled signal: none here */
 	return 1;
 }
@@ -252,10 +263,15 @@ int main(int argc, char *argv[])
 	mp_say("parent", "child called exit(): the line arrived %d times; "
 	       "_exit(): %d time", twice, once);
 
-	bool ok = greeter.exitcode == 0 && big.exitcode == 7 && was_running &&
+	char g[16], b[16], k[16];
+
+	/* done: join() reaped it; an exitcode nobody collected is None. */
+	bool ok = greeter.done && greeter.exitcode == 0 && big.done &&
+		  big.exitcode == 7 && was_running && sleeper.done &&
 		  sleeper.exitcode == -SIGKILL && twice == 2 && once == 1;
-	printf("result: greeter %d, return 263 -> %d, SIGKILL -> %d, "
-	       "exit() %dx, _exit() %dx %s\n", greeter.exitcode, big.exitcode,
-	       sleeper.exitcode, twice, once, ok ? "OK" : "MISMATCH");
+	printf("result: greeter %s, return 263 -> %s, SIGKILL -> %s, "
+	       "exit() %dx, _exit() %dx %s\n", exitcode(&greeter, g),
+	       exitcode(&big, b), exitcode(&sleeper, k), twice, once,
+	       ok ? "OK" : "MISMATCH");
 	return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }

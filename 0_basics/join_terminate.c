@@ -255,12 +255,19 @@ static void quick(int code)
 	_exit(code);
 }
 
-/* Read one pid_t from the stubborn child; -1 if it died instead. */
+/* Read one pid_t from the stubborn child; -1 if it died instead, -2 if it
+ * said nothing for 2 s (it answers in microseconds; no SIGTERM came, and a
+ * lesson must not hang). */
 static pid_t read_pid(int fd)
 {
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
 	pid_t v;
 	ssize_t n;
+	int r;
 
+	MP_CHECK(r = poll(&pfd, 1, 2000));
+	if (r == 0)
+		return -2;
 	MP_CHECK(n = read(fd, &v, sizeof v));
 	return n == (ssize_t)sizeof v ? v : -1;
 }
@@ -318,6 +325,9 @@ int main(int argc, char *argv[])
 	if (sender == -1)
 		mp_say("parent", "2. stubborn %jd did NOT survive SIGTERM",
 		       (intmax_t)p.pid);
+	else if (sender == -2)
+		mp_say("parent", "2. stubborn %jd reported NO SIGTERM within "
+		       "2 s", (intmax_t)p.pid);
 	else
 		mp_say("parent", "2. stubborn %jd got SIGTERM from %jd and "
 		       "carries on", (intmax_t)p.pid, (intmax_t)sender);

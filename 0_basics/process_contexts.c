@@ -23,6 +23,8 @@
  * Usage:   process_contexts [--starts N (10, 1..100000)]
  *                           [--lock-timeout S (0.2, 0.01..60)]
  * Output:  (trimmed, long lines folded)
+ *   [parent 31955 +0.1ms]    (marker: the global as the child sees it,
+ *                            42 since step 2, 1 as compiled; env: ...)
  *   [parent 31955 +0.1ms]    method     marker env fd:plain cloexec us/start
  *   [parent 31955 +4.4ms]    fork           42 yes yes      yes          406
  *   [parent 31955 +15.5ms]    spawn           1 yes yes      no          1072
@@ -30,22 +32,25 @@
  *   [parent 31955 +20.3ms] 4. a thread holds the lock; each child tries it
  *                          for 0.20 s:
  *   [parent 31955 +220.9ms]    fork       timed out: locked, by a thread
- *                              that was not copied (hangs without a timeout)
+ *                              that was not copied (waits for good without a
+ *                              timeout)
  *   [parent 31955 +221.9ms]    spawn      took it: a fresh image has a
  *                              fresh, unlocked lock
  *   ...
  *   result: reports 30/30 as expected, lock: fork timed out, spawn took it,
  *           forkserver took it, all reaped OK
- * Try this: in child_main(), use pthread_mutex_lock(): the fork child hangs
- *          for good (Ctrl-C still ends the run).  Start the forkserver after
- *          step 2: its children inherit the marker, the env and both fds, and
- *          the verdict says MISMATCH.
+ * Try this: in child_main(), use pthread_mutex_lock(): the fork child waits
+ *          for good; the parent kills it after --lock-timeout + 2 s and the
+ *          verdict says MISMATCH.  Start the forkserver after step 2: its
+ *          children inherit the marker, the env and both fds, and the
+ *          verdict says MISMATCH.
  */
 #define _GNU_SOURCE
 #include "mp.h"
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -126,6 +131,25 @@ static bool read_msg(int fd, void *buf, size_t len)
 	return n != 0;
 }
 
+/* waitpid(), but a child still running after bound_s gets SIGKILL first:
+ * a child stuck for good (a lock that nobody will ever unlock) must not
+ * hang the lesson.  Its status then says "killed by SIGKILL". */
+static int wait_bounded(pid_t pid, double bound_s)
+{
+	int pfd = mp_pidfd_open(pid), n;
+
+	MP_CHECK(pfd);
+	struct pollfd p = { .fd = pfd, .events = POLLIN };
+
+	while ((n = poll(&p, 1, (int)(bound_s * 1e3))) == -1 && errno == EINTR)
+		;
+	MP_CHECK(n);
+	if (n == 0)
+		MP_CHECK(mp_pidfd_send_signal(pfd, pid, SIGKILL));
+	MP_CHECK(close(pfd));
+	return mp_waitpid(pid);
+}
+
 /* ---- the forkserver --------------------------------------------------- */
 
 /* A request (the lock timeout), plus fd (if not -1) as SCM_RIGHTS: the
@@ -198,7 +222,7 @@ static _Noreturn void serve(int sock)
 		if (fd != -1)
 			MP_CHECK(close(fd));
 		MP_CHECK(send(sock, &pid, sizeof pid, MSG_NOSIGNAL));
-		int status = mp_waitpid(pid);
+		int status = wait_bounded(pid, lock_timeout + 2);
 		MP_CHECK(send(sock, &status, sizeof status, MSG_NOSIGNAL));
 	}
 	_exit(EXIT_SUCCESS);
@@ -268,7 +292,7 @@ static int run(enum method m, int server, const char *argv0,
 		MP_CHECK(close(fds[0]));
 	}
 	if (m != FORKSERVER)
-		return mp_waitpid(pid);
+		return wait_bounded(pid, lock_timeout + 2);
 	if (!read_msg(server, &status, sizeof status))
 		mp_die("the forkserver sent no exit status");
 	return status;
@@ -366,6 +390,11 @@ int main(int argc, char *argv[])
 	 * '--multiprocessing-fork': it tells the new image it is a child. */
 	mp_say("parent", "3. %ld starts per method, median cost; spawn runs "
 	       "'%s --child-fd N'", starts, argv[0]);
+	mp_say("parent", "   (marker: the global as the child sees it, 42 "
+	       "since step 2, 1 as compiled; env: %s is set; fd:plain, "
+	       "cloexec: the memfd made without, with MFD_CLOEXEC is open; "
+	       "us/start: median microseconds from start to exit status)",
+	       DEMO_ENV);
 	mp_say("parent", "   method     marker env fd:plain cloexec us/start");
 	for (int m = 0; m < NMETHODS; m++) {
 		struct report r, first = { 0 };
@@ -408,8 +437,8 @@ int main(int argc, char *argv[])
 	static const char *const want[NMETHODS] = { "timed out", "took it",
 						    "took it" };
 	static const char *const why[NMETHODS] = {
-		[FORK] = "locked, by a thread that was not copied (hangs "
-			 "without a timeout)",
+		[FORK] = "locked, by a thread that was not copied (waits "
+			 "for good without a timeout)",
 		[SPAWN] = "a fresh image has a fresh, unlocked lock",
 		[FORKSERVER] = "its server was forked before the lock was "
 			       "taken",
@@ -434,9 +463,11 @@ int main(int argc, char *argv[])
 	MP_CHECK_PT(pthread_barrier_destroy(&barrier));
 
 	/* 5. Stop the forkserver (end of file on its socket), reap it, and
-	 *    check that no child of ours is left. */
+	 *    check that no child of ours is left.  A copy of our end left open
+	 *    anywhere (a close forgotten) means no EOF: it gets SIGKILL after
+	 *    2 s, and the verdict says so. */
 	MP_CHECK(close(server));
-	int server_status = mp_waitpid(server_pid);
+	int server_status = wait_bounded(server_pid, 2); /* EOF: it ends */
 	bool none_left = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
 
 	MP_CHECK(close(plain));
@@ -450,8 +481,10 @@ int main(int argc, char *argv[])
 		  server_status == 0 && none_left;
 
 	printf("result: reports %ld/%ld as expected, lock: fork %s, spawn %s, "
-	       "forkserver %s, all reaped %s\n", good, NMETHODS * starts,
+	       "forkserver %s, %s %s\n", good, NMETHODS * starts,
 	       lock[FORK], lock[SPAWN], lock[FORKSERVER],
+	       server_status == 0 && none_left ? "all reaped"
+					       : "server NOT ended by EOF",
 	       ok ? "OK" : "MISMATCH");
 	return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -17,13 +17,17 @@
  * Usage:   barrier [--procs N (4, 2..64)] [--phases N (200, 1..100000)]
  *                  [--timeout S (0.2, 0.01..600)]
  * Output:  [parent 24402 +10.5ms] pthread_barrier: 4 processes x 200 phases, 200 serial waiters (one a phase), 0 seen behind
- *          [parent 24402 +14.1ms] own barrier: 3 waits, action() ran 3 times, arrival indexes 0..N-1 each time
- *          [parent 24402 +214.7ms] 4 of 5 parties, timeout 0.2 s: 4 got BrokenBarrierError after 200.6 ms
+ *          [parent 24402 +14.1ms] own barrier: 3 waits in 1.9 ms, action() ran 3 times, arrival indexes 0..N-1 each time
+ *          [parent 24402 +214.7ms] 4 of 5 parties, timeout 0.2 s (the others 2.2 s): 4 got BrokenBarrierError after 200.6 ms
  *          [parent 24402 +216.3ms] abort() with 4 asleep in wait(): 4 got BrokenBarrierError
  *          result: phases=200 serial=200 behind=0 total=1844 actions=3 broken=4+4 OK
  * Try this: delete the second pthread_barrier_wait of a phase: the serial
  *          process's sum races with the next phase, the total comes out
  *          wrong, and "seen behind" stays 0 (barrier one still holds).
+ *          In bbar_wait() make the broadcasts signals, or drop the
+ *          "b->broken = true": waiters leave at their own deadlines, late,
+ *          and the verdict says MISMATCH.  Drop a setpshared: wake-ups are
+ *          lost, and the watchdog ends the run after 3 s without progress.
  */
 #include "mp.h"
 
@@ -47,13 +51,13 @@ struct shared {
 	_Atomic int behind;            /* seen not done after the barrier */
 	_Atomic int broken;            /* BrokenBarrierError */
 	_Atomic long index_sum;
+	_Atomic long progress;         /* +1 for every wait that returns */
 };
 
 /* One process's phases: work, barrier, one process sums, barrier. */
 static void lockstep(struct shared *sh, int id, int procs, int phases)
 {
 	for (int k = 0; k < phases; k++) {
-		alarm(10); /* a peer that died would leave us waiting forever */
 		long x = k == 0 ? 1 : sh->total; /* last phase's result */
 
 		sh->partial[id] = (x * (id + 2) + k) % MOD; /* this phase's work */
@@ -76,7 +80,46 @@ static void lockstep(struct shared *sh, int id, int procs, int phases)
 		rc = pthread_barrier_wait(&sh->bar);
 		if (rc != 0 && rc != PTHREAD_BARRIER_SERIAL_THREAD)
 			mp_die_en(rc, "pthread_barrier_wait");
+		sh->progress++;
 	}
+}
+
+/* The last bound.  pthread_barrier_wait has no timeout, and a barrier,
+ * mutex or condition that is not process-shared loses its wake-ups across
+ * processes: a broken lesson would hang.  This thread watches
+ * sh->progress; when it stands still for longer than any wait of the
+ * lesson may take, it gives the verdict and ends the run with status 1. */
+struct watch {
+	_Atomic long *progress;
+	double stall_s;
+};
+
+static void *watchdog(void *arg)
+{
+	const struct watch *w = arg;
+	long last = atomic_load(w->progress);
+	int64_t since = mp_now_ns();
+
+	while (mp_elapsed_s(since) < w->stall_s) {
+		nanosleep(&(struct timespec){ 0, 100 * 1000 * 1000 }, NULL);
+		long now = atomic_load(w->progress);
+
+		if (now != last) {
+			last = now;
+			since = mp_now_ns();
+		}
+	}
+	printf("result: no progress for %g s (a lost wake-up) MISMATCH\n",
+	       w->stall_s);
+	fprintf(stderr, "barrier: stuck for %g s\n", w->stall_s);
+	/* _exit(), not exit() or mp_fail(): the main thread may be inside
+	 * exit() itself (a child it waited for was stopped), and two exit()
+	 * calls at once can deadlock.  The children go too: mp_fork() asked
+	 * the kernel for a SIGTERM when their parent dies (PR_SET_PDEATHSIG),
+	 * and this lesson names no IPC object that would need unlinking. */
+	if (fflush(stdout) == EOF)
+		perror("fflush");
+	_exit(EXIT_FAILURE);
 }
 
 /* s seconds from now on CLOCK_MONOTONIC, the clock of our condition. */
@@ -160,21 +203,29 @@ static void bbar_init(struct bbar *b, int parties)
 	b->broken = false;
 }
 
-static void bbar_destroy(struct bbar *b)
+/* False with EBUSY: a process still uses it (one nobody joined). */
+static bool bbar_destroy(struct bbar *b)
 {
 	MP_CHECK_PT(pthread_cond_destroy(&b->cv));
-	MP_CHECK_PT(pthread_mutex_destroy(&b->lock));
+	int err = pthread_mutex_destroy(&b->lock);
+
+	if (err != 0 && err != EBUSY)
+		mp_die_en(err, "pthread_mutex_destroy");
+	return err == 0;
 }
 
 /* procs children that each wait() rounds times, adding up their arrival
  * indexes (each round gives 0..procs-1 once) and counting broken waits. */
-static void run_parties(struct shared *sh, int procs, int rounds, double t)
+static void run_parties(struct shared *sh, int procs, int rounds, double t,
+			double t_others)
 {
 	for (int i = 0; i < procs; i++)
 		if (mp_fork() == 0) {
 			for (int r = 0; r < rounds; r++) {
-				int index = bbar_wait(&sh->bb, t);
+				int index = bbar_wait(&sh->bb,
+						      i == 0 ? t : t_others);
 
+				sh->progress++;
 				if (index < 0) {
 					sh->broken++;
 					break;
@@ -202,10 +253,16 @@ int main(int argc, char *argv[])
 	mp_stop_on_signals();
 	int n = (int)procs, p = (int)phases;
 
-	/* 1. A process-shared pthread barrier in shared memory. */
+	/* 1. A process-shared pthread barrier in shared memory, and a
+	 *    watchdog for the waits that have no timeout. */
 	struct shared *sh = mp_shm_alloc(sizeof *sh);
 	if (!sh)
 		mp_die("mp_shm_alloc");
+	struct watch w = { &sh->progress, 3 + timeout };
+	pthread_t wd;
+
+	MP_CHECK_PT(pthread_create(&wd, NULL, watchdog, &w));
+	MP_CHECK_PT(pthread_detach(wd));
 	pthread_barrierattr_t ba;
 	MP_CHECK_PT(pthread_barrierattr_init(&ba));
 	MP_CHECK_PT(pthread_barrierattr_setpshared(&ba, PTHREAD_PROCESS_SHARED));
@@ -234,45 +291,60 @@ int main(int argc, char *argv[])
 	       "%ld)", p, sh->total, want);
 	MP_CHECK_PT(pthread_barrier_destroy(&sh->bar));
 
-	/* 3. Our own barrier: works as one, with Python's action. */
+	bool destroyed = true; /* each barrier of ours free when destroyed */
+
+	/* 3. Our own barrier: works as one, with Python's action.  Every
+	 *    arrival wakes all: a waiter left asleep would leave only at its
+	 *    2 s deadline. */
 	bbar_init(&sh->bb, n);
-	run_parties(sh, n, 3, 10);
+	int64_t t3 = mp_now_ns();
+	run_parties(sh, n, 3, 2, 2);
 	mp_wait_all();
+	double took3 = mp_elapsed_s(t3);
 	int actions = sh->bb.actions;
 	bool indexes = sh->broken == 0 &&
 		       sh->index_sum == 3L * n * (n - 1) / 2;
-	mp_say("parent", "own barrier: 3 waits, action() ran %d times, arrival "
-	       "indexes %s", actions, indexes ? "0..N-1 each time" : "WRONG");
-	bbar_destroy(&sh->bb);
+	mp_say("parent", "own barrier: 3 waits in %.1f ms, action() ran %d "
+	       "times, arrival indexes %s", took3 * 1e3, actions,
+	       indexes ? "0..N-1 each time" : "WRONG");
+	destroyed &= bbar_destroy(&sh->bb);
 
-	/* 4. One party never comes: the first wait() to time out breaks it. */
+	/* 4. One party never comes: the first wait() to time out (the one
+	 *    with the short timeout) breaks it for all, who wait up to 2 s
+	 *    longer: they must leave with it, not at their own deadline. */
 	bbar_init(&sh->bb, n + 1);
 	sh->broken = 0;
 	int64_t t0 = mp_now_ns();
-	run_parties(sh, n, 1, timeout);
+	run_parties(sh, n, 1, timeout, timeout + 2);
 	mp_wait_all();
 	double took = mp_elapsed_s(t0);
 	int broken_timeout = sh->broken;
-	mp_say("parent", "%d of %d parties, timeout %g s: %d got "
-	       "BrokenBarrierError after %.1f ms", n, n + 1, timeout,
-	       broken_timeout, took * 1e3);
-	bbar_destroy(&sh->bb);
+	mp_say("parent", "%d of %d parties, timeout %g s (the others %g s): "
+	       "%d got BrokenBarrierError after %.1f ms", n, n + 1, timeout,
+	       timeout + 2, broken_timeout, took * 1e3);
+	destroyed &= bbar_destroy(&sh->bb);
 
 	/* 5. abort() wakes every waiter with BrokenBarrierError. */
 	bbar_init(&sh->bb, n + 1);
 	sh->broken = 0;
-	run_parties(sh, n, 1, 30);
+	run_parties(sh, n, 1, 30, 30);
 	int asleep = bbar_abort_when(&sh->bb, n);
 	mp_wait_all();
 	int broken_abort = sh->broken;
 	mp_say("parent", "abort() with %d asleep in wait(): %d got "
 	       "BrokenBarrierError", asleep, broken_abort);
-	bbar_destroy(&sh->bb);
+	destroyed &= bbar_destroy(&sh->bb);
 
 	/* 6. Judge. */
+	/* Every child joined: none left running, none left a zombie. */
+	bool reaped = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
+
+	if (!reaped)
+		mp_say("parent", "a child was never joined (no waitpid)");
 	bool ok = sh->serial == p && sh->behind == 0 && sh->total == want &&
-		  actions == 3 && indexes && broken_timeout == n &&
-		  took >= timeout && asleep == n && broken_abort == n;
+		  actions == 3 && indexes && took3 < 2 && broken_timeout == n &&
+		  took >= timeout && took < timeout + 1 && asleep == n &&
+		  broken_abort == n && destroyed && reaped;
 	printf("result: phases=%d serial=%d behind=%d total=%ld actions=%d "
 	       "broken=%d+%d %s\n", p, (int)sh->serial, (int)sh->behind,
 	       sh->total, actions, broken_timeout, broken_abort,

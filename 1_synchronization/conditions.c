@@ -31,8 +31,13 @@
  * Try this: --waiters 64; in round_of() swap pthread_cond_signal for
  *          pthread_cond_broadcast: one ticket then wakes every waiter, the
  *          signal round counts N wake-ups and the verdict says MISMATCH.
+ *          Swap the broadcast for a signal: two waiters wait out their
+ *          3 s and MISMATCH.  Drop the mutex's setpshared: wake-ups are
+ *          lost between processes, and the watchdog ends the run.
  */
 #include "mp.h"
+
+enum { WAITER_S = 3 }; /* a waiter's bound: the rounds take milliseconds */
 
 struct shared {
 	pthread_mutex_t lock;    /* guards everything below */
@@ -120,6 +125,48 @@ static bool round_of(struct shared *sh, int tickets, bool all, int taken,
 	return wait_for(sh, &sh->changed, counts_reached, 2, false);
 }
 
+/* The last bound.  A mutex that is not process-shared loses its wake-ups
+ * across processes, and pthread_cond_timedwait re-takes the mutex with no
+ * time limit, so no timed call can bound that.  Past the run's bound this
+ * thread gives the verdict and ends the run with status 1. */
+static void *watchdog(void *arg)
+{
+	double bound = *(const double *)arg;
+	struct timespec t;
+
+	MP_CHECK(clock_gettime(CLOCK_MONOTONIC, &t));
+	int64_t ns = t.tv_nsec + (int64_t)(bound * 1e9);
+
+	t.tv_sec += ns / 1000000000;
+	t.tv_nsec = ns % 1000000000;
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL) != 0)
+		; /* EINTR: sleep on to the same deadline */
+	printf("result: no verdict within %g s (a lost wake-up) MISMATCH\n",
+	       bound);
+	fprintf(stderr, "%s: stuck for %g s\n", "conditions", bound);
+	/* _exit(), not exit() or mp_fail(): the main thread may be inside
+	 * exit() itself (a child it waited for was stopped), and two exit()
+	 * calls at once can deadlock.  The children go too: mp_fork() asked
+	 * the kernel for a SIGTERM when their parent dies (PR_SET_PDEATHSIG),
+	 * and this lesson names no IPC object that would need unlinking. */
+	if (fflush(stdout) == EOF)
+		perror("fflush");
+	_exit(EXIT_FAILURE);
+}
+
+/* pthread_mutex_destroy, where EBUSY (still locked: an unlock missing)
+ * is a finding for the verdict, not a reason to die: true if destroyed. */
+static bool destroy_mutex(pthread_mutex_t *m)
+{
+	int err = pthread_mutex_destroy(m);
+
+	if (err != 0 && err != EBUSY)
+		mp_die_en(err, "pthread_mutex_destroy");
+	if (err == EBUSY)
+		mp_say("parent", "pthread_mutex_destroy: EBUSY, still locked");
+	return err == 0;
+}
+
 static void init_sync(struct shared *sh)
 {
 	pthread_mutexattr_t ma;
@@ -159,13 +206,24 @@ int main(int argc, char *argv[])
 		mp_die("mp_shm_alloc");
 	init_sync(sh);
 
-	/* 2. N waiters; the parent waits until all of them sleep. */
+	/* 2. N waiters; the parent waits until all of them sleep.  Each round
+	 *    below gives up after 2 s, a waiter after WAITER_S, the whole run
+	 *    after the watchdog's bound: a broken lesson ends in MISMATCH. */
+	double bound = WAITER_S + 1 + timeout;
+	pthread_t wd;
+
+	MP_CHECK_PT(pthread_create(&wd, NULL, watchdog, &bound));
+	MP_CHECK_PT(pthread_detach(wd));
+	/* The parent holds the mutex while they start, so they queue on it:
+	 * its unlock must wake sleepers in other processes.  (A mutex that is
+	 * not process-shared would lose that wake-up: the watchdog's case.) */
+	MP_CHECK_PT(pthread_mutex_lock(&sh->lock));
 	for (int i = 0; i < w; i++)
 		if (mp_fork() == 0) {
-			waiter(sh, 30);
+			waiter(sh, WAITER_S);
 			_exit(EXIT_SUCCESS);
 		}
-	MP_CHECK_PT(pthread_mutex_lock(&sh->lock));
+	MP_CHECK(nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL));
 	bool ok = round_of(sh, 0, false, 0, w, 0);
 	mp_say("parent", "%d waiters asleep in wait_for(tickets > 0)",
 	       sh->asleep);
@@ -195,6 +253,11 @@ int main(int argc, char *argv[])
 	int taken = sh->taken;
 	MP_CHECK_PT(pthread_mutex_unlock(&sh->lock));
 	mp_wait_all();
+	/* Every waiter joined: none left running, none left a zombie. */
+	bool reaped = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
+
+	if (!reaped)
+		mp_say("parent", "a waiter was never joined (no waitpid)");
 
 	/* 6. wait_for() with a timeout, in a child: no ticket comes. */
 	if (mp_fork() == 0) {
@@ -213,11 +276,12 @@ int main(int argc, char *argv[])
 	       sh->timed_out ? "False (ETIMEDOUT)" : "True", waited * 1e3);
 
 	/* 7. Clean up and judge. */
-	ok = ok && taken == w && signal_wakes == 1 && bcast_wakes >= w - 1 &&
-	     sh->timed_out && waited >= timeout;
+	ok = ok && reaped && taken == w && signal_wakes == 1 &&
+	     bcast_wakes >= w - 1 && sh->timed_out && waited >= timeout &&
+	     waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
 	MP_CHECK_PT(pthread_cond_destroy(&sh->cv));
 	MP_CHECK_PT(pthread_cond_destroy(&sh->changed));
-	MP_CHECK_PT(pthread_mutex_destroy(&sh->lock));
+	ok = destroy_mutex(&sh->lock) && ok;
 	MP_CHECK(mp_shm_free(sh, sizeof *sh));
 	printf("result: taken=%d/%d signal=%d wake broadcast=%d/%d wakes "
 	       "timed out=%.1f ms %s\n", taken, w, signal_wakes, bcast_wakes,

@@ -29,7 +29,9 @@
  *          a system call.
  * Try this: in event_set() replace pthread_cond_broadcast with
  *          pthread_cond_signal: one waiter wakes, the others sleep until
- *          their 2 s bound runs out, and the verdict says MISMATCH.
+ *          their 2 s bound runs out, and the verdict says MISMATCH.  In
+ *          event_wait() turn the while into an if: the wake-up with the
+ *          flag down (step 3) then ends every wait early: MISMATCH.
  */
 #include "mp.h"
 
@@ -116,6 +118,35 @@ static bool event_wait(struct event *ev, double timeout_s)
 	return up;
 }
 
+/* The last bound.  A mutex that is not process-shared loses its wake-ups
+ * across processes, and pthread_cond_timedwait re-takes the mutex with no
+ * time limit, so no timed call can bound that.  Past the run's bound this
+ * thread gives the verdict and ends the run with status 1. */
+static void *watchdog(void *arg)
+{
+	double bound = *(const double *)arg;
+	struct timespec t;
+
+	MP_CHECK(clock_gettime(CLOCK_MONOTONIC, &t));
+	int64_t ns = t.tv_nsec + (int64_t)(bound * 1e9);
+
+	t.tv_sec += ns / 1000000000;
+	t.tv_nsec = ns % 1000000000;
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL) != 0)
+		; /* EINTR: sleep on to the same deadline */
+	printf("result: no verdict within %g s (a lost wake-up) MISMATCH\n",
+	       bound);
+	fprintf(stderr, "%s: stuck for %g s\n", "events", bound);
+	/* _exit(), not exit() or mp_fail(): the main thread may be inside
+	 * exit() itself (a child it waited for was stopped), and two exit()
+	 * calls at once can deadlock.  The children go too: mp_fork() asked
+	 * the kernel for a SIGTERM when their parent dies (PR_SET_PDEATHSIG),
+	 * and this lesson names no IPC object that would need unlinking. */
+	if (fflush(stdout) == EOF)
+		perror("fflush");
+	_exit(EXIT_FAILURE);
+}
+
 /* Take whatever job tokens (one byte each) the pipe holds now; 0 if none. */
 static long take_jobs(int fd)
 {
@@ -178,7 +209,14 @@ int main(int argc, char *argv[])
 		mp_die("mp_shm_alloc");
 	event_init(&sh->go);
 
-	/* 2. wait(timeout) on an event nobody sets returns False. */
+	/* 2. wait(timeout) on an event nobody sets returns False.  Every wait
+	 *    below is bounded, and a watchdog bounds the whole run. */
+	double bound = (double)delay_ms / 1e3 + 2;
+	double wd_bound = timeout + bound + 2;
+	pthread_t wd;
+
+	MP_CHECK_PT(pthread_create(&wd, NULL, watchdog, &wd_bound));
+	MP_CHECK_PT(pthread_detach(wd));
 	int64_t t0 = mp_now_ns();
 	bool early = event_wait(&sh->go, timeout);
 	double waited = mp_elapsed_s(t0);
@@ -187,8 +225,13 @@ int main(int argc, char *argv[])
 	       early ? "True" : "False", waited * 1e3);
 
 	/* 3. N processes wait; one set() wakes them all.  A process that comes
-	 * late finds the flag up and never sleeps: no wake-up is lost. */
-	double bound = (double)delay_ms / 1e3 + 2;
+	 * late finds the flag up and never sleeps: no wake-up is lost.  Half
+	 * way, a wake-up with the flag still down (POSIX allows spurious
+	 * ones): the while loop sends each waiter back to sleep.  The parent
+	 * holds the mutex while they start, so they queue on it: its unlock
+	 * must wake sleepers in other processes (a mutex that is not
+	 * process-shared would lose that wake-up: the watchdog's case). */
+	MP_CHECK_PT(pthread_mutex_lock(&sh->go.lock));
 	for (long i = 0; i < procs; i++)
 		if (mp_fork() == 0) {
 			int64_t start = mp_now_ns();
@@ -198,9 +241,20 @@ int main(int argc, char *argv[])
 				sh->woke++; /* woken, not timed out */
 			_exit(EXIT_SUCCESS);
 		}
-	MP_CHECK(nanosleep(&(struct timespec){ delay_ms / 1000,
-					       delay_ms % 1000 * 1000000 },
+	MP_CHECK(nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL));
+	MP_CHECK_PT(pthread_mutex_unlock(&sh->go.lock));
+	long half_ms = delay_ms / 2;
+
+	MP_CHECK(nanosleep(&(struct timespec){ half_ms / 1000,
+					       half_ms % 1000 * 1000000 },
 			   NULL)); /* the parent's "work" */
+	MP_CHECK_PT(pthread_mutex_lock(&sh->go.lock));
+	MP_CHECK_PT(pthread_cond_broadcast(&sh->go.changed)); /* flag down */
+	MP_CHECK_PT(pthread_mutex_unlock(&sh->go.lock));
+	half_ms = delay_ms - half_ms;
+	MP_CHECK(nanosleep(&(struct timespec){ half_ms / 1000,
+					       half_ms % 1000 * 1000000 },
+			   NULL));
 	event_set(&sh->go);
 	mp_wait_all();
 	int woke = sh->woke;
@@ -240,7 +294,8 @@ int main(int argc, char *argv[])
 	struct pollfd p = { efd, POLLIN, 0 };
 	int up = poll(&p, 1, 0); /* is_set() */
 	MP_CHECK(up);
-	MP_CHECK(read(efd, &value, sizeof value)); /* clear(): back to 0 */
+	if (read(efd, &value, sizeof value) == -1 && errno != EAGAIN)
+		mp_die("read(eventfd)"); /* clear(): back to 0; EAGAIN: was */
 	int still = poll(&p, 1, 0);
 	MP_CHECK(still);
 	mp_say("parent", "eventfd is_set (poll 0): %s; clear (read) got %ju; "
@@ -254,9 +309,14 @@ int main(int argc, char *argv[])
 	MP_CHECK_PT(pthread_cond_destroy(&sh->go.changed));
 	MP_CHECK_PT(pthread_mutex_destroy(&sh->go.lock));
 	long done = sh->jobs_done;
+	/* Every child joined: none left running, none left a zombie. */
+	bool reaped = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
+
+	if (!reaped)
+		mp_say("parent", "a child was never joined (no waitpid)");
 	bool ok = timeout_ok && woke == procs && was_set && cleared &&
 		  done == jobs && stopped == procs && up == 1 && value == 1 &&
-		  still == 0;
+		  still == 0 && reaped;
 	MP_CHECK(mp_shm_free(sh, sizeof *sh));
 	printf("result: woke=%d/%ld wait(timeout)=%s eventfd jobs=%ld/%ld "
 	       "stopped=%d/%ld %s\n", woke, procs, early ? "True" : "False",

@@ -11,7 +11,9 @@
  *          PTHREAD_PROCESS_SHARED mutex in MAP_SHARED memory, sem_open +
  *          sem_unlink + sem_wait/sem_post/sem_trywait; then robust mutexes:
  *          PTHREAD_MUTEX_ROBUST, EOWNERDEAD, pthread_mutex_consistent,
- *          ENOTRECOVERABLE.
+ *          ENOTRECOVERABLE.  Every wait is bounded (pthread_mutex_clocklock,
+ *          sem_clockwait on CLOCK_MONOTONIC), so a broken lock ends in
+ *          MISMATCH, never in a hang.
  * Usage:   locks [--procs N (4, 1..64)] [--iters N (200000, 1..10^9)]
  * Output:  [parent 24261 +2.3ms] no lock: counter=200000 expected=800000, 600000 lost (2.2 ms)
  *          [parent 24261 +18.3ms] process-shared mutex: counter=800000 expected=800000, 0 lost (15.9 ms)
@@ -23,8 +25,12 @@
  *          result: mutex=800000 semaphore=800000 expected=800000, robust: EOWNERDEAD repaired, unrepaired ENOTRECOVERABLE OK
  * Try this: --procs 1 (one process loses nothing); delete the sched_yield()
  *          in add() (the losses then depend on how busy the machine is);
- *          delete the pthread_mutex_consistent() call (ENOTRECOVERABLE).
+ *          delete the pthread_mutex_consistent() call (ENOTRECOVERABLE);
+ *          delete the sem_post() in add(), the setpshared or the setrobust
+ *          call: a waiter is never woken, gives up after 2 s, and the
+ *          verdict says MISMATCH.
  */
+#define _GNU_SOURCE /* pthread_mutex_clocklock, sem_clockwait: monotonic */
 #include "mp.h"
 
 #include <fcntl.h>
@@ -44,6 +50,19 @@ struct shared {
 	long from, to;          /* an account transfer, guarded by robust */
 };
 
+/* pthread_mutex_destroy, where EBUSY (still locked: an unlock missing)
+ * is a finding for the verdict, not a reason to die: true if destroyed. */
+static bool destroy_mutex(pthread_mutex_t *m)
+{
+	int err = pthread_mutex_destroy(m);
+
+	if (err != 0 && err != EBUSY)
+		mp_die_en(err, "pthread_mutex_destroy");
+	if (err == EBUSY)
+		mp_say("parent", "pthread_mutex_destroy: EBUSY, still locked");
+	return err == 0;
+}
+
 static void init_mutex(pthread_mutex_t *m, bool robust)
 {
 	pthread_mutexattr_t a;
@@ -59,23 +78,63 @@ static void init_mutex(pthread_mutex_t *m, bool robust)
 	MP_CHECK_PT(pthread_mutexattr_destroy(&a));
 }
 
-/* Lock the robust mutex: 0, EOWNERDEAD or ENOTRECOVERABLE, else die. */
+/* Every wait of the lesson is bounded, so that a broken lock (a post left
+ * out, a mutex that is not process-shared and so never wakes a sleeper in
+ * another process) ends in a MISMATCH instead of a hang.  No holder keeps a
+ * lock for more than microseconds here: BOUND_S is generous. */
+enum { BOUND_S = 2 };
+
+static struct timespec deadline(void)
+{
+	struct timespec t;
+
+	MP_CHECK(clock_gettime(CLOCK_MONOTONIC, &t));
+	t.tv_sec += BOUND_S;
+	return t;
+}
+
+/* pthread_mutex_lock with a CLOCK_MONOTONIC bound (glibc 2.30): 0,
+ * EOWNERDEAD or ENOTRECOVERABLE (robust), ETIMEDOUT; any other error dies. */
+static int lock_bounded(pthread_mutex_t *m)
+{
+	struct timespec t = deadline();
+	int err = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &t);
+
+	if (err != 0 && err != EOWNERDEAD && err != ENOTRECOVERABLE &&
+	    err != ETIMEDOUT)
+		mp_die_en(err, "pthread_mutex_clocklock");
+	return err;
+}
+
+/* sem_wait, bounded the same way: true when we got it. */
+static bool sem_wait_bounded(sem_t *sem)
+{
+	struct timespec t = deadline();
+	int rc;
+
+	while ((rc = sem_clockwait(sem, CLOCK_MONOTONIC, &t)) == -1 &&
+	       errno == EINTR)
+		;
+	if (rc == -1 && errno != ETIMEDOUT)
+		mp_die("sem_clockwait");
+	return rc == 0;
+}
+
+/* Lock the robust mutex: 0, EOWNERDEAD, ENOTRECOVERABLE or ETIMEDOUT. */
 static int lock_robust(struct shared *sh)
 {
-	int err = pthread_mutex_lock(&sh->robust);
-
-	if (err != 0 && err != EOWNERDEAD && err != ENOTRECOVERABLE)
-		mp_die_en(err, "pthread_mutex_lock");
-	return err;
+	return lock_bounded(&sh->robust);
 }
 
 static void add(struct shared *sh, sem_t *sem, enum mode m, long iters)
 {
 	for (long i = 0; i < iters; i++) {
-		if (m == MUTEX)
-			MP_CHECK_PT(pthread_mutex_lock(&sh->mutex));
-		else if (m == SEMAPHORE)
-			MP_CHECK(sem_wait(sem));
+		/* A lock not had within BOUND_S: stop; the count comes out
+		 * short and the verdict says MISMATCH. */
+		if (m == MUTEX && lock_bounded(&sh->mutex) != 0)
+			return;
+		if (m == SEMAPHORE && !sem_wait_bounded(sem))
+			return;
 		/* counter.value += 1 is a load and a store, as in Python: a
 		 * process preempted between them stores a stale value.  The
 		 * sched_yield() forces such a preemption now and then, so the
@@ -126,7 +185,7 @@ static long run_phase(struct shared *sh, sem_t *sem, enum mode m,
  * tasks from a SimpleQueue whose get() holds a Lock (_rlock): a worker killed
  * there (OOM killer, kill -9) leaves it taken, and the other workers wait on
  * it forever. */
-static void kill_a_holder(struct shared *sh, sem_t *sem)
+static bool kill_a_holder(struct shared *sh, sem_t *sem)
 {
 	int ready[2];
 	char c;
@@ -137,18 +196,28 @@ static void kill_a_holder(struct shared *sh, sem_t *sem)
 	if (pid == 0) {
 		alarm(10); /* never outlive a parent that failed */
 		MP_CHECK(close(ready[0]));
-		if (sem)
-			MP_CHECK(sem_wait(sem));
-		MP_CHECK_PT(pthread_mutex_lock(&sh->robust));
+		if (sem && !sem_wait_bounded(sem))
+			_exit(EXIT_FAILURE); /* EOF: the parent says so */
+		if (lock_robust(sh) != 0)
+			_exit(EXIT_FAILURE);
 		sh->from -= MOVED; /* half a transfer ...          */
 		MP_CHECK(write(ready[1], "h", 1));
 		pause();           /* ... the other half never comes */
 		_exit(EXIT_FAILURE);
 	}
 	MP_CHECK(close(ready[1])); /* so a child that dies early gives EOF */
-	if (read(ready[0], &c, 1) != 1)
-		mp_die("child %jd did not take the lock", (intmax_t)pid);
+	ssize_t got = read(ready[0], &c, 1);
+
+	if (got == -1)
+		mp_die("read");
 	MP_CHECK(close(ready[0]));
+	if (got == 0) { /* it could not take the locks: a broken lock */
+		mp_waitpid(pid);
+		mp_say("parent", "child %jd could not take %s within %d s",
+		       (intmax_t)pid, sem ? "both locks" : "the robust mutex",
+		       BOUND_S);
+		return false;
+	}
 	MP_CHECK(kill(pid, SIGKILL));
 	int st = mp_waitpid(pid);
 
@@ -156,6 +225,7 @@ static void kill_a_holder(struct shared *sh, sem_t *sem)
 		mp_die("child %jd was not killed by SIGKILL", (intmax_t)pid);
 	mp_say("parent", "child %jd was killed by SIGKILL while holding %s",
 	       (intmax_t)pid, sem ? "both locks" : "the robust mutex");
+	return true;
 }
 
 int main(int argc, char *argv[])
@@ -218,7 +288,7 @@ int main(int argc, char *argv[])
 	init_mutex(&sh->robust, true);
 	sh->from = TOTAL;
 	sh->to = 0;
-	kill_a_holder(sh, sem);
+	kill_a_holder(sh, sem); /* false: the next steps say MISMATCH */
 	int stuck = sem_trywait(sem) == -1 ? errno : 0;
 
 	if (stuck != 0 && stuck != EAGAIN)
@@ -237,13 +307,15 @@ int main(int argc, char *argv[])
 		sh->to = TOTAL - sh->from; /* repair: finish the transfer */
 		MP_CHECK_PT(pthread_mutex_consistent(&sh->robust));
 	}
-	MP_CHECK_PT(pthread_mutex_unlock(&sh->robust));
-	int again = lock_robust(sh);
+	/* ETIMEDOUT: a mutex that is not robust stays the dead one's. */
+	if (dead == 0 || dead == EOWNERDEAD)
+		MP_CHECK_PT(pthread_mutex_unlock(&sh->robust));
+	int again = dead == ETIMEDOUT ? ETIMEDOUT : lock_robust(sh);
 	long from = sh->from, to = sh->to;
 
 	if (again == 0) {
 		MP_CHECK_PT(pthread_mutex_unlock(&sh->robust));
-	} else { /* unrecoverable: destroy and init is all that is left */
+	} else if (again == ENOTRECOVERABLE) { /* destroy + init is left */
 		MP_CHECK_PT(pthread_mutex_destroy(&sh->robust));
 		init_mutex(&sh->robust, true);
 	}
@@ -252,28 +324,39 @@ int main(int argc, char *argv[])
 
 	/* 5. The same death, but the next locker unlocks without repairing:
 	 *    the mutex is then unusable for good; only destroy is left. */
-	kill_a_holder(sh, NULL);
-	int dead2 = lock_robust(sh);
+	int dead2 = ETIMEDOUT, unrec = ETIMEDOUT; /* unless it runs */
 
-	MP_CHECK_PT(pthread_mutex_unlock(&sh->robust)); /* no repair */
-	int unrec = lock_robust(sh);
-
-	if (unrec == 0)
-		MP_CHECK_PT(pthread_mutex_unlock(&sh->robust));
+	if (again != ETIMEDOUT && kill_a_holder(sh, NULL)) {
+		dead2 = lock_robust(sh);
+		if (dead2 == 0 || dead2 == EOWNERDEAD) /* no repair */
+			MP_CHECK_PT(pthread_mutex_unlock(&sh->robust));
+		unrec = lock_robust(sh);
+		if (unrec == 0 || unrec == EOWNERDEAD)
+			MP_CHECK_PT(pthread_mutex_unlock(&sh->robust));
+	}
 	mp_say("parent", "unlocked without repair; next pthread_mutex_lock: %s",
 	       mp_errname(unrec));
 
-	/* 6. Clean up and check. */
-	MP_CHECK_PT(pthread_mutex_destroy(&sh->robust));
-	MP_CHECK_PT(pthread_mutex_destroy(&sh->mutex));
+	/* 6. Clean up and check.  A mutex that is not robust and still
+	 *    held by a dead process cannot be destroyed (EBUSY): leave it to
+	 *    the unmapping. */
+	if (dead != ETIMEDOUT && unrec != ETIMEDOUT)
+		MP_CHECK_PT(pthread_mutex_destroy(&sh->robust));
+	bool freed = destroy_mutex(&sh->mutex);
 	MP_CHECK(sem_close(sem));
 	MP_CHECK(mp_shm_free(sh, sizeof *sh));
 
 	bool repaired = half == TOTAL - MOVED && again == 0 &&
 			from + to == TOTAL;
+	/* Every child joined: none left running, none left a zombie. */
+	bool reaped = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
+
+	if (!reaped)
+		mp_say("parent", "a child was never joined (no waitpid)");
 	bool ok = by_mutex == want && by_sem == want && gone &&
 		  stuck == EAGAIN && dead == EOWNERDEAD && repaired &&
-		  dead2 == EOWNERDEAD && unrec == ENOTRECOVERABLE;
+		  dead2 == EOWNERDEAD && unrec == ENOTRECOVERABLE && reaped &&
+		  freed;
 
 	printf("result: mutex=%ld semaphore=%ld expected=%ld, robust: %s %s, "
 	       "unrepaired %s %s\n", by_mutex, by_sem, want, mp_errname(dead),

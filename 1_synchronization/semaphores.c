@@ -23,10 +23,13 @@
  *          [parent 24370 +135.1ms] sem_open by name in each child: at most 2 inside at once (slots 2); sem_unlink
  *          [parent 24370 +235.2ms] sem_timedwait: ETIMEDOUT after 100.1 ms (acquire(timeout=0.1) is False)
  *          [parent 24370 +235.5ms] one release too many: plain sem_post 2 -> 3; bounded post EOVERFLOW ("released too many times"), value 2
- *          result: max inside 2,2 (K=2), entries 240/240, ETIMEDOUT, bounded post refused, value 2 OK
+ *          result: max inside 2,2 (K=2), entries 240/240, ETIMEDOUT, bounded post refused, value 2, name gone OK
  * Try this: --no-limit (no semaphore: watch the maximum pass K and the
- *          verdict say MISMATCH); --slots 1 (a semaphore as a lock).
+ *          verdict say MISMATCH); --slots 1 (a semaphore as a lock); drop
+ *          a sem_post or make sem_init's pshared 0: waiters give up after
+ *          their bound (2 s and up), the entries come out short: MISMATCH.
  */
+#define _GNU_SOURCE /* sem_clockwait, pthread_mutex_clocklock */
 #include "mp.h"
 
 #include <fcntl.h>
@@ -39,8 +42,40 @@ struct shared {
 	pthread_mutex_t post_lock; /* serializes bounded_post() */
 	_Atomic int inside, max_inside;
 	_Atomic long entries, refused;
+	_Atomic long gave_up;      /* waits that ran out, names not found */
 	int after_post, post_err;  /* a child's extra releases: plain, bounded */
 };
+
+/* An absolute CLOCK_MONOTONIC deadline s seconds from now.  Every wait of
+ * the lesson is bounded: a lost post (or a semaphore that is not shared)
+ * ends in MISMATCH, never in a hang. */
+static struct timespec deadline_in(double s)
+{
+	struct timespec t;
+
+	MP_CHECK(clock_gettime(CLOCK_MONOTONIC, &t));
+	int64_t ns = t.tv_nsec + (int64_t)(s * 1e9);
+
+	t.tv_sec += ns / 1000000000;
+	t.tv_nsec = ns % 1000000000;
+	return t;
+}
+
+/* sem_wait, giving up at the bound: true when we got a slot. */
+static bool sem_wait_bounded(struct shared *sh, sem_t *sem, double bound)
+{
+	struct timespec t = deadline_in(bound);
+	int rc;
+
+	while ((rc = sem_clockwait(sem, CLOCK_MONOTONIC, &t)) == -1 &&
+	       errno == EINTR)
+		;
+	if (rc == -1 && errno != ETIMEDOUT)
+		mp_die("sem_clockwait");
+	if (rc == -1)
+		atomic_fetch_add(&sh->gave_up, 1);
+	return rc == 0;
+}
 
 /* BoundedSemaphore.release() in C: refuse to go past max.  Python reads the
  * value and posts without a lock, so two releasers can both see max - 1.
@@ -50,8 +85,16 @@ struct shared {
 static int bounded_post(struct shared *sh, sem_t *sem, int max)
 {
 	int v, rc = 0;
+	struct timespec t = deadline_in(2);
+	int err = pthread_mutex_clocklock(&sh->post_lock, CLOCK_MONOTONIC, &t);
 
-	MP_CHECK_PT(pthread_mutex_lock(&sh->post_lock));
+	if (err == ETIMEDOUT) { /* a lock that is not shared loses wake-ups */
+		atomic_fetch_add(&sh->gave_up, 1);
+		errno = ETIMEDOUT;
+		return -1;
+	}
+	if (err != 0)
+		mp_die_en(err, "pthread_mutex_clocklock");
 	MP_CHECK(sem_getvalue(sem, &v));
 	if (v >= max) {
 		rc = -1;
@@ -87,28 +130,56 @@ static int run(struct shared *sh, const char *name, long procs, long slots,
 	       long rounds, long work_us, bool limit)
 {
 	atomic_store(&sh->max_inside, 0);
+	/* The parent holds post_lock while the workers start, so the first
+	 * releasers queue on it: its unlock must wake sleepers in other
+	 * processes (a mutex that is not process-shared would lose that
+	 * wake-up, and they would give up after 2 s). */
+	struct timespec t = deadline_in(2);
+	int held = pthread_mutex_clocklock(&sh->post_lock, CLOCK_MONOTONIC, &t);
+
+	if (held != 0 && held != ETIMEDOUT) /* ETIMEDOUT: a broken unlock */
+		mp_die_en(held, "pthread_mutex_clocklock");
 	for (long p = 0; p < procs; p++) {
 		if (mp_fork() != 0)
 			continue;
 		sem_t *sem = name ? sem_open(name, 0) : &sh->slots;
 
+		if (sem == SEM_FAILED && errno == ENOENT) { /* unlinked early */
+			mp_say("child", "sem_open(%s): ENOENT", name);
+			atomic_fetch_add(&sh->gave_up, 1);
+			_exit(EXIT_SUCCESS); /* the entries come out short */
+		}
 		if (sem == SEM_FAILED)
 			mp_die("sem_open(%s)", name);
+		/* A slot frees every work_us; waits longer than this bound
+		 * mean a lost post. */
+		double bound = 2 + 2.0 * (double)procs * (double)work_us / 1e6;
+
 		for (long i = 0; i < rounds; i++) {
-			if (limit)
-				MP_CHECK(sem_wait(sem));
+			if (limit && !sem_wait_bounded(sh, sem, bound))
+				break; /* entries come out short: MISMATCH */
 			occupy(sh, work_us);
 			if (!limit)
 				continue;
-			if (name)
+			if (name) {
 				MP_CHECK(sem_post(sem));
-			else if (bounded_post(sh, sem, (int)slots) == -1)
-				atomic_fetch_add(&sh->refused, 1);
+				continue;
+			}
+			if (bounded_post(sh, sem, (int)slots) == 0)
+				continue;
+			if (errno == ETIMEDOUT)
+				break; /* no post_lock: counted in gave_up */
+			atomic_fetch_add(&sh->refused, 1);
 		}
 		if (name)
 			MP_CHECK(sem_close(sem));
 		_exit(EXIT_SUCCESS);
 	}
+	MP_CHECK(nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL));
+	if (held == 0)
+		MP_CHECK_PT(pthread_mutex_unlock(&sh->post_lock));
+	else
+		atomic_fetch_add(&sh->gave_up, 1);
 	mp_wait_all();
 	return atomic_load(&sh->max_inside);
 }
@@ -181,16 +252,21 @@ int main(int argc, char *argv[])
 
 	MP_CHECK(sem_unlink(sem_name));
 	MP_CHECK(mp_cancel_cleanup(mp_cleanup_sem, sem_name));
+	bool gone = access(path, F_OK) == -1 && errno == ENOENT;
 	mp_say("parent", "sem_open by name in each child: at most %d inside "
 	       "at once (slots %ld); sem_unlink", max_named, slots);
 
 	/* 3. Timed waits: take every slot, then ask for one more. */
-	for (long i = 0; i < slots; i++)
-		MP_CHECK(sem_trywait(named));
-	int busy = sem_trywait(named) == -1 ? errno : 0;
+	long took = 0; /* fewer than K: a post went missing above */
+	int busy = 0;
 
-	mp_say("parent", "took all %ld slots; sem_trywait: %s (acquire(block="
-	       "False) is False)", slots, mp_errname(busy));
+	while ((busy = sem_trywait(named) == -1 ? errno : 0) == 0 &&
+	       took < slots)
+		took++;
+	if (busy != 0 && busy != EAGAIN)
+		mp_die_en(busy, "sem_trywait");
+	mp_say("parent", "took %ld of %ld slots; sem_trywait: %s (acquire("
+	       "block=False) is False)", took, slots, mp_errname(busy));
 	/* The deadline is absolute, on CLOCK_REALTIME (a clock that can be
 	 * set); glibc's sem_clockwait() accepts CLOCK_MONOTONIC instead. */
 	struct timespec dl;
@@ -205,7 +281,7 @@ int main(int argc, char *argv[])
 
 	mp_say("parent", "sem_timedwait: %s after %.1f ms (acquire(timeout="
 	       "%g) is False)", mp_errname(timed), waited_ms, TIMEOUT_MS / 1e3);
-	for (long i = 0; i < slots + (timed == 0); i++)
+	for (long i = 0; i < took + (busy == 0) + (timed == 0); i++)
 		MP_CHECK(sem_post(named));
 
 	/* 4. One release too many, by a child: a plain sem_post takes the
@@ -228,20 +304,36 @@ int main(int argc, char *argv[])
 	/* 5. Clean up and check. */
 	MP_CHECK(sem_close(named));
 	MP_CHECK(sem_destroy(&sh->slots));
-	MP_CHECK_PT(pthread_mutex_destroy(&sh->post_lock));
+	int held_on = pthread_mutex_destroy(&sh->post_lock); /* EBUSY */
 
+	if (held_on != 0 && held_on != EBUSY) /* EBUSY: an unlock missing */
+		mp_die_en(held_on, "pthread_mutex_destroy");
+
+	/* With work inside, K workers overlap at some point: a maximum below
+	 * K means a semaphore made with less than K.  With none, they need
+	 * not overlap, and only "at most K" is judged. */
 	long entries = atomic_load(&sh->entries), want = 2 * procs * rounds;
-	bool ok = max_unnamed <= slots && max_named <= slots &&
+	long full = procs < slots ? procs : slots;
+	bool filled = work_us == 0 || (max_unnamed == full && max_named == full);
+	/* Every child joined: none left running, none left a zombie. */
+	bool reaped = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
+
+	if (!reaped)
+		mp_say("parent", "a child was never joined (no waitpid)");
+	bool ok = max_unnamed <= slots && max_named <= slots && filled &&
+		  gone && atomic_load(&sh->gave_up) == 0 && took == slots &&
+		  held_on == 0 &&
 		  entries == want && atomic_load(&sh->refused) == 0 &&
 		  busy == EAGAIN && timed == ETIMEDOUT &&
 		  waited_ms >= TIMEOUT_MS - 1 &&
 		  after == (int)slots + 1 && sh->post_err == EOVERFLOW &&
-		  bounded == (int)slots;
+		  bounded == (int)slots && reaped;
 
 	printf("result: max inside %d,%d (K=%ld), entries %ld/%ld, %s, bounded "
-	       "post %s, value %d %s\n", max_unnamed, max_named, slots, entries,
-	       want, mp_errname(timed), sh->post_err ? "refused" : "NOT refused",
-	       bounded, ok ? "OK" : "MISMATCH");
+	       "post %s, value %d, name %s %s\n", max_unnamed, max_named,
+	       slots, entries, want, mp_errname(timed),
+	       sh->post_err ? "refused" : "NOT refused", bounded,
+	       gone ? "gone" : "STILL THERE", ok ? "OK" : "MISMATCH");
 	MP_CHECK(mp_shm_free(sh, sizeof *sh));
 	return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -41,7 +41,8 @@
  *                  wait ETIMEDOUT then get yes, 32/32 callbacks OK      (one line)
  * Try this: --workers 64: every task starts at once, and imap_unordered
  *          comes out in exact reverse order (7 6 5 ... 0).  --workers 2
- *          --tasks 16: two at a time, it comes out as 1 0 2 3 5 4 6 7 ...
+ *          --tasks 16: two at a time, neighbours swap places, e.g. 1 0 2 3 5
+ *          4 7 6 ... (the pairs that swap vary from run to run).
  */
 #include "mp.h"
 

@@ -17,16 +17,22 @@
  *          [parent 18121 +0.3ms] received: [9] page on-call, [7] restore, [5] reindex a, [5] reindex b, [5] reindex c, [2] report, [1] backup, [0] vacuum
  *          [parent 18121 +0.3ms] full queue, O_NONBLOCK: mq_send EAGAIN; a 16-byte buffer: mq_receive EMSGSIZE
  *          [parent 18121 +100.4ms] empty queue: mq_timedreceive ETIMEDOUT after 100.1 ms
- *          [parent 18121 +106.7ms] 3 workers took 3000 tasks (ids sum 4498500), each STOP after the last task
+ *          [parent 18121 +106.7ms] 3 workers took 3000 tasks (ids sum 4498500), 3 STOP after the last task
  *          [parent 18121 +106.8ms] mq_unlink: /dev/mqueue/mpp-priority_queue_example-tasks-18121 is gone
  *          result: order highest-first, EAGAIN+EMSGSIZE+ETIMEDOUT, 3000/3000 tasks OK
  * Try this: cat /dev/mqueue/<name> while it runs with --tasks 100000000
  *          (QSIZE is the bytes queued); --workers 1 shows the same order.
+ *          Send the STOPs at priority 9: workers leave before the last
+ *          tasks, the queue stays full, and after 2 s the verdict says
+ *          MISMATCH; drop the mq_setattr(O_NONBLOCK): the send to a full
+ *          queue waits (ETIMEDOUT after 2 s), not EAGAIN: MISMATCH.
  */
 #include "mp.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <mqueue.h>
+#include <sys/wait.h>
 
 enum { MAXMSG = 8, MSGSIZE = 64, MAX_WORKERS = 16 };
 #define STOP_ID (-1L)  /* a worker's sentinel, at priority 0 */
@@ -40,21 +46,49 @@ struct shared {
 	_Atomic long count, sum;
 };
 
-static void send_task(mqd_t mq, long id, const char *text, unsigned prio)
+/* now + s seconds on CLOCK_REALTIME, the clock of mq_timedsend and
+ * mq_timedreceive: every send and receive below is bounded, so that a
+ * broken lesson (a STOP sent too early, a worker without one) ends with a
+ * MISMATCH instead of waiting forever on a full or empty queue. */
+static struct timespec in_s(long s)
 {
-	struct msg m = { .id = id };
+	struct timespec t;
 
-	snprintf(m.text, sizeof m.text, "%s", text);
-	MP_CHECK(mq_send(mq, (const char *)&m, sizeof m, prio));
+	MP_CHECK(clock_gettime(CLOCK_REALTIME, &t));
+	t.tv_sec += s;
+	return t;
 }
 
-/* Receive into a buffer of mq_msgsize bytes (a smaller one: EMSGSIZE). */
+enum { BOUND_S = 2 }; /* nobody here waits that long on a healthy queue */
+
+/* mq_send, bounded: false when the queue stayed full for BOUND_S. */
+static bool send_task(mqd_t mq, long id, const char *text, unsigned prio)
+{
+	struct msg m = { .id = id };
+	struct timespec t = in_s(BOUND_S);
+
+	snprintf(m.text, sizeof m.text, "%s", text);
+	if (mq_timedsend(mq, (const char *)&m, sizeof m, prio, &t) == 0)
+		return true;
+	if (errno != ETIMEDOUT)
+		mp_die("mq_timedsend");
+	return false;
+}
+
+/* Receive into a buffer of mq_msgsize bytes (a smaller one: EMSGSIZE),
+ * bounded: id STOP_ID when the queue stayed empty for BOUND_S, with *prio
+ * set to UINT_MAX so that nobody mistakes it for a real STOP. */
 static struct msg recv_task(mqd_t mq, unsigned *prio)
 {
 	char buf[MSGSIZE];
-	struct msg m;
-	ssize_t n = mq_receive(mq, buf, sizeof buf, prio);
+	struct msg m = { .id = STOP_ID };
+	struct timespec t = in_s(BOUND_S);
+	ssize_t n = mq_timedreceive(mq, buf, sizeof buf, prio, &t);
 
+	if (n == -1 && errno == ETIMEDOUT) {
+		*prio = UINT_MAX;
+		return m;
+	}
 	MP_CHECK(n);
 	if (n != sizeof m)
 		mp_die("mq_receive: %zd bytes, want %zu", n, sizeof m);
@@ -90,12 +124,17 @@ static bool order(mqd_t mq)
 	char line[400] = "";
 	bool ok = true;
 
-	if (mp_fork() == 0) {
+	pid_t pid = mp_fork();
+
+	if (pid == 0) {
 		for (long i = 0; i < MAXMSG; i++)
-			send_task(mq, i, in[i].what, in[i].prio);
+			if (!send_task(mq, i, in[i].what, in[i].prio))
+				_exit(1);
 		_exit(0);
 	}
-	mp_wait_all();  /* all eight are queued before the first receive */
+	int st = mp_waitpid(pid); /* all eight are queued before receiving */
+
+	ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
 	for (int i = 0; i < MAXMSG; i++) {
 		unsigned prio;
 		struct msg m = recv_task(mq, &prio);
@@ -112,18 +151,24 @@ static bool order(mqd_t mq)
 /* 3 and 4. The limits: a full queue, a short buffer, an empty queue. */
 static bool limits(mqd_t mq)
 {
-	struct mq_attr nonblock = { .mq_flags = O_NONBLOCK }, old;
+	struct mq_attr nonblock = { .mq_flags = O_NONBLOCK }, old = { 0 };
 	char small[16] = "";  /* sent (refused) and received into (too small) */
 	unsigned prio;
 
+	bool filled = true;
+
 	for (long i = 0; i < MAXMSG; i++)
-		send_task(mq, i, "filler", 3);
+		filled &= send_task(mq, i, "filler", 3);
 	MP_CHECK(mq_setattr(mq, &nonblock, &old));
-	int full = mq_send(mq, small, sizeof small, 3) == -1 ? errno : 0;
+	/* With O_NONBLOCK the timeout is not used: EAGAIN at once.  (Without
+	 * it, this send would wait for room: ETIMEDOUT after BOUND_S.) */
+	struct timespec t = in_s(BOUND_S);
+	int full = mq_timedsend(mq, small, sizeof small, 3, &t) == -1 ? errno
+								      : 0;
 	int shrt = mq_receive(mq, small, sizeof small, &prio) == -1 ? errno : 0;
 
 	MP_CHECK(mq_setattr(mq, &old, NULL));
-	for (long i = 0; i < MAXMSG; i++)
+	for (long i = 0; i < MAXMSG + (full == 0); i++)
 		recv_task(mq, &prio);
 	mp_say("parent", "full queue, O_NONBLOCK: mq_send %s; a %zu-byte "
 	       "buffer: mq_receive %s", mp_errname(full),
@@ -147,8 +192,8 @@ static bool limits(mqd_t mq)
 
 	mp_say("parent", "empty queue: mq_timedreceive %s after %.1f ms",
 	       mp_errname(timed), ms);
-	return full == EAGAIN && shrt == EMSGSIZE && timed == ETIMEDOUT &&
-	       ms >= 99.0;
+	return filled && full == EAGAIN && shrt == EMSGSIZE &&
+	       timed == ETIMEDOUT && ms >= 99.0;
 }
 
 /* 5. Workers take tasks until a STOP.  STOPs go last, at priority 0, so
@@ -168,18 +213,35 @@ static bool workers(mqd_t mq, struct shared *sh, long nworkers, long ntasks)
 		}
 		sh->count += count;
 		sh->sum += sum;
-		_exit(0);
+		_exit(prio == 0 ? 0 : 1); /* 1: no STOP came */
 	}
-	for (long i = 0; i < ntasks; i++)  /* blocks while 8 are queued */
-		send_task(mq, i, "task", 1 + (unsigned)(i % 9));
-	for (long w = 0; w < nworkers; w++)
-		send_task(mq, STOP_ID, "STOP", 0);
-	mp_wait_all();
+	bool sent = true;
+
+	for (long i = 0; sent && i < ntasks; i++) /* waits while 8 queued */
+		sent = send_task(mq, i, "task", 1 + (unsigned)(i % 9));
+	for (long w = 0; sent && w < nworkers; w++)
+		sent = send_task(mq, STOP_ID, "STOP", 0);
+	if (!sent)
+		mp_say("parent", "the queue stayed full for %d s: the workers "
+		       "stopped early", BOUND_S);
+	long stopped = 0; /* workers that left on a STOP, not a timeout */
+
+	for (long w = 0; w < nworkers; w++) {
+		int st;
+		pid_t pid;
+
+		while ((pid = wait(&st)) == -1 && errno == EINTR)
+			;
+		MP_CHECK(pid);
+		stopped += WIFEXITED(st) && WEXITSTATUS(st) == 0;
+	}
 	long want = ntasks * (ntasks - 1) / 2;
 
-	mp_say("parent", "%ld workers took %ld tasks (ids sum %ld), each STOP "
-	       "after the last task", nworkers, (long)sh->count, (long)sh->sum);
-	return sh->count == ntasks && sh->sum == want;
+	mp_say("parent", "%ld workers took %ld tasks (ids sum %ld), %ld STOP "
+	       "after the last task", nworkers, (long)sh->count, (long)sh->sum,
+	       stopped);
+	return sent && stopped == nworkers && sh->count == ntasks &&
+	       sh->sum == want;
 }
 
 int main(int argc, char *argv[])
@@ -233,7 +295,12 @@ int main(int argc, char *argv[])
 	mp_say("parent", "mq_unlink: %s %s", path, gone ? "is gone"
 							: "is STILL THERE");
 	MP_CHECK(mp_shm_free(sh, sizeof *sh));
-	bool ok = sorted && limited && worked && gone;
+	/* Every child joined: none left running, none left a zombie. */
+	bool reaped = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
+
+	if (!reaped)
+		mp_say("parent", "a child was never joined (no waitpid)");
+	bool ok = sorted && limited && worked && gone && reaped;
 
 	printf("result: order %s, %s, %ld/%ld tasks %s\n",
 	       sorted ? "highest-first" : "WRONG", limited ?

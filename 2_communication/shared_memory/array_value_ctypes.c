@@ -25,9 +25,11 @@
  *          [parent 4320 +164.1ms] the same counters padded to 64 bytes each: 0.25 ns/increment
  *          [parent 4320 +164.1ms] (CPU time, median of 5 runs of 2 workers pinned to CPUs 0 and 1)
  *          result: lost 58976 without a lock, 52191 with a lock per access; get_lock=80000 atomic=80000
- *                  expected=80000; slots exact, packed/padded 8.5x (2x at least) OK      (one line)
+ *                  expected=80000; slots exact, padded 64 B apart, packed/padded 8.5x (2x at least) OK      (one line)
  * Try this: delete the alignas(LINE) of padded[]: both layouts share a
- *          line, the ratio reads about 1x and the verdict says MISMATCH;
+ *          line, the ratio reads about 1x, the slots are 8 B apart, and
+ *          the verdict says MISMATCH (the layout is judged even when a
+ *          busy machine leaves the timing unjudged);
  *          --procs 1 (no lost updates); delete the
  *          sched_yield() in gap() (losses then depend on the machine's
  *          load); make the mutex PTHREAD_MUTEX_NORMAL: the get_lock()
@@ -380,11 +382,34 @@ int main(int argc, char *argv[])
 		       "two workers never store at the same time: not measured");
 	}
 
+	/* The layout, judged whatever the timing: packed slots are 8 bytes
+	 * apart on one line, padded ones each start a line of their own. */
+	ptrdiff_t step = (char *)&sh->padded[1].v - (char *)&sh->padded[0].v;
+	bool layout = (uintptr_t)&sh->padded[0].v % LINE == 0 && step == LINE &&
+		      (char *)&sh->packed[1] - (char *)&sh->packed[0] ==
+			      (ptrdiff_t)sizeof(long);
+
+	if (!layout)
+		mp_say("parent", "padded slots %td bytes apart, not one %d-byte "
+		       "line each", step, LINE);
+
 	/* 4. Clean up and judge.  Lost updates are reported, not judged: a
 	 *    lucky run may lose none (the race is still there). */
-	MP_CHECK_PT(pthread_mutex_destroy(&sh->rlock));
+	int busy = pthread_mutex_destroy(&sh->rlock); /* EBUSY: still held */
+
+	if (busy != 0 && busy != EBUSY)
+		mp_die_en(busy, "pthread_mutex_destroy");
+	if (busy)
+		mp_say("parent", "pthread_mutex_destroy: EBUSY, still locked "
+		       "(an unlock missing)");
 	MP_CHECK(mp_shm_free(sh, sizeof *sh));
-	bool ok = locked == want && atomic == want && slots && fs_ok;
+	/* Every child joined: none left running, none left a zombie. */
+	bool reaped = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
+
+	if (!reaped)
+		mp_say("parent", "a child was never joined (no waitpid)");
+	bool ok = locked == want && atomic == want && slots && fs_ok && reaped &&
+		  busy == 0 && layout;
 	char fs[64];
 
 	if (fs_judged)
@@ -394,8 +419,8 @@ int main(int argc, char *argv[])
 		snprintf(fs, sizeof fs, "false sharing not judged (%s)",
 			 packed > 0 ? "busy machine" : "1 CPU");
 	printf("result: lost %ld without a lock, %ld with a lock per access; "
-	       "get_lock=%d atomic=%d expected=%ld; slots %s, %s %s\n",
-	       want - raw, want - each, locked, atomic, want,
-	       slots ? "exact" : "WRONG", fs, ok ? "OK" : "MISMATCH");
+	       "get_lock=%d atomic=%d expected=%ld; slots %s, padded %td B "
+	       "apart, %s %s\n", want - raw, want - each, locked, atomic, want,
+	       slots ? "exact" : "WRONG", step, fs, ok ? "OK" : "MISMATCH");
 	return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -5,6 +5,7 @@ per call.  One client (the C lesson runs several).  Stdlib only.
 
 Usage: python3 manager_dict_list.py [ROUNDS (1000)]
 """
+import os
 import signal
 import sys
 import time
@@ -30,8 +31,9 @@ def main():
     with Manager() as m:
         proxy = work(m.dict(), m.list(), rounds)
     plain = work({}, [], rounds)
-    print(f"[python3] Manager proxies: {proxy:.0f} ns per call; plain dict "
-          f"and list: {plain:.0f} ns; {proxy / plain:.0f}x", flush=True)
+    print(f"[python {os.getpid()}] Manager proxies: {proxy:.0f} ns per "
+          f"call; plain dict and list: {plain:.0f} ns; {proxy / plain:.0f}x",
+          flush=True)
 
 
 if __name__ == "__main__":

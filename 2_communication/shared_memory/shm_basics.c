@@ -247,7 +247,12 @@ int main(int argc, char *argv[])
 	MP_CHECK(munmap(s, total));
 
 	/* 5. The verdict. */
-	bool ok = named_ok && memfd_ok && gone && still == named_sum;
+	/* Every child joined: none left running, none left a zombie. */
+	bool reaped = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
+
+	if (!reaped)
+		mp_say("parent", "a child was never joined (no waitpid)");
+	bool ok = named_ok && memfd_ok && gone && still == named_sum && reaped;
 
 	printf("result: named fnv1a=%016" PRIx64 " %s, memfd fnv1a=%016" PRIx64
 	       " %s by another image, name %s %s\n", named_sum,
