@@ -533,8 +533,12 @@ int main(int argc, char *argv[])
 		 * stay within 1.5x of each other; past them nothing gets
 		 * faster, and nothing is judged. */
 		bool judge = own && big && k <= usable;
+		/* An own time can come out too short (waits that overlapped
+		 * are subtracted twice), so an own speedup is compared no
+		 * higher than k, the most k workers can give. */
+		double pc = p < k ? p : k, tc = t < k ? t : k;
 		bool fine = p >= floor_for(k) && t >= floor_for(k) &&
-			    p / t < 1.5 && t / p < 1.5;
+			    pc / tc < 1.5 && tc / pc < 1.5;
 		char note[64] = "more workers than CPUs";
 
 		if (k <= usable && !judge)
