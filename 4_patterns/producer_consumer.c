@@ -44,7 +44,10 @@
  *   depend on the scheduler); the bound, the counts and the sums are exact.
  * Try this: --fault drop, --fault twice, --fault lifo: the check must say
  *          MISMATCH.  --producers 7 --consumers 3 --capacity 1 --items 997.
- *          --stop sentinel.  In Python, join a producer before the parent has
+ *          --stop sentinel.  In run_round(), drop the mp_queue_close() (a
+ *          consumer waits 2 s in vain) or put one STOP too few (the same,
+ *          in the backpressure rounds, which stop by STOP) or one too many
+ *          (it is left in the queue): MISMATCH within a few seconds.  In Python, join a producer before the parent has
  *          drained the queue: a process that put() items waits at exit for
  *          its feeder thread (Queue._finalize_join, registered by
  *          Queue._start_thread, run by util._exit_function as the child
@@ -60,14 +63,14 @@
 enum { MAX_PROCS = 16, TABLE_CAP = 1024, DEMO_ITEMS = 30, BP_ITEMS = 1000 };
 enum { EXIT_STUCK = 3 };  /* a child that waited WAIT_S for nothing */
 enum fault { NONE, DROP, TWICE, LIFO };
-#define WAIT_S 5.0   /* no put or get waits longer: a broken run still ends */
+#define WAIT_S 2.0   /* no put or get waits longer: a broken run still ends */
 #define STUCK_S 0.3  /* the demo's consumers wait this long for a STOP */
 #define STOP UINT32_MAX
 
 struct item { uint32_t producer, seq; };  /* 8 bytes, copied into the ring */
 
 struct run {
-	long producers, consumers, total, stops, slow_us, die_at;
+	long producers, consumers, total, slow_us, die_at;
 	bool sentinel, check;  /* check: record every item, count ahead */
 	enum fault fault;
 	double wait_s;
@@ -262,8 +265,8 @@ static void progress(struct shared *sh, const struct run *r)
 	}
 }
 
-/* One round: consumers, producers, then "no more" -- close(), or r->stops
- * STOPs once every producer is done (a STOP put earlier would stop a
+/* One round: consumers, producers, then "no more" -- close(), or one STOP
+ * per consumer once every producer is done (a STOP put earlier would stop a
  * consumer while items are still coming).  True if every child exited 0. */
 static bool run_round(struct shared *sh, const struct run *r, size_t cap)
 {
@@ -283,7 +286,7 @@ static bool run_round(struct shared *sh, const struct run *r, size_t cap)
 	progress(sh, r);
 	for (long p = 0; p < r->producers; p++)
 		ok &= reaped_ok(pid[r->consumers + p], "producer", false);
-	for (long c = 0; r->sentinel && c < r->stops; c++)
+	for (long c = 0; r->sentinel && c < r->consumers; c++)
 		if (mp_queue_put_timeout(q, &(struct item){ STOP, 0 },
 					 WAIT_S) == -1)
 			ok = false;  /* nobody takes them */
@@ -291,6 +294,7 @@ static bool run_round(struct shared *sh, const struct run *r, size_t cap)
 		MP_CHECK(mp_queue_close(q));  /* consumers drain, then get 0 */
 	for (long c = 0; c < r->consumers; c++)
 		ok &= reaped_ok(pid[c], "consumer", false);
+	ok &= mp_queue_qsize(q) == 0;  /* a STOP too many would wait here */
 	MP_CHECK(mp_queue_destroy(q));
 	return ok;
 }
@@ -319,9 +323,10 @@ static bool backpressure(struct shared *sh, long cap, long slow_us,
 {
 	bool ok = true;
 
-	for (int slow = 0; slow < 2; slow++) {
+	for (int slow = 0; slow < 2 && ok; slow++) {
 		struct run b = { .producers = 1, .consumers = 1,
 				 .total = BP_ITEMS, .check = true,
+				 .sentinel = true,
 				 .slow_us = slow ? slow_us : 0, .die_at = -1,
 				 .wait_s = WAIT_S };
 		char what[64] = "fast consumer";
@@ -485,13 +490,15 @@ static void table_run(struct shared *sh, struct row *x, long repeat,
 			 .total = x->items, .die_at = -1, .wait_s = WAIT_S };
 	double t[101];
 
-	for (long i = 0; i < repeat; i++) {
+	long i;
+
+	for (i = 0; i < repeat && *ok; i++) {
 		*ok &= run_round(sh, &r, TABLE_CAP) && sh->count == x->items &&
 		       sh->sum == want_sum(x->items, x->p);
 		t[i] = (double)(sh->t1 - sh->t0) / 1e9;
 	}
-	qsort(t, (size_t)repeat, sizeof *t, cmp_double);
-	x->s = t[repeat / 2];
+	qsort(t, (size_t)i, sizeof *t, cmp_double);
+	x->s = t[i / 2];
 	x->done = true;
 }
 
@@ -624,7 +631,7 @@ int main(int argc, char *argv[])
 		/* 1. The pattern: P producers, C consumers, every item
 		 *    recorded, then the run's "no more" by close or STOPs. */
 		struct run r = { .producers = np, .consumers = nc,
-				 .total = np * items, .stops = nc,
+				 .total = np * items,
 				 .sentinel = !strcmp(stop, "sentinel"),
 				 .check = true, .die_at = -1,
 				 .fault = (enum fault)fault, .wait_s = WAIT_S };
@@ -635,9 +642,13 @@ int main(int argc, char *argv[])
 		faults = conserved(sh, &r);
 		ahead = sh->max_ahead - nc;  /* beyond the consumers' hands */
 
-		/* 2. Backpressure, 1 -> 1: a fast consumer, then a slow one.
+		/* 2. Backpressure, 1 -> 1: a fast consumer, then a slow one,
+		 *    each stopped by a STOP (the main run by --stop).  A
+		 *    failed round ends the run: every later one would wait
+		 *    out its bounds the same way.
 		 * 3. Join before drain: nothing is left inside a producer. */
-		ok &= backpressure(sh, cap, slow_us, &ahead);
+		if (ok)
+			ok &= backpressure(sh, cap, slow_us, &ahead);
 		joined = join_before_drain(cap);
 
 		/* 4. Sentinels vs close(), where sentinels go wrong. */
@@ -654,11 +665,11 @@ int main(int argc, char *argv[])
 	bool sums = true, py_ok = true;
 
 	memcpy(py, c, sizeof py);
-	for (int k = 0; table_items && k < NSHAPE; k++) {
+	for (int k = 0; table_items && ok && k < NSHAPE; k++) {
 		c[k].items = table_items;
 		table_run(sh, &c[k], repeat, &sums);
 	}
-	if (table_items && py_items && mp_python3())
+	if (table_items && py_items && ok && mp_python3())
 		py_ok = run_python(py, py_items, &t);
 	else if (table_items && py_items && !csv)
 		mp_say("parent", "python: skipped, python3 was not found at "
@@ -682,9 +693,10 @@ int main(int argc, char *argv[])
 		printf("result: %ld items, %ld lost/twice/out of order; %ld "
 		       "ahead beyond consumers' hands (capacity %ld); join "
 		       "before drain %s; "
-		       "sentinel pitfalls %d/4; table sums %s%s %s\n",
+		       "sentinel pitfalls %d/4; table sums %s%s%s %s\n",
 		       np * items, faults, ahead, cap, joined ? "fine" :
 		       "FAILED", right, sums ? "exact" : "WRONG",
+		       ok ? "" : "; a round FAILED, the run stopped there",
 		       py_ok ? "" : ", python FAILED", all ? "OK" : "MISMATCH");
 	return all ? EXIT_SUCCESS : EXIT_FAILURE;
 }
