@@ -194,8 +194,11 @@ static void run_pool(struct mp_pool *pool, struct node *g, int total, int n,
 			fifo[tail++] = k;
 			s.submitted++;
 		}
-		if (head == tail)
-			mp_die("nothing ready and nothing running: a cycle?");
+		if (head == tail) {  /* a node waits for an input never sent */
+			mp_say("parent", "stuck: %ld of %d nodes done, none "
+			       "ready, none running", s.completed, total);
+			break;
+		}
 		/* Wait on the oldest call; every result that arrives
 		 * meanwhile runs its callback, which may fill the stack. */
 		if (mp_pool_wait(g[fifo[head]].h, 30.0) == -1)
@@ -450,8 +453,10 @@ int main(int argc, char *argv[])
 				     (char *[]){ a[0], a[1], a[2], list, NULL },
 				     120, twin_line, &tw);
 
-		if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
-			mp_die("python twin failed");
+		if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+			mp_say("parent", "the Python twin failed");
+			tw.rows = -1;  /* judged below */
+		}
 	} else {
 		tw.nsizes = 0;
 		mp_say("parent", "no Python twin (none found, or --python-max "
