@@ -138,7 +138,7 @@ static double round_trip(struct mp_pool *pool, mp_pool_fn fn, void *res)
 /* What ray_comparison_mpi printed (see its header). */
 struct mpi_figs {
 	int ranks, hosts, lines;
-	double task_us, actor_us, secs;
+	double task_us, actor_us, secs, stuck;  /* stuck: the driver gave up */
 	unsigned long long checksum, count, sum;
 	long long tasks, once;
 };
@@ -154,6 +154,10 @@ static void mpi_line(char *line, struct mpi_figs *f)
 			   &f->secs, &f->checksum, &f->once) == 4 ||
 		    sscanf(line, "mpi,actor,%llu,%llu", &f->count,
 			   &f->sum) == 2;
+	if (sscanf(line, "mpi,stuck,%lf", &f->stuck) == 1)
+		mp_say("parent", "5. the MPI driver waited %.1f s for a "
+		       "message that never came and aborted the ranks",
+		       f->stuck);
 }
 
 /* SIGKILL every child of this process (the kernel lists them). */
@@ -249,7 +253,7 @@ static int run_mpi(long np, const char *hostfile, long tasks, long work,
 	char buf[4096];
 	size_t len = 0;
 	int64_t deadline = mp_now_ns() +
-			   (int64_t)(20 + (double)tasks * (work + 1e4) * 1e-8) *
+			   (int64_t)(12 + (double)tasks * (work + 1e4) * 1e-8) *
 				   1000000000;
 
 	while (mp_now_ns() < deadline) {
