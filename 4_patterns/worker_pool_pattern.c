@@ -239,7 +239,8 @@ static double run_job(struct pool *p, int64_t n, int64_t us, int64_t batch,
 }
 
 /* Sentinels only at the end: a task re-queued behind them would never
- * run.  Each worker gets 2 s to leave, then SIGKILL. */
+ * run.  Each worker gets 2 s to leave, then SIGKILL (one sentinel too few
+ * shows there; one too many stays in the queue). */
 static bool stop_workers(struct pool *p)
 {
 	bool ok = true;
@@ -260,6 +261,7 @@ static bool stop_workers(struct pool *p)
 		MP_CHECK(close(p->pidfd[w]));
 	}
 	drain(p);  /* anything still queued is a duplicate */
+	ok &= mp_queue_qsize(p->tasks) == 0;  /* one sentinel per worker */
 	return ok && p->extra == 0;
 }
 
