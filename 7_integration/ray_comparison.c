@@ -49,8 +49,11 @@
  *          all of them submitted at once (as Ray's "async" figure).
  * Try this: make the actor a pool of 2 workers (step 1): the state is
  *          split between two processes and the verdict says MISMATCH;
- *          --work 10000000 (10 ms tasks: where Ray's overhead stops
- *          mattering); --np 3 (a single MPI worker).
+ *          in ray_comparison_mpi.c, drop a worker's DONE to the actor (the
+ *          driver waits 3 s for the final state, then aborts the ranks:
+ *          MISMATCH); --tasks 200 --work 10000000 (10 ms tasks, where
+ *          Ray's overhead stops mattering; about 10 s here); --np 3 (a
+ *          single MPI worker).
  */
 #define _GNU_SOURCE /* pipe2 */
 #include "mp.h"
