@@ -21,41 +21,50 @@
  *            1..10000)] [--fault none|drop|twice|lifo] [--table-items N
  *            (200000, 0..10^9)] [--repeat N (3, 1..101)] [--python-items N
  *            (20000, 0 skips)] [--csv]
- * Output:  (default build, 2 cores shared with other jobs; trimmed)
- *   [parent 4459 +0.0ms] 3 producers x 20000 items -> 2 consumers, capacity 64, stop by close
- *   [parent 4459 +73.2ms] 60000 items: 0 lost, 0 twice, 0 out of producer order; producers found the queue full 1077 times
- *   [parent 4459 +83.7ms] backpressure, fast consumer: full on 15 of 1000 puts (1.5%), waited 0.3 ms; at most 64 items ahead (bound: capacity + consumers = 65)
- *   [parent 4459 +258.1ms] backpressure, slow consumer (100 us an item): full on 936 of 1000 puts (93.6%), waited 162.7 ms; at most 65 items ahead (bound: capacity + consumers = 65)
- *   [parent 4459 +258.4ms] join before drain: a producer put 64 items and exited; waitpid() returned, 64 items still queued
- *   [parent 4459 +562.6ms] sentinels, 2 STOPs for 3 consumers: 2 stopped, 1 still waiting after 300 ms (without a timeout: forever, and so would join())
- *   [parent 4459 +563.1ms] close(), 3 consumers: 3 saw the end of the queue, 0 waiting: close() counts nobody
- *   [parent 4459 +563.7ms] sentinels, a consumer killed holding item 15: 29 of 30 done, 1 STOP left in the queue; a consumer started next takes it first: 0 of 5 new items done
- *   [parent 4459 +564.1ms] close(), the same death: 29 of 30 done, 0 left in the queue (the held item is lost either way; a closed queue takes no next round)
+ * Output:  (default build, 2 cores shared with other jobs, load 4; trimmed)
+ *   [parent 13710 +0.0ms] 3 producers x 20000 items -> 2 consumers,
+ *     capacity 64, stop by close
+ *   [parent 13710 +12.1ms] 60000 items: 0 lost, 0 twice, 0 out of producer
+ *     order; producers found the queue full 2580 times
+ *   [parent 13710 +203.4ms] backpressure, slow consumer (100 us an item):
+ *     full on 929 of 1000 puts (92.9%), waited 169.3 ms; at most 65 items
+ *     ahead (bound: capacity + consumers = 65)
+ *   [parent 13710 +203.7ms] join before drain: a producer put 64 items and
+ *     exited; waitpid() returned, 64 items still queued
+ *   [parent 13710 +504.4ms] sentinels, 2 STOPs for 3 consumers: 2 stopped,
+ *     1 still waiting after 300 ms (without a timeout: forever, and so
+ *     would join())
+ *   [parent 13710 +505.8ms] sentinels, a consumer killed holding item 15:
+ *     29 of 30 done, 1 STOP left in the queue; a consumer started next
+ *     takes it first: 0 of 5 new items done
  *   engine   shape     items   seconds      items/s  / python
- *   mp_queue   1x1    200000  0.006733     29706100    201.2x
- *   mp_queue   2x2    200000  0.014512     13781392     69.0x
- *   ...
- *   python     1x1     20000  0.135473       147631
- *   python: a producer that put 20000 items into a Queue() was still alive after join(timeout=0.5), gone once the parent drained the queue
- *   result: 60000 items, 0 lost/twice/out of order; 64 ahead beyond consumers' hands (capacity 64); join before drain fine; sentinel pitfalls 4/4; table sums exact OK
+ *   mp_queue   1x1    200000  0.012196     16399247     97.9x
+ *   python     1x1     20000  0.119365       167553
+ *   python: a producer that put 20000 items into a Queue() was still alive
+ *     after join(timeout=0.5), gone once the parent drained the queue
+ *   result: 60000 items, 0 lost/twice/out of order; 64 ahead beyond
+ *     consumers' hands (capacity 64); join before drain fine; sentinel
+ *     pitfalls 4/4; table sums exact OK                        (one line)
  *   With --csv: "engine,shape,items,seconds,items_per_s", one row per
  *   engine and shape (C: the median of --repeat runs; Python: one run of
- *   --python-items, fewer: the items column says so).  The full counts and the rates are measured, not judged (they
- *   depend on the scheduler); the bound, the counts and the sums are exact.
- * Try this: --fault drop, --fault twice, --fault lifo: the check must say
- *          MISMATCH.  --producers 7 --consumers 3 --capacity 1 --items 997.
+ *   --python-items).  The full counts and the rates are measured, not
+ *   judged (they depend on the scheduler); the bound, the counts, the
+ *   order and the sums are exact.
+ * Try this: --fault drop, --fault twice, --fault lifo: MISMATCH.
+ *          --producers 7 --consumers 3 --capacity 1 --items 997;
  *          --stop sentinel.  In run_round(), drop the mp_queue_close() (a
- *          consumer waits 2 s in vain) or put one STOP too few (the same,
+ *          consumer waits 2 s in vain) or put one STOP too few (the same
  *          in the backpressure rounds, which stop by STOP) or one too many
- *          (it is left in the queue): MISMATCH within a few seconds.  In Python, join a producer before the parent has
- *          drained the queue: a process that put() items waits at exit for
- *          its feeder thread (Queue._finalize_join, registered by
- *          Queue._start_thread, run by util._exit_function as the child
- *          ends) to push them into the pipe, which stays full until someone
- *          reads -- the deadlock the docs warn of under "Joining processes
- *          that use queues".  mp_queue cannot do that:
- *          put() has copied the item into shared memory before it returns,
- *          there is no buffer or thread left behind (the twin shows both).
+ *          (it is left in the queue): MISMATCH within a few seconds.
+ *          In Python, join a producer before the parent has drained the
+ *          queue: a process that put() items waits at exit for its feeder
+ *          thread (Queue._finalize_join, registered by Queue._start_thread,
+ *          run by util._exit_function as the child ends) to push them into
+ *          the pipe, which stays full until someone reads -- the deadlock
+ *          the docs warn of under "Joining processes that use queues".
+ *          mp_queue cannot do that: put() has copied the item into shared
+ *          memory before it returns; no buffer or thread is left behind
+ *          (the twin shows both).
  */
 #include "mp.h"
 
