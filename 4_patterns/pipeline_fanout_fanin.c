@@ -31,22 +31,33 @@
  *            reader, 2 transform, 3 writer)] [--slow-us N (50, 1..10000)]
  *            [--fault none|no-reorder] [--python-items N (20000, 0 skips)]
  *            [--csv]
- * Output:  (default build, 2 cores shared with other jobs, load 23)
- *   [parent 23823 +96.6ms] 100000 records, 1 reader -> 2 workers -> 1 writer: 100000 written, 5842 arrived out of order, the reorder buffer held at most 1025
- *   [parent 23823 +96.7ms] checksum of the output in order 74c56fbbdecbf285, serial 74c56fbbdecbf285
- *   [parent 23823 +96.7ms] 55 samples: queue 7% full on average (max 64 of 64), pipe 4% (max 13184 of 16384 bytes)
- *   [parent 23823 +488.6ms] 2 workers, queue of 64, slow reader    (50 us a record): queue   0% full, pipe   0% full, 7670 records/s
- *   [parent 23823 +668.2ms] 2 workers, queue of 64, slow transform (50 us a record): queue  98% full, pipe   0% full, 16762 records/s
- *   [parent 23823 +1140.0ms] 2 workers, queue of 64, slow writer    (50 us a record): queue 100% full, pipe  80% full, 6377 records/s
- *   [parent 23823 +1141.6ms] the writer killed after 1000 records: 2 of 2 workers got EPIPE from write() and closed the queue (0 found it closed), the reader got EPIPE from put(); all reaped 0.3 ms after the death
+ * Output:  (default build, 2 cores shared with other jobs, load 4; trimmed)
+ *   [parent 15352 +77.3ms] 100000 records, 1 reader -> 2 workers -> 1
+ *     writer: 100000 written, 390 arrived out of order, the reorder buffer
+ *     held at most 145
+ *   [parent 15352 +77.4ms] checksum of the output in order
+ *     74c56fbbdecbf285, serial 74c56fbbdecbf285
+ *   [parent 15352 +477.6ms] 2 workers, queue of 64, slow reader    (50 us
+ *     a record): queue   0% full, pipe   0% full, 7518 records/s
+ *   [parent 15352 +658.1ms] 2 workers, queue of 64, slow transform (50 us
+ *     a record): queue  98% full, pipe   0% full, 16777 records/s
+ *   [parent 15352 +1006.4ms] 2 workers, queue of 64, slow writer    (50 us
+ *     a record): queue 100% full, pipe  78% full, 8642 records/s
+ *   [parent 15352 +1012.2ms] the writer killed after 1000 records: 2 of 2
+ *     workers got EPIPE from write() and closed the queue (0 found it
+ *     closed), the reader got EPIPE from put(); all reaped 1.0 ms after
+ *     the death
  *   stage      processes     items   seconds   busy      items/s
- *   reader             1    100000  0.091338    45%      1094837
- *   transform          2    100000  0.091443    16%      1093577
- *   writer             1    100000  0.090947     4%      1099546
- *   pipeline           4    100000  0.091505             1092831
- *   python             4     20000  0.268196               74572
- *   python: with the writer killed, a worker's put() on the full Queue was still blocked after 0.5 s: nothing tells it the writer is gone
- *   result: 100000 of 100000 records, checksum of the output == serial; every stage ended cleanly; stalls where expected; dead writer -> EPIPE upstream yes OK
+ *   reader             1    100000  0.071788     6%      1392997
+ *   transform          2    100000  0.071983    28%      1389220
+ *   writer             1    100000  0.069332     3%      1442345
+ *   pipeline           4    100000  0.072122             1386537
+ *   python             4     20000  0.271747               73598
+ *   python: with the writer killed, a worker's put() on the full Queue was
+ *     still blocked after 0.5 s: nothing tells it the writer is gone
+ *   result: 100000 of 100000 records, checksum of the output == serial;
+ *     every stage ended cleanly; stalls where expected; dead writer ->
+ *     EPIPE upstream yes OK                                    (one line)
  *   With --csv: "stage,processes,items,seconds,busy,items_per_s", one row
  *   per stage, "pipeline" end to end, and "python" (its --python-items).
  *   Busy: the share of the span a stage's processes spent not waiting for a
