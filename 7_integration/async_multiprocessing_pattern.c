@@ -491,7 +491,7 @@ int main(int argc, char *argv[])
 	MP_CHECK(close(grace));
 	MP_CHECK(close(sfd));
 	MP_CHECK(close(ep));
-	if (stop_sig && !stuck) {  /* 7. Cancelled: everyone reaped, then 128 + sig */
+	if (stop_sig && !stuck) {  /* 7. Cancelled: all reaped, 128 + sig */
 		mp_say("loop",
 		       "stopped: %ld jobs finished, %ld needed SIGKILL "
 		       "after the grace period, %d children left",
