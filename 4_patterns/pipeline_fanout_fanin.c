@@ -69,6 +69,8 @@
  * Try this: --fault no-reorder (the writer emits records as they come: the
  *          checksum must say MISMATCH).  --slow-stage 2 --items 3000: the
  *          queue before the workers stays full, the pipe after them empty.
+ *          Drop the reorder buffer (emit in writer()): MISMATCH, also with
+ *          --workers 1, where the stall runs (2 workers) catch it.
  *          Delete the parent's close(fd[1]) in run(): the writer never reads
  *          EOF and gives up after 2 s (MISMATCH; the later steps are then
  *          skipped).  Keep fd[0] open in the workers: a dead writer no
@@ -588,16 +590,21 @@ static bool stalls_where_expected(struct shared *sh, long work, long slow_us)
 		struct cfg k = { STALL_ITEMS, 2, work, us, -1, (enum stage)s,
 				 true, false };
 		struct exits x = run(sh, &k, STALL_CAP, &o);
+		bool right = x.writer == 0 && x.reader == 0 &&
+			     x.workers_ok == 2 && sh->written == STALL_ITEMS &&
+			     sh->sum == serial(STALL_ITEMS, work);  /* order */
 
-		ok &= x.writer == 0 && x.reader == 0 && x.workers_ok == 2 &&
-		      sh->written == STALL_ITEMS;
+		ok &= right;
 		m[s][0] = o.n ? 100 * o.q1 / o.n : 0;
 		m[s][1] = o.n ? 100 * o.pipe / o.n : 0;
 		mp_say("parent", "2 workers, queue of %d, slow %-9s (%ld us a "
 		       "record): queue %3.0f%% full, pipe %3.0f%% full, %.0f "
-		       "records/s", STALL_CAP, name[s], us, m[s][0], m[s][1],
-		       STALL_ITEMS / secs(sh, READER, WRITER));
+		       "records/s%s", STALL_CAP, name[s], us, m[s][0], m[s][1],
+		       STALL_ITEMS / secs(sh, READER, WRITER), right ? "" :
+		       "; the output is WRONG (lost, or out of order)");
 	}
+	if (!ok)
+		mp_say("parent", "stalls: a run's output was wrong");
 	return ok && m[TRANSFORM][0] >= m[READER][0] + 25 &&
 	       m[WRITER][1] >= m[TRANSFORM][1] + 25;
 }
