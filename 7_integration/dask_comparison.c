@@ -40,7 +40,11 @@
  *                  run, 4590 of 4590 submissions (0 twice), Python roots
  *                  4/4 equal OK
  *          Timings are printed, not judged: on a shared machine they
- *          move by 2x from run to run; the values are judged.
+ *          move by 2x from run to run; the values are judged.  Neither
+ *          is the ready stack's order (LIFO, as Dask's): every leaf is
+ *          ready and submitted at once, so FIFO gives the same values.  A
+ *          node made ready too early, or never, shows (values differ, or
+ *          "stuck" and too few submissions).
  * Try this: in on_done(), make a node ready when its first input arrives
  *          (`--p->pending == 0` -> `p->pending-- > 0`): values go wrong and
  *          the verdict says so; --blocks 4096 --max-work 0 (tiny tasks: the
