@@ -51,7 +51,9 @@
  *          split between two processes and the verdict says MISMATCH;
  *          in ray_comparison_mpi.c, drop a worker's DONE to the actor (the
  *          driver waits 3 s for the final state, then aborts the ranks:
- *          MISMATCH); --tasks 200 --work 10000000 (10 ms tasks, where
+ *          MISMATCH); keep the write end of the pipe from mpirun open
+ *          in run_mpi() (drop close(fd[1])): no EOF a second after mpirun
+ *          exits, MISMATCH; --tasks 200 --work 10000000 (10 ms tasks, where
  *          Ray's overhead stops mattering; about 10 s here); --np 3 (a
  *          single MPI worker).
  */
@@ -142,6 +144,7 @@ static double round_trip(struct mp_pool *pool, mp_pool_fn fn, void *res)
 struct mpi_figs {
 	int ranks, hosts, lines;
 	double task_us, actor_us, secs, stuck;  /* stuck: the driver gave up */
+	bool eof;  /* the pipe from mpirun ended, as it must */
 	unsigned long long checksum, count, sum;
 	long long tasks, once;
 };
@@ -259,12 +262,27 @@ static int run_mpi(long np, const char *hostfile, long tasks, long work,
 			   (int64_t)(12 + (double)tasks * (work + 1e4) * 1e-8) *
 				   1000000000;
 
+	bool reaped = false;
+	int64_t gone = 0;
+
 	while (mp_now_ns() < deadline) {
 		struct pollfd p[2] = { { fd[0], POLLIN, 0 },
 				       { sfd, POLLIN, 0 } };
 
-		if (poll(p, 2, 1000) == -1 && errno != EINTR)
+		if (poll(p, 2, 100) == -1 && errno != EINTR)
 			mp_die("poll");
+		/* mpirun gone a second ago and still no EOF: some process
+		 * (this one?) holds a write end of the pipe. */
+		if (reaped && mp_now_ns() - gone > 1000000000)
+			break;
+		if (!reaped) {
+			pid_t w = waitpid(pid, &st, WNOHANG);
+
+			if (w == -1 && errno != EINTR)
+				mp_die("waitpid mpirun");
+			if ((reaped = w == pid))
+				gone = mp_now_ns();
+		}
 		if (p[1].revents) {
 			struct signalfd_siginfo si;
 
@@ -277,8 +295,12 @@ static int run_mpi(long np, const char *hostfile, long tasks, long work,
 			continue;
 		ssize_t got = read(fd[0], buf + len, sizeof buf - 1 - len);
 
-		if (got <= 0)
+		if (got == -1 && errno == EINTR)
+			continue;
+		if ((f->eof = got == 0))
 			break;  /* EOF: mpirun and its ranks are done */
+		if (got == -1)
+			mp_die("read from mpirun");
 		len += (size_t)got;
 		buf[len] = '\0';
 		char *line = buf, *nl;
@@ -290,9 +312,11 @@ static int run_mpi(long np, const char *hostfile, long tasks, long work,
 		len = strlen(line);
 		memmove(buf, line, len + 1);
 	}
-	bool reaped = false;
-
-	if (sig || mp_now_ns() >= deadline) {  /* stop it: TERM, then KILL */
+	if (!f->eof && !sig)
+		mp_say("parent", "5. mpirun %s, but its pipe gave no EOF: a "
+		       "write end is still open somewhere", reaped ? "exited" :
+		       "ran past its deadline");
+	if (!reaped && (sig || !f->eof)) {  /* stop it: TERM, then KILL */
 		kill(-pid, SIGTERM);
 		for (int i = 0; i < 200 && !reaped; i++) {
 			pid_t w = waitpid(pid, &st, WNOHANG);
@@ -448,6 +472,7 @@ int main(int argc, char *argv[])
 	int st = run_mpi(np, hostfile, tasks, work, &f);
 
 	mpi_ok = WIFEXITED(st) && WEXITSTATUS(st) == 0 && f.lines == 4 &&
+		 f.eof &&
 		 f.tasks == tasks && f.once == tasks &&
 		 f.checksum == checksum && f.count == want.count &&
 		 f.sum == want.sum;
