@@ -21,38 +21,50 @@
  *            1..10000)] [--fault none|drop|twice|lifo] [--table-items N
  *            (200000, 0..10^9)] [--repeat N (3, 1..101)] [--python-items N
  *            (20000, 0 skips)] [--csv]
- * Output:  (default build, 2 cores shared with other jobs; trimmed)
- *   [parent 4459 +0.0ms] 3 producers x 20000 items -> 2 consumers, capacity 64, stop by close
- *   [parent 4459 +73.2ms] 60000 items: 0 lost, 0 twice, 0 out of producer order; producers found the queue full 1077 times
- *   [parent 4459 +83.7ms] backpressure, fast consumer: full on 15 of 1000 puts (1.5%), waited 0.3 ms; at most 64 items ahead (bound: capacity + consumers = 65)
- *   [parent 4459 +258.1ms] backpressure, slow consumer (100 us an item): full on 936 of 1000 puts (93.6%), waited 162.7 ms; at most 65 items ahead (bound: capacity + consumers = 65)
- *   [parent 4459 +258.4ms] join before drain: a producer put 64 items and exited; waitpid() returned, 64 items still queued
- *   [parent 4459 +562.6ms] sentinels, 2 STOPs for 3 consumers: 2 stopped, 1 still waiting after 300 ms (without a timeout: forever, and so would join())
- *   [parent 4459 +563.1ms] close(), 3 consumers: 3 saw the end of the queue, 0 waiting: close() counts nobody
- *   [parent 4459 +563.7ms] sentinels, a consumer killed holding item 15: 29 of 30 done, 1 STOP left in the queue; a consumer started next takes it first: 0 of 5 new items done
- *   [parent 4459 +564.1ms] close(), the same death: 29 of 30 done, 0 left in the queue (the held item is lost either way; a closed queue takes no next round)
+ * Output:  (default build, 2 cores shared with other jobs, load 4; trimmed)
+ *   [parent 13710 +0.0ms] 3 producers x 20000 items -> 2 consumers,
+ *     capacity 64, stop by close
+ *   [parent 13710 +12.1ms] 60000 items: 0 lost, 0 twice, 0 out of producer
+ *     order; producers found the queue full 2580 times
+ *   [parent 13710 +203.4ms] backpressure, slow consumer (100 us an item):
+ *     full on 929 of 1000 puts (92.9%), waited 169.3 ms; at most 65 items
+ *     ahead (bound: capacity + consumers = 65)
+ *   [parent 13710 +203.7ms] join before drain: a producer put 64 items and
+ *     exited; waitpid() returned, 64 items still queued
+ *   [parent 13710 +504.4ms] sentinels, 2 STOPs for 3 consumers: 2 stopped,
+ *     1 still waiting after 300 ms (without a timeout: forever, and so
+ *     would join())
+ *   [parent 13710 +505.8ms] sentinels, a consumer killed holding item 15:
+ *     29 of 30 done, 1 STOP left in the queue; a consumer started next
+ *     takes it first: 0 of 5 new items done
  *   engine   shape     items   seconds      items/s  / python
- *   mp_queue   1x1    200000  0.006733     29706100    201.2x
- *   mp_queue   2x2    200000  0.014512     13781392     69.0x
- *   ...
- *   python     1x1     20000  0.135473       147631
- *   python: a producer that put 20000 items into a Queue() was still alive after join(timeout=0.5), gone once the parent drained the queue
- *   result: 60000 items, 0 lost/twice/out of order; 64 ahead beyond consumers' hands (capacity 64); join before drain fine; sentinel pitfalls 4/4; table sums exact OK
+ *   mp_queue   1x1    200000  0.012196     16399247     97.9x
+ *   python     1x1     20000  0.119365       167553
+ *   python: a producer that put 20000 items into a Queue() was still alive
+ *     after join(timeout=0.5), gone once the parent drained the queue
+ *   result: 60000 items, 0 lost/twice/out of order; 64 ahead beyond
+ *     consumers' hands (capacity 64); join before drain fine; sentinel
+ *     pitfalls 4/4; table sums exact OK                        (one line)
  *   With --csv: "engine,shape,items,seconds,items_per_s", one row per
  *   engine and shape (C: the median of --repeat runs; Python: one run of
- *   --python-items, fewer: the items column says so).  The full counts and the rates are measured, not judged (they
- *   depend on the scheduler); the bound, the counts and the sums are exact.
- * Try this: --fault drop, --fault twice, --fault lifo: the check must say
- *          MISMATCH.  --producers 7 --consumers 3 --capacity 1 --items 997.
- *          --stop sentinel.  In Python, join a producer before the parent has
- *          drained the queue: a process that put() items waits at exit for
- *          its feeder thread (Queue._finalize_join, registered by
- *          Queue._start_thread, run by util._exit_function as the child
- *          ends) to push them into the pipe, which stays full until someone
- *          reads -- the deadlock the docs warn of under "Joining processes
- *          that use queues".  mp_queue cannot do that:
- *          put() has copied the item into shared memory before it returns,
- *          there is no buffer or thread left behind (the twin shows both).
+ *   --python-items).  The full counts and the rates are measured, not
+ *   judged (they depend on the scheduler); the bound, the counts, the
+ *   order and the sums are exact.
+ * Try this: --fault drop, --fault twice, --fault lifo: MISMATCH.
+ *          --producers 7 --consumers 3 --capacity 1 --items 997;
+ *          --stop sentinel.  In run_round(), drop the mp_queue_close() (a
+ *          consumer waits 2 s in vain) or put one STOP too few (the same
+ *          in the backpressure rounds, which stop by STOP) or one too many
+ *          (it is left in the queue): MISMATCH within a few seconds.
+ *          In Python, join a producer before the parent has drained the
+ *          queue: a process that put() items waits at exit for its feeder
+ *          thread (Queue._finalize_join, registered by Queue._start_thread,
+ *          run by util._exit_function as the child ends) to push them into
+ *          the pipe, which stays full until someone reads -- the deadlock
+ *          the docs warn of under "Joining processes that use queues".
+ *          mp_queue cannot do that: put() has copied the item into shared
+ *          memory before it returns; no buffer or thread is left behind
+ *          (the twin shows both).
  */
 #include "mp.h"
 
@@ -60,14 +72,14 @@
 enum { MAX_PROCS = 16, TABLE_CAP = 1024, DEMO_ITEMS = 30, BP_ITEMS = 1000 };
 enum { EXIT_STUCK = 3 };  /* a child that waited WAIT_S for nothing */
 enum fault { NONE, DROP, TWICE, LIFO };
-#define WAIT_S 5.0   /* no put or get waits longer: a broken run still ends */
+#define WAIT_S 2.0   /* no put or get waits longer: a broken run still ends */
 #define STUCK_S 0.3  /* the demo's consumers wait this long for a STOP */
 #define STOP UINT32_MAX
 
 struct item { uint32_t producer, seq; };  /* 8 bytes, copied into the ring */
 
 struct run {
-	long producers, consumers, total, stops, slow_us, die_at;
+	long producers, consumers, total, slow_us, die_at;
 	bool sentinel, check;  /* check: record every item, count ahead */
 	enum fault fault;
 	double wait_s;
@@ -262,8 +274,8 @@ static void progress(struct shared *sh, const struct run *r)
 	}
 }
 
-/* One round: consumers, producers, then "no more" -- close(), or r->stops
- * STOPs once every producer is done (a STOP put earlier would stop a
+/* One round: consumers, producers, then "no more" -- close(), or one STOP
+ * per consumer once every producer is done (a STOP put earlier would stop a
  * consumer while items are still coming).  True if every child exited 0. */
 static bool run_round(struct shared *sh, const struct run *r, size_t cap)
 {
@@ -283,7 +295,7 @@ static bool run_round(struct shared *sh, const struct run *r, size_t cap)
 	progress(sh, r);
 	for (long p = 0; p < r->producers; p++)
 		ok &= reaped_ok(pid[r->consumers + p], "producer", false);
-	for (long c = 0; r->sentinel && c < r->stops; c++)
+	for (long c = 0; r->sentinel && c < r->consumers; c++)
 		if (mp_queue_put_timeout(q, &(struct item){ STOP, 0 },
 					 WAIT_S) == -1)
 			ok = false;  /* nobody takes them */
@@ -291,6 +303,7 @@ static bool run_round(struct shared *sh, const struct run *r, size_t cap)
 		MP_CHECK(mp_queue_close(q));  /* consumers drain, then get 0 */
 	for (long c = 0; c < r->consumers; c++)
 		ok &= reaped_ok(pid[c], "consumer", false);
+	ok &= mp_queue_qsize(q) == 0;  /* a STOP too many would wait here */
 	MP_CHECK(mp_queue_destroy(q));
 	return ok;
 }
@@ -319,9 +332,10 @@ static bool backpressure(struct shared *sh, long cap, long slow_us,
 {
 	bool ok = true;
 
-	for (int slow = 0; slow < 2; slow++) {
+	for (int slow = 0; slow < 2 && ok; slow++) {
 		struct run b = { .producers = 1, .consumers = 1,
 				 .total = BP_ITEMS, .check = true,
+				 .sentinel = true,
 				 .slow_us = slow ? slow_us : 0, .die_at = -1,
 				 .wait_s = WAIT_S };
 		char what[64] = "fast consumer";
@@ -485,13 +499,15 @@ static void table_run(struct shared *sh, struct row *x, long repeat,
 			 .total = x->items, .die_at = -1, .wait_s = WAIT_S };
 	double t[101];
 
-	for (long i = 0; i < repeat; i++) {
+	long i;
+
+	for (i = 0; i < repeat && *ok; i++) {
 		*ok &= run_round(sh, &r, TABLE_CAP) && sh->count == x->items &&
 		       sh->sum == want_sum(x->items, x->p);
 		t[i] = (double)(sh->t1 - sh->t0) / 1e9;
 	}
-	qsort(t, (size_t)repeat, sizeof *t, cmp_double);
-	x->s = t[repeat / 2];
+	qsort(t, (size_t)i, sizeof *t, cmp_double);
+	x->s = t[i / 2];
 	x->done = true;
 }
 
@@ -624,7 +640,7 @@ int main(int argc, char *argv[])
 		/* 1. The pattern: P producers, C consumers, every item
 		 *    recorded, then the run's "no more" by close or STOPs. */
 		struct run r = { .producers = np, .consumers = nc,
-				 .total = np * items, .stops = nc,
+				 .total = np * items,
 				 .sentinel = !strcmp(stop, "sentinel"),
 				 .check = true, .die_at = -1,
 				 .fault = (enum fault)fault, .wait_s = WAIT_S };
@@ -635,9 +651,13 @@ int main(int argc, char *argv[])
 		faults = conserved(sh, &r);
 		ahead = sh->max_ahead - nc;  /* beyond the consumers' hands */
 
-		/* 2. Backpressure, 1 -> 1: a fast consumer, then a slow one.
+		/* 2. Backpressure, 1 -> 1: a fast consumer, then a slow one,
+		 *    each stopped by a STOP (the main run by --stop).  A
+		 *    failed round ends the run: every later one would wait
+		 *    out its bounds the same way.
 		 * 3. Join before drain: nothing is left inside a producer. */
-		ok &= backpressure(sh, cap, slow_us, &ahead);
+		if (ok)
+			ok &= backpressure(sh, cap, slow_us, &ahead);
 		joined = join_before_drain(cap);
 
 		/* 4. Sentinels vs close(), where sentinels go wrong. */
@@ -654,11 +674,11 @@ int main(int argc, char *argv[])
 	bool sums = true, py_ok = true;
 
 	memcpy(py, c, sizeof py);
-	for (int k = 0; table_items && k < NSHAPE; k++) {
+	for (int k = 0; table_items && ok && k < NSHAPE; k++) {
 		c[k].items = table_items;
 		table_run(sh, &c[k], repeat, &sums);
 	}
-	if (table_items && py_items && mp_python3())
+	if (table_items && py_items && ok && mp_python3())
 		py_ok = run_python(py, py_items, &t);
 	else if (table_items && py_items && !csv)
 		mp_say("parent", "python: skipped, python3 was not found at "
@@ -682,9 +702,10 @@ int main(int argc, char *argv[])
 		printf("result: %ld items, %ld lost/twice/out of order; %ld "
 		       "ahead beyond consumers' hands (capacity %ld); join "
 		       "before drain %s; "
-		       "sentinel pitfalls %d/4; table sums %s%s %s\n",
+		       "sentinel pitfalls %d/4; table sums %s%s%s %s\n",
 		       np * items, faults, ahead, cap, joined ? "fine" :
 		       "FAILED", right, sums ? "exact" : "WRONG",
+		       ok ? "" : "; a round FAILED, the run stopped there",
 		       py_ok ? "" : ", python FAILED", all ? "OK" : "MISMATCH");
 	return all ? EXIT_SUCCESS : EXIT_FAILURE;
 }

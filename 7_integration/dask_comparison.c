@@ -40,7 +40,11 @@
  *                  run, 4590 of 4590 submissions (0 twice), Python roots
  *                  4/4 equal OK
  *          Timings are printed, not judged: on a shared machine they
- *          move by 2x from run to run; the values are judged.
+ *          move by 2x from run to run; the values are judged.  Neither
+ *          is the ready stack's order (LIFO, as Dask's): every leaf is
+ *          ready and submitted at once, so FIFO gives the same values.  A
+ *          node made ready too early, or never, shows (values differ, or
+ *          "stuck" and too few submissions).
  * Try this: in on_done(), make a node ready when its first input arrives
  *          (`--p->pending == 0` -> `p->pending-- > 0`): values go wrong and
  *          the verdict says so; --blocks 4096 --max-work 0 (tiny tasks: the
@@ -194,8 +198,11 @@ static void run_pool(struct mp_pool *pool, struct node *g, int total, int n,
 			fifo[tail++] = k;
 			s.submitted++;
 		}
-		if (head == tail)
-			mp_die("nothing ready and nothing running: a cycle?");
+		if (head == tail) {  /* a node waits for an input never sent */
+			mp_say("parent", "stuck: %ld of %d nodes done, none "
+			       "ready, none running", s.completed, total);
+			break;
+		}
 		/* Wait on the oldest call; every result that arrives
 		 * meanwhile runs its callback, which may fill the stack. */
 		if (mp_pool_wait(g[fifo[head]].h, 30.0) == -1)
@@ -450,8 +457,10 @@ int main(int argc, char *argv[])
 				     (char *[]){ a[0], a[1], a[2], list, NULL },
 				     120, twin_line, &tw);
 
-		if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
-			mp_die("python twin failed");
+		if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+			mp_say("parent", "the Python twin failed");
+			tw.rows = -1;  /* judged below */
+		}
 	} else {
 		tw.nsizes = 0;
 		mp_say("parent", "no Python twin (none found, or --python-max "

@@ -49,8 +49,13 @@
  *          all of them submitted at once (as Ray's "async" figure).
  * Try this: make the actor a pool of 2 workers (step 1): the state is
  *          split between two processes and the verdict says MISMATCH;
- *          --work 10000000 (10 ms tasks: where Ray's overhead stops
- *          mattering); --np 3 (a single MPI worker).
+ *          in ray_comparison_mpi.c, drop a worker's DONE to the actor (the
+ *          driver waits 3 s for the final state, then aborts the ranks:
+ *          MISMATCH); keep the write end of the pipe from mpirun open
+ *          in run_mpi() (drop close(fd[1])): no EOF a second after mpirun
+ *          exits, MISMATCH; --tasks 200 --work 10000000 (10 ms tasks, where
+ *          Ray's overhead stops mattering; about 10 s here); --np 3 (a
+ *          single MPI worker).
  */
 #define _GNU_SOURCE /* pipe2 */
 #include "mp.h"
@@ -138,7 +143,8 @@ static double round_trip(struct mp_pool *pool, mp_pool_fn fn, void *res)
 /* What ray_comparison_mpi printed (see its header). */
 struct mpi_figs {
 	int ranks, hosts, lines;
-	double task_us, actor_us, secs;
+	double task_us, actor_us, secs, stuck;  /* stuck: the driver gave up */
+	bool eof;  /* the pipe from mpirun ended, as it must */
 	unsigned long long checksum, count, sum;
 	long long tasks, once;
 };
@@ -154,6 +160,10 @@ static void mpi_line(char *line, struct mpi_figs *f)
 			   &f->secs, &f->checksum, &f->once) == 4 ||
 		    sscanf(line, "mpi,actor,%llu,%llu", &f->count,
 			   &f->sum) == 2;
+	if (sscanf(line, "mpi,stuck,%lf", &f->stuck) == 1)
+		mp_say("parent", "5. the MPI driver waited %.1f s for a "
+		       "message that never came and aborted the ranks",
+		       f->stuck);
 }
 
 /* SIGKILL every child of this process (the kernel lists them). */
@@ -253,15 +263,30 @@ static int run_mpi(long np, const char *hostfile, long tasks, long work,
 	char buf[4096];
 	size_t len = 0;
 	int64_t deadline = mp_now_ns() +
-			   (int64_t)(20 + (double)tasks * (work + 1e4) * 1e-8) *
+			   (int64_t)(12 + (double)tasks * (work + 1e4) * 1e-8) *
 				   1000000000;
+
+	bool reaped = false;
+	int64_t gone = 0;
 
 	while (mp_now_ns() < deadline) {
 		struct pollfd p[2] = { { fd[0], POLLIN, 0 },
 				       { sfd, POLLIN, 0 } };
 
-		if (poll(p, 2, 1000) == -1 && errno != EINTR)
+		if (poll(p, 2, 100) == -1 && errno != EINTR)
 			mp_die("poll");
+		/* mpirun gone a second ago and still no EOF: some process
+		 * (this one?) holds a write end of the pipe. */
+		if (reaped && mp_now_ns() - gone > 1000000000)
+			break;
+		if (!reaped) {
+			pid_t w = waitpid(pid, &st, WNOHANG);
+
+			if (w == -1 && errno != EINTR)
+				mp_die("waitpid mpirun");
+			if ((reaped = w == pid))
+				gone = mp_now_ns();
+		}
 		if (p[1].revents) {
 			struct signalfd_siginfo si;
 
@@ -274,8 +299,12 @@ static int run_mpi(long np, const char *hostfile, long tasks, long work,
 			continue;
 		ssize_t got = read(fd[0], buf + len, sizeof buf - 1 - len);
 
-		if (got <= 0)
+		if (got == -1 && errno == EINTR)
+			continue;
+		if ((f->eof = got == 0))
 			break;  /* EOF: mpirun and its ranks are done */
+		if (got == -1)
+			mp_die("read from mpirun");
 		len += (size_t)got;
 		buf[len] = '\0';
 		char *line = buf, *nl;
@@ -287,9 +316,11 @@ static int run_mpi(long np, const char *hostfile, long tasks, long work,
 		len = strlen(line);
 		memmove(buf, line, len + 1);
 	}
-	bool reaped = false;
-
-	if (sig || mp_now_ns() >= deadline) {  /* stop it: TERM, then KILL */
+	if (!f->eof && !sig)
+		mp_say("parent", "5. mpirun %s, but its pipe gave no EOF: a "
+		       "write end is still open somewhere", reaped ? "exited" :
+		       "ran past its deadline");
+	if (!reaped && (sig || !f->eof)) {  /* stop it: TERM, then KILL */
 		kill(-pid, SIGTERM);
 		for (int i = 0; i < 200 && !reaped; i++) {
 			pid_t w = waitpid(pid, &st, WNOHANG);
@@ -445,6 +476,7 @@ int main(int argc, char *argv[])
 	int st = run_mpi(np, hostfile, tasks, work, &f);
 
 	mpi_ok = WIFEXITED(st) && WEXITSTATUS(st) == 0 && f.lines == 4 &&
+		 f.eof &&
 		 f.tasks == tasks && f.once == tasks &&
 		 f.checksum == checksum && f.count == want.count &&
 		 f.sum == want.sum;

@@ -19,6 +19,8 @@
  *          mpi,latency,<task round trip us>,<actor call us>
  *          mpi,tasks,<tasks>,<seconds>,<checksum>,<indices answered once>
  *          mpi,actor,<count>,<sum>
+ *          or "mpi,stuck,<seconds>" and exit 3 when the driver waited that
+ *          long for a message that never came.
  */
 #include <mpi.h>
 #include <stdint.h>
@@ -56,6 +58,30 @@ static void check(int rc, const char *what)
 		fprintf(stderr, "ray_comparison_mpi: %s failed\n", what);
 		MPI_Abort(MPI_COMM_WORLD, 1);
 	}
+}
+
+/* The driver's receive, bounded: a message that has not come after `quiet`
+ * seconds never will (a rank lost a task or a DONE).  Then it says so and
+ * aborts every rank, instead of waiting for mpirun's caller to kill it. */
+static void recv_bounded(void *buf, int count, MPI_Datatype type, int from,
+			 int tag, MPI_Status *st, double quiet)
+{
+	double t0 = MPI_Wtime();
+	int flag = 0;
+
+	for (;;) {
+		check(MPI_Iprobe(from, tag, MPI_COMM_WORLD, &flag, st),
+		      "MPI_Iprobe");
+		if (flag)
+			break;
+		if (MPI_Wtime() - t0 > quiet) {
+			printf("mpi,stuck,%.1f\n", quiet);
+			fflush(stdout);
+			MPI_Abort(MPI_COMM_WORLD, 3);
+		}
+	}
+	check(MPI_Recv(buf, count, type, st->MPI_SOURCE, st->MPI_TAG,
+		       MPI_COMM_WORLD, st), "driver recv");
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -144,8 +170,9 @@ static double round_trip(int to, int tag, int reply)
 
 /* The driver: probes, then every task handed out one at a time to
  * whichever worker is free, then the actor's final state. */
-static void driver(int64_t tasks, int size)
+static void driver(int64_t tasks, int64_t work, int size)
 {
+	double quiet = 3 + (double)work * 1e-8;  /* > a task, 10 ns a step */
 	uint64_t *value = calloc((size_t)tasks, sizeof *value);
 	unsigned char *seen = calloc((size_t)tasks, 1);
 	int64_t next = 0, got = 0, msg[2];
@@ -168,8 +195,8 @@ static void driver(int64_t tasks, int size)
 		      "send first");
 	}
 	while (got < tasks) {
-		check(MPI_Recv(msg, 2, MPI_INT64_T, MPI_ANY_SOURCE, RESULT,
-			       MPI_COMM_WORLD, &st), "driver recv");
+		recv_bounded(msg, 2, MPI_INT64_T, MPI_ANY_SOURCE, RESULT, &st,
+			     quiet);
 		got++;
 		if (msg[0] >= 0 && msg[0] < tasks) {
 			value[msg[0]] = (uint64_t)msg[1];
@@ -185,8 +212,7 @@ static void driver(int64_t tasks, int size)
 
 	check(MPI_Send(msg, 1, MPI_INT64_T, ACTOR, FINAL, MPI_COMM_WORLD),
 	      "send final");
-	check(MPI_Recv(state, 2, MPI_UINT64_T, ACTOR, STATE, MPI_COMM_WORLD,
-		       MPI_STATUS_IGNORE), "recv final");
+	recv_bounded(state, 2, MPI_UINT64_T, ACTOR, STATE, &st, quiet);
 	int64_t once = 0;
 
 	for (int64_t i = 0; i < tasks; i++) {
@@ -252,7 +278,7 @@ int main(int argc, char *argv[])
 		}
 		printf("mpi,ranks,%d,%d\n", size, hosts);
 		free(all);
-		driver(tasks, size);
+		driver(tasks, work, size);
 	} else if (rank == ACTOR) {
 		actor(size - FIRST_WORKER);
 	} else {
