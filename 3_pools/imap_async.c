@@ -271,12 +271,14 @@ int main(int argc, char *argv[])
 	       ms_since(t0, mp_now_ns()), was_ready ? "true" : "false");
 	if (mp_pool_get(h, &d, MP_POOL_FOREVER) == -1)
 		mp_die("mp_pool_get(apply_async)");
+	int success = mp_pool_successful(h);  /* AsyncResult.successful() */
+
 	mp_pool_async_free(h);
 	bool timeout_ok = rc == -1 && wait_err == ETIMEDOUT && !was_ready &&
-			  d.value == 42 * 42;
+			  d.value == 42 * 42 && success == 1;
 
-	mp_say("parent", "   get() then gave %" PRId64 " at %.1f ms", d.value,
-	       ms_since(t0, mp_now_ns()));
+	mp_say("parent", "   get() then gave %" PRId64 " at %.1f ms, "
+	       "successful()=%d", d.value, ms_since(t0, mp_now_ns()), success);
 
 	/* 6. Fire and forget: apply_async with a callback, the handle freed at
 	 *    once; close() + join() wait for everything, running the callbacks. */

@@ -285,6 +285,9 @@ static bool run_round(struct shared *sh, const struct run *r, size_t cap)
 
 	if (!q)
 		mp_die("mp_queue_create");
+	/* Queue(maxsize) keeps its maxsize (_maxsize); ours its both sizes. */
+	ok &= mp_queue_capacity(q) == cap &&
+	      mp_queue_item_size(q) == sizeof(struct item);
 	memset(sh, 0, sizeof *sh + (r->check ? (size_t)r->total : 0));
 	for (long c = 0; c < r->consumers; c++)
 		if ((pid[c] = mp_fork()) == 0)
@@ -304,6 +307,7 @@ static bool run_round(struct shared *sh, const struct run *r, size_t cap)
 	for (long c = 0; c < r->consumers; c++)
 		ok &= reaped_ok(pid[c], "consumer", false);
 	ok &= mp_queue_qsize(q) == 0;  /* a STOP too many would wait here */
+	ok &= mp_queue_closed(q) == !r->sentinel;
 	MP_CHECK(mp_queue_destroy(q));
 	return ok;
 }

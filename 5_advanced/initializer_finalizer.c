@@ -315,7 +315,7 @@ int main(int argc, char *argv[])
 	       mp_errname(map_err), started, (uintmax_t)st.workers_retired,
 	       opens, done, byes, paired);
 
-	/*    terminate() (mp_pool_destroy without join) SIGKILLs the
+	/*    terminate() (mp_pool_terminate, no join) SIGKILLs the
 	 *    workers: no finalizer runs.  (Python's terminate() first sends
 	 *    sentinels, so idle workers may still leave normally: a race.) */
 	int inits0 = atomic_load(&sh->inits);
@@ -326,6 +326,7 @@ int main(int argc, char *argv[])
 		.finalizer = close_log });
 	if (!pool)
 		mp_die("mp_pool_create");
+	MP_CHECK(mp_pool_terminate(pool));
 	mp_pool_destroy(pool);
 	int killed_inits = atomic_load(&sh->inits) - inits0;
 	int killed_finals = atomic_load(&sh->finals) - finals0;
