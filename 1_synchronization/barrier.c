@@ -84,44 +84,6 @@ static void lockstep(struct shared *sh, int id, int procs, int phases)
 	}
 }
 
-/* The last bound.  pthread_barrier_wait has no timeout, and a barrier,
- * mutex or condition that is not process-shared loses its wake-ups across
- * processes: a broken lesson would hang.  This thread watches
- * sh->progress; when it stands still for longer than any wait of the
- * lesson may take, it gives the verdict and ends the run with status 1. */
-struct watch {
-	_Atomic long *progress;
-	double stall_s;
-};
-
-static void *watchdog(void *arg)
-{
-	const struct watch *w = arg;
-	long last = atomic_load(w->progress);
-	int64_t since = mp_now_ns();
-
-	while (mp_elapsed_s(since) < w->stall_s) {
-		nanosleep(&(struct timespec){ 0, 100 * 1000 * 1000 }, NULL);
-		long now = atomic_load(w->progress);
-
-		if (now != last) {
-			last = now;
-			since = mp_now_ns();
-		}
-	}
-	printf("result: no progress for %g s (a lost wake-up) MISMATCH\n",
-	       w->stall_s);
-	fprintf(stderr, "barrier: stuck for %g s\n", w->stall_s);
-	/* _exit(), not exit() or mp_fail(): the main thread may be inside
-	 * exit() itself (a child it waited for was stopped), and two exit()
-	 * calls at once can deadlock.  The children go too: mp_fork() asked
-	 * the kernel for a SIGTERM when their parent dies (PR_SET_PDEATHSIG),
-	 * and this lesson names no IPC object that would need unlinking. */
-	if (fflush(stdout) == EOF)
-		perror("fflush");
-	_exit(EXIT_FAILURE);
-}
-
 /* s seconds from now on CLOCK_MONOTONIC, the clock of our condition. */
 static struct timespec deadline_in(double s)
 {
@@ -258,11 +220,11 @@ int main(int argc, char *argv[])
 	struct shared *sh = mp_shm_alloc(sizeof *sh);
 	if (!sh)
 		mp_die("mp_shm_alloc");
-	struct watch w = { &sh->progress, 3 + timeout };
-	pthread_t wd;
-
-	MP_CHECK_PT(pthread_create(&wd, NULL, watchdog, &w));
-	MP_CHECK_PT(pthread_detach(wd));
+	/* The last bound (mp_watchdog): pthread_barrier_wait has no timeout,
+	 * and a barrier, mutex or condition that is not process-shared loses
+	 * its wake-ups across processes.  sh->progress standing still longer
+	 * than any wait of the lesson may take ends the run in MISMATCH. */
+	MP_CHECK_PT(mp_watchdog(3 + timeout, &sh->progress, "a lost wake-up"));
 	pthread_barrierattr_t ba;
 	MP_CHECK_PT(pthread_barrierattr_init(&ba));
 	MP_CHECK_PT(pthread_barrierattr_setpshared(&ba, PTHREAD_PROCESS_SHARED));

@@ -125,35 +125,6 @@ static bool round_of(struct shared *sh, int tickets, bool all, int taken,
 	return wait_for(sh, &sh->changed, counts_reached, 2, false);
 }
 
-/* The last bound.  A mutex that is not process-shared loses its wake-ups
- * across processes, and pthread_cond_timedwait re-takes the mutex with no
- * time limit, so no timed call can bound that.  Past the run's bound this
- * thread gives the verdict and ends the run with status 1. */
-static void *watchdog(void *arg)
-{
-	double bound = *(const double *)arg;
-	struct timespec t;
-
-	MP_CHECK(clock_gettime(CLOCK_MONOTONIC, &t));
-	int64_t ns = t.tv_nsec + (int64_t)(bound * 1e9);
-
-	t.tv_sec += ns / 1000000000;
-	t.tv_nsec = ns % 1000000000;
-	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL) != 0)
-		; /* EINTR: sleep on to the same deadline */
-	printf("result: no verdict within %g s (a lost wake-up) MISMATCH\n",
-	       bound);
-	fprintf(stderr, "%s: stuck for %g s\n", "conditions", bound);
-	/* _exit(), not exit() or mp_fail(): the main thread may be inside
-	 * exit() itself (a child it waited for was stopped), and two exit()
-	 * calls at once can deadlock.  The children go too: mp_fork() asked
-	 * the kernel for a SIGTERM when their parent dies (PR_SET_PDEATHSIG),
-	 * and this lesson names no IPC object that would need unlinking. */
-	if (fflush(stdout) == EOF)
-		perror("fflush");
-	_exit(EXIT_FAILURE);
-}
-
 /* pthread_mutex_destroy, where EBUSY (still locked: an unlock missing)
  * is a finding for the verdict, not a reason to die: true if destroyed. */
 static bool destroy_mutex(pthread_mutex_t *m)
@@ -210,10 +181,12 @@ int main(int argc, char *argv[])
 	 *    below gives up after 2 s, a waiter after WAITER_S, the whole run
 	 *    after the watchdog's bound: a broken lesson ends in MISMATCH. */
 	double bound = WAITER_S + 1 + timeout;
-	pthread_t wd;
 
-	MP_CHECK_PT(pthread_create(&wd, NULL, watchdog, &bound));
-	MP_CHECK_PT(pthread_detach(wd));
+	/* The last bound (mp_watchdog): a mutex that is not process-shared
+	 * loses its wake-ups across processes, and pthread_cond_timedwait
+	 * re-takes the mutex with no time limit, so no timed call bounds
+	 * that. */
+	MP_CHECK_PT(mp_watchdog(bound, NULL, "a lost wake-up"));
 	/* The parent holds the mutex while they start, so they queue on it:
 	 * its unlock must wake sleepers in other processes.  (A mutex that is
 	 * not process-shared would lose that wake-up: the watchdog's case.) */

@@ -118,35 +118,6 @@ static bool event_wait(struct event *ev, double timeout_s)
 	return up;
 }
 
-/* The last bound.  A mutex that is not process-shared loses its wake-ups
- * across processes, and pthread_cond_timedwait re-takes the mutex with no
- * time limit, so no timed call can bound that.  Past the run's bound this
- * thread gives the verdict and ends the run with status 1. */
-static void *watchdog(void *arg)
-{
-	double bound = *(const double *)arg;
-	struct timespec t;
-
-	MP_CHECK(clock_gettime(CLOCK_MONOTONIC, &t));
-	int64_t ns = t.tv_nsec + (int64_t)(bound * 1e9);
-
-	t.tv_sec += ns / 1000000000;
-	t.tv_nsec = ns % 1000000000;
-	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL) != 0)
-		; /* EINTR: sleep on to the same deadline */
-	printf("result: no verdict within %g s (a lost wake-up) MISMATCH\n",
-	       bound);
-	fprintf(stderr, "%s: stuck for %g s\n", "events", bound);
-	/* _exit(), not exit() or mp_fail(): the main thread may be inside
-	 * exit() itself (a child it waited for was stopped), and two exit()
-	 * calls at once can deadlock.  The children go too: mp_fork() asked
-	 * the kernel for a SIGTERM when their parent dies (PR_SET_PDEATHSIG),
-	 * and this lesson names no IPC object that would need unlinking. */
-	if (fflush(stdout) == EOF)
-		perror("fflush");
-	_exit(EXIT_FAILURE);
-}
-
 /* Take whatever job tokens (one byte each) the pipe holds now; 0 if none. */
 static long take_jobs(int fd)
 {
@@ -213,10 +184,12 @@ int main(int argc, char *argv[])
 	 *    below is bounded, and a watchdog bounds the whole run. */
 	double bound = (double)delay_ms / 1e3 + 2;
 	double wd_bound = timeout + bound + 2;
-	pthread_t wd;
 
-	MP_CHECK_PT(pthread_create(&wd, NULL, watchdog, &wd_bound));
-	MP_CHECK_PT(pthread_detach(wd));
+	/* The last bound (mp_watchdog): a mutex that is not process-shared
+	 * loses its wake-ups across processes, and pthread_cond_timedwait
+	 * re-takes the mutex with no time limit, so no timed call bounds
+	 * that. */
+	MP_CHECK_PT(mp_watchdog(wd_bound, NULL, "a lost wake-up"));
 	int64_t t0 = mp_now_ns();
 	bool early = event_wait(&sh->go, timeout);
 	double waited = mp_elapsed_s(t0);

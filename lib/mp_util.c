@@ -771,6 +771,62 @@ void mp_stop_on_signals(void)
 						      O_RDONLY | O_CLOEXEC));
 }
 
+/* ---- a last bound ------------------------------------------------------ */
+
+struct watchdog { double s; _Atomic long *progress; const char *why; };
+
+static void *watch_run(void *arg)
+{
+	struct watchdog w = *(struct watchdog *)arg;
+	long last = w.progress ? atomic_load(w.progress) : 0;
+	int64_t since = mp_now_ns();
+
+	free(arg);
+	while (mp_elapsed_s(since) < w.s) {
+		nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
+		if (w.progress && atomic_load(w.progress) != last) {
+			last = atomic_load(w.progress);
+			since = mp_now_ns();
+		}
+	}
+	printf("result: %s %g s (%s) MISMATCH\n", w.progress ?
+	       "no progress for" : "no verdict within", w.s, w.why);
+	fflush(stdout);
+	fprintf(stderr, "%s: stuck for %g s (%s)\n",
+		program_invocation_short_name, w.s, w.why);
+	stop_and_exit(EXIT_FAILURE);
+	return NULL;
+}
+
+int mp_watchdog(double seconds, _Atomic long *progress, const char *why)
+{
+	struct watchdog *w = malloc(sizeof *w);
+	pthread_attr_t a;
+	pthread_t t;
+	sigset_t all, old;
+	int err;
+
+	if (!w)
+		return ENOMEM;
+	*w = (struct watchdog){ seconds, progress, why };
+	/* The thread takes no signal: they stay with the lesson's thread. */
+	if (sigfillset(&all) == -1)
+		err = errno;
+	else if ((err = pthread_sigmask(SIG_SETMASK, &all, &old)) == 0) {
+		if ((err = pthread_attr_init(&a)) == 0) {
+			err = pthread_attr_setdetachstate(&a,
+						PTHREAD_CREATE_DETACHED);
+			if (!err)
+				err = pthread_create(&t, &a, watch_run, w);
+			pthread_attr_destroy(&a);
+		}
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
+	if (err)
+		free(w);
+	return err;
+}
+
 /* ---- Python twins ----------------------------------------------------- */
 
 const char *mp_python3(void)

@@ -220,6 +220,19 @@ void mp_cleanup_shm(void *name);  /* shm_unlink(name) */
 void mp_cleanup_sem(void *name);  /* sem_unlink(name) */
 void mp_cleanup_mq(void *name);   /* mq_unlink(name) */
 
+/* ---- a last bound ------------------------------------------------------ */
+
+/* A watchdog thread for the waits no timed call can bound (a wake-up lost
+ * on a mutex that is not process-shared: pthread_cond_timedwait re-takes
+ * its mutex with no time limit).  If the program still runs `seconds` from
+ * now -- or, with progress not NULL, `seconds` after *progress last
+ * changed -- it prints "result: no verdict within S s (why) MISMATCH"
+ * ("no progress for S s" with progress),
+ * stops and reaps the children, runs the cleanups and _exit(1)s (not
+ * exit(): the main thread may be inside exit() itself, and two exit()
+ * calls at once can deadlock).  Returns 0, or an error number. */
+int mp_watchdog(double seconds, _Atomic long *progress, const char *why);
+
 /* ---- Python twins ----------------------------------------------------- */
 
 /* Path of the python3 found when the project was configured, or NULL when

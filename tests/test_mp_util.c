@@ -667,6 +667,51 @@ static void test_fork_child_stops_when_its_parent_is_killed(void **state)
 	assert_exited(&r, 0);
 }
 
+/* A watchdog gives the verdict a stuck program cannot: after its bound it
+ * prints the MISMATCH line, stops the grandchild, unlinks the name and
+ * exits 1.  The child reports "<grandchild> <name>" first, on stderr's
+ * pipe, since stdout carries the verdict. */
+static void stuck_under_a_watchdog(void *arg)
+{
+	static char name[64];
+
+	(void)arg;
+	mp_stop_on_signals();
+	mp_ipc_name(name, sizeof name, "watched");
+	if (!mp_shm_create(name, 4096) ||
+	    mp_atcleanup(mp_cleanup_shm, name) == -1)
+		mp_die("mp_shm_create");
+	pid_t grandchild = mp_fork();
+
+	if (grandchild == 0)
+		for (;;)
+			pause();
+	fprintf(stderr, "%jd %s\n", (intmax_t)grandchild, name);
+	fflush(stderr);
+	if (mp_watchdog(0.2, NULL, "a test") != 0)
+		_exit(97);
+	for (;;)
+		pause();  /* stuck, as a lost wake-up would leave us */
+}
+
+static void test_watchdog_ends_a_stuck_run_with_mismatch(void **state)
+{
+	(void)state;
+	struct outcome r;
+	long grandchild = 0;
+	char name[64] = "";
+
+	run_child(stuck_under_a_watchdog, NULL, &r);
+	assert_exited(&r, 1);
+	assert_string_equal(r.out,
+			    "result: no verdict within 0.2 s (a test) MISMATCH\n");
+	assert_int_equal(sscanf(r.err, "%ld %63s", &grandchild, name), 2);
+	assert_int_equal(kill((pid_t)grandchild, 0), -1);
+	assert_int_equal(errno, ESRCH);
+	assert_int_equal(shm_open(name, O_RDONLY, 0), -1);
+	assert_int_equal(errno, ENOENT);
+}
+
 static void test_options_refuse_leading_blanks(void **state)
 {
 	(void)state;
@@ -881,6 +926,7 @@ int main(void)
 		cmocka_unit_test(test_closed_stdout_ends_quietly_and_cleans_up),
 		cmocka_unit_test(test_fork_child_stops_when_its_parent_is_killed),
 		cmocka_unit_test(test_options_refuse_leading_blanks),
+		cmocka_unit_test(test_watchdog_ends_a_stuck_run_with_mismatch),
 		cmocka_unit_test(test_atcleanup_holds_16_then_enomem),
 		cmocka_unit_test(test_python3_is_what_configure_found),
 		cmocka_unit_test(test_run_twin_hands_over_lines_and_status),
