@@ -387,7 +387,9 @@ int main(int argc, char *argv[])
 	/* 3. The parent loads the table too: fork's workers get this copy. */
 	preload_table();
 	mp_say("parent", "3. the parent built its own table: USS %.1f MiB "
-	       "here, %.1f MiB in the server", (double)uss_kib(getpid()) / 1024,
+	       "here, %.1f MiB in the server (USS, unique set size: the "
+	       "pages only this process maps, Private_Clean + Private_Dirty "
+	       "of /proc/PID/smaps_rollup)", (double)uss_kib(getpid()) / 1024,
 	       (double)uss_kib(fs->server_pid) / 1024);
 
 	/* 4. A lock made for the fork context and one made for spawn, both

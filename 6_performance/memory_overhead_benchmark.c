@@ -355,7 +355,10 @@ int main(int argc, char *argv[])
 		mp_die("mp_shm_alloc");
 	if (!csv)
 		mp_say("parent", "RSS, PSS, USS in KiB from /proc/PID/"
-		       "smaps_rollup, each worker idle when measured");
+		       "smaps_rollup, each worker idle when measured: RSS "
+		       "counts every page mapped, PSS splits a shared page "
+		       "among its sharers, USS counts only the pages no "
+		       "one else maps (Private_Clean + Private_Dirty)");
 
 	/* 1. A fork of this small process: nearly everything is shared. */
 	start(&p, 1, NULL, 0, 0, 0, NULL);
