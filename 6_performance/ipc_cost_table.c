@@ -19,8 +19,10 @@
  *          atomic_fetch_add.
  * How:     every run forks two fresh processes (or N, for locks) and the
  *          parent only watches the clock: a run that does not end in 10 s
- *          is killed and fails.  Messages carry their number and are
- *          checksummed word by word on arrival; every lock guards a plain
+ *          is killed and fails.  Messages carry their number, checked on
+ *          arrival with the last word, and every 8th is checksummed word
+ *          by word (summing every 64 KiB message would add a third to
+ *          the transfer it measures); every lock guards a plain
  *          "read, add one, write back" counter that must come out exact
  *          (lock workers run for --lock-ms, each pinned to its own CPU so
  *          that they really overlap).  Beside each row a probe runs the
@@ -39,33 +41,37 @@
  *          --full: 20000 rounds, 2000 messages, 200 ms per lock run,
  *          4 procs, 7 repeats, progress on stderr (options given beside
  *          it still win).
- * Output:  (release preset, 2 CPUs shared with other jobs, load 6; cut)
+ * Output:  (release preset, 2 CPUs, each side pinned to its own; cut)
  *   round trip, us     bytes   median      min..max         probe  ratio
- *   socketpair stream      8     8.57     8.30..8.93         8.66  0.96x
- *   TCP 127.0.0.1          8    12.61    12.52..12.81       12.61  0.99x
- *   SysV msg               8     5.79     5.78..5.83         5.63  1.03x
- *   shm + futex            8     4.98     4.91..5.02         4.91  1.00x
- *   shm + spin             8     2.76     2.74..2.83         2.66  1.03x
- *   eventfd                8     4.01     3.93..4.03         4.00  0.98x
+ *   pipe                   8    32.73    32.27..33.24       32.63  0.99x
+ *   socketpair stream      8    32.13    29.71..33.44       30.29  0.98x
+ *   SysV msg               8    34.08    33.75..35.72       34.73  0.97x
+ *   shm + futex            8    32.84    32.07..34.09       32.20  1.00x
+ *   shm + spin             8     0.60     0.47..0.77         0.46  1.01x
+ *   eventfd                8    32.05    31.81..33.44       31.90  1.00x
  *   bandwidth, MB/s    bytes   median      min..max         probe  ratio
- *   pipe               65536     4504     4089..4546         4870  1.07x
- *   SysV msg            8192     2025     2021..2026         2030  1.00x
- *   shm + futex        65536     9528     5841..9656        10767  1.12x
+ *   socketpair stream  65536     8506     8383..10095        9650  0.96x
+ *   SysV msg            8192     3389     2117..4035         3814  0.95x
+ *   shm + futex        65536     1813     1750..1815         1910  1.05x
+ *   shm + spin         65536    23256    23182..25916       23986  0.93x
  *   lock pair, ns      procs   median      min..max         probe  ratio
- *   pthread mutex          1     14.3     13.8..28.8         14.3  0.97x
- *     (procs: ns)  2: 26
- *   SysV semaphore         1    596.3    595.5..602.4       599.4  0.99x
- *     (procs: ns)  2: 12898
- *   flock                  1    618.1    615.9..619.6       614.0  1.00x
- *     (procs: ns)  2: 1113
- *   futex lock             1     12.2     12.1..12.2         12.1  1.00x
+ *   pthread mutex          1     13.9     13.9..14.0         14.0  0.99x
  *     (procs: ns)  2: 51
- *   py Pipe                8    19.24    18.02..21.43
- *   py Manager call        8    17.62    17.17..37.37
- *   py Lock                1    190.7    184.8..193.6
- *   29 of 30 rows within 1.2x of their probe
+ *   SysV semaphore         1    614.4    605.8..620.1       601.9  1.01x
+ *     (procs: ns)  2: 16468
+ *   flock                  1    623.1    618.2..624.0       616.1  1.00x
+ *     (procs: ns)  2: 1243
+ *   futex lock             1     12.1     12.0..12.3         12.0  1.00x
+ *     (procs: ns)  2: 47
+ *   py Pipe                8    36.22    34.58..38.96
+ *   py Manager call        8    18.67    17.98..37.46
+ *   py Lock                1    160.3    160.2..167.2
+ *   30 of 30 rows within 1.2x of their probe
  *   result: 11 mechanisms, every message intact; 9 locks, counters exact
  *     with up to 2 processes; median ratio 1.00x; python's exact OK
+ *   A round trip here is two wake-ups of a sleeping CPU (about 15 us
+ *   each on this VM); with both sides on one CPU (taskset -c 0) it is
+ *   two context switches instead, a few us.
  *   With --csv: table,name,param,median,min,max,probe_best,ratio.
  * Try this: --procs 4 (more processes than CPUs: watch the SysV semaphore
  *          and the spinlock); make spin_lock() return at once and watch
@@ -533,6 +539,11 @@ static _Noreturn void msg_side(const struct mech *m, struct ch *c,
 
 	if (!b)
 		mp_die("malloc");
+	/* Each side on its own CPU, measured and probe alike: left to the
+	 * scheduler, the two sometimes share one CPU (a wake-up is then a
+	 * switch, about 10x cheaper than waking another CPU) and sometimes
+	 * not, and a row would read both from run to run. */
+	pin(k);
 	for (size_t i = 0; i < BIG / 8; i++)  /* word 0: the number */
 		b->w[i] = i * 0x9E3779B97F4A7C15u;
 	uint64_t base = sum_words(b->w, size);
@@ -554,8 +565,14 @@ static _Noreturn void msg_side(const struct mech *m, struct ch *c,
 			xrecv(m, c, 1, b, size);
 			if (!probe && rt)
 				bad += b->w[0] != i;
-			else if (!probe)
-				good += sum_words(b->w, size) == base + i;
+			else if (!probe)  /* every 8th summed whole: a sum
+					   * of 64 KiB costs as much as a
+					   * third of the transfer */
+				good += i % 8 == 1 ?
+					sum_words(b->w, size) == base + i :
+					b->w[0] == i && (size < 16 ||
+					b->w[size / 8 - 1] == (size / 8 - 1) *
+					0x9E3779B97F4A7C15u);
 			if (rt)
 				xsend(m, c, 1, b, size);
 		}
