@@ -23,7 +23,7 @@
  * Usage:   queues_basic [--producers N (3, 1..16)] [--consumers N (2, 1..16)]
  *            [--per-producer N (20000, 1..10^6)] [--items N (200000,
  *            1..4*10^9)] [--repeat N (1, 1..101)] [--python-items N (20000,
- *            0..10^8; 0 skips Python)] [--csv]
+ *            0..10^8; 0 skips Python)] [--csv] [--plot [FILE.svg|png]]
  * Output:  (2 CPUs shared with other jobs, load 4.2; long lines cut at |)
  *   [parent 20459 +0.0ms] 3 producers x 20000 items -> 2 consumers, |
  *     capacity 64; every wait gives up after 3 s
@@ -84,6 +84,8 @@
  */
 #define _GNU_SOURCE /* syscall, pthread_mutex_clocklock, sched_setaffinity */
 #include "mp.h"
+
+#include <math.h>
 
 #include <limits.h>
 #include <sched.h>
@@ -649,7 +651,8 @@ int main(int argc, char *argv[])
 {
 	long nprod = 3, ncons = 2, per = 20000, items = 200000, repeat = 1;
 	long py_items = 20000;
-	bool csv = false;
+	bool csv = false, plot_flag = false;
+	const char *plot = mp_plot_option(&argc, argv);
 	const struct mp_opt opts[] = {
 		MP_OPT_L("producers", &nprod, 1, MAX_PROCS,
 			 "producer processes"),
@@ -664,6 +667,8 @@ int main(int argc, char *argv[])
 		MP_OPT_L("python-items", &py_items, 0, 100000000,
 			 "items for Python's Queue (0 skips Python)"),
 		MP_OPT_F("csv", &csv, "the figures alone, as CSV"),
+		MP_OPT_F("plot", &plot_flag, "draw items/s by processes, one "
+			 "line per engine; --plot FILE.svg|.png: into a file"),
 	};
 
 	mp_parse_options(argc, argv, "A bounded buffer between processes, "
@@ -795,6 +800,25 @@ int main(int argc, char *argv[])
 		if (py_ok && t.got)
 			printf("python,1,1,%ld,%.6f,%.0f\n", py_items, t.secs,
 			       (double)py_items / t.secs);
+	}
+	if (plot) {  /* x: processes in the run (1 -> 1, then P x C) */
+		bool py = py_ok && t.got;  /* a line for Python if it ran */
+		struct mp_table *pt = mp_table_new("a queue between "
+			"processes: items/s", "items/s", py ? "processes,"
+			"condvar,futex_ring,mp_queue,mp_queue_many,python" :
+			"processes,condvar,futex_ring,mp_queue,mp_queue_many");
+
+		if (!pt)
+			mp_die("mp_table_new");
+		pt->logy = true;
+		MP_CHECK(mp_table_add(pt, (double[]){ 2, med[COND],
+			med[FUTEX], med[MPQ], med[MPQ_MANY], py ?
+			(double)py_items / t.secs : NAN }));
+		MP_CHECK(mp_table_add(pt, (double[]){ (double)(nprod + ncons),
+			pxc[0], NAN, pxc[1], NAN, NAN }));
+		if (mp_plot(pt, plot) == -1 && errno != ENOENT)
+			mp_die("plot");
+		mp_table_free(pt);
 	}
 	MP_CHECK(mp_shm_free(sh, sizeof *sh));
 	ok = eng_ok[COND] && eng_ok[FUTEX] && eng_ok[MPQ] && eng_ok[MPQ_MANY] &&
