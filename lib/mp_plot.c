@@ -91,8 +91,12 @@ static int write_rows(const struct mp_table *t, FILE *f)
 
 			if (c && fputc(',', f) == EOF)
 				return -1;
-			if (!isnan(v) && fprintf(f, "%.6g", v) < 0)
+			if (!c && t->xnames) {
+				if (fputs(t->xnames[r], f) == EOF)
+					return -1;
+			} else if (!isnan(v) && fprintf(f, "%.6g", v) < 0) {
 				return -1;
+			}
 		}
 		if (fputc('\n', f) == EOF)
 			return -1;
@@ -152,10 +156,18 @@ int mp_table_script(const struct mp_table *t, const char *out, FILE *f)
 	if (fputs("set title ", f) == EOF || quoted(f, t->title) == -1 ||
 	    fputs("\nset xlabel ", f) == EOF || quoted(f, t->cols[0]) == -1 ||
 	    fputs("\nset ylabel ", f) == EOF || quoted(f, t->ylabel) == -1 ||
-	    fprintf(f, "\nset key top left autotitle columnhead\n%s%s"
-		    "plot for [i=2:%d] $data using 1:i with linespoints\n",
-		    t->logx ? "set logscale x 2\n" : "",
-		    t->logy ? "set logscale y\n" : "", t->ncols) < 0)
+	    fprintf(f, "\nset key top left autotitle columnhead\n%s%s",
+		    t->logx && !t->xnames ? "set logscale x 2\n" : "",
+		    t->logy ? "set logscale y\n" : "") < 0)
+		return -1;
+	if (t->xnames ?  /* bars by category, or lines over a number */
+	    fprintf(f, "set style data histograms\n"
+		    "set style fill solid border -1\n"
+		    "set xtics rotate by -30\n%s"
+		    "plot for [i=2:%d] $data using i:xtic(1)\n",
+		    t->logy ? "" : "set yrange [0:*]\n", t->ncols) < 0 :
+	    fprintf(f, "plot for [i=2:%d] $data using 1:i with linespoints\n",
+		    t->ncols) < 0)
 		return -1;
 	return fflush(f) == EOF ? -1 : 0;
 }

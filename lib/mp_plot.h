@@ -31,6 +31,11 @@ struct mp_table {
 	const char *cols[MP_TABLE_MAXCOLS];     /* column names */
 	int ncols;
 	bool logx, logy;                        /* logarithmic axes */
+	/* Categories instead of numbers on x (mechanisms, pairs of CPUs):
+	 * when set, row r's x is written as names[r] -- no comma in it --
+	 * and the chart is a bar chart, one bar per column in each group.
+	 * The caller keeps the names alive while the table is used. */
+	const char *const *xnames;
 	size_t nrows, cap;
 	double *cells;                          /* nrows x ncols, row-major */
 };

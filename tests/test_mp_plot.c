@@ -108,6 +108,46 @@ static void test_script_holds_the_data_and_draws_every_column(void **state)
 	mp_table_free(t);
 }
 
+/* Categories on x: names in the data, bars in the chart. */
+static void test_categories_make_a_bar_chart(void **state)
+{
+	(void)state;
+	static const char *const names[] = { "pipe", "eventfd" };
+	struct mp_table *t = mp_table_new("round trip", "us",
+					  "mechanism,median,probe");
+
+	assert_non_null(t);
+	assert_int_equal(mp_table_add(t, (double[]){ 0, 31.5, 31 }), 0);
+	assert_int_equal(mp_table_add(t, (double[]){ 1, 30, NAN }), 0);
+	t->xnames = names;
+	t->logx = true;  /* ignored: categories have no scale */
+	char *s = text_of(csv_as_script, t, NULL);
+
+	assert_string_equal(s, "mechanism,median,probe\n"
+			       "pipe,31.5,31\n"
+			       "eventfd,30,\n");
+	free(s);
+	s = text_of(mp_table_script, t, NULL);
+	assert_string_equal(s, "$data << EOD\n"
+			       "mechanism,median,probe\n"
+			       "pipe,31.5,31\n"
+			       "eventfd,30,\n"
+			       "EOD\n"
+			       "set datafile separator comma\n"
+			       "set terminal dumb size 79,24\n"
+			       "set title \"round trip\"\n"
+			       "set xlabel \"mechanism\"\n"
+			       "set ylabel \"us\"\n"
+			       "set key top left autotitle columnhead\n"
+			       "set style data histograms\n"
+			       "set style fill solid border -1\n"
+			       "set xtics rotate by -30\n"
+			       "set yrange [0:*]\n"
+			       "plot for [i=2:3] $data using i:xtic(1)\n");
+	free(s);
+	mp_table_free(t);
+}
+
 static void test_table_refuses_empty_or_too_many_columns(void **state)
 {
 	(void)state;
@@ -295,6 +335,7 @@ int main(void)
 		cmocka_unit_test(test_csv_is_the_header_and_the_rows),
 		cmocka_unit_test(
 			test_script_holds_the_data_and_draws_every_column),
+		cmocka_unit_test(test_categories_make_a_bar_chart),
 		cmocka_unit_test(test_table_refuses_empty_or_too_many_columns),
 		cmocka_unit_test(
 			test_without_gnuplot_one_line_says_how_to_get_it),
