@@ -52,6 +52,7 @@
 #include "mp.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -166,6 +167,12 @@ static _Noreturn void worker_main(int sock)
 	r.unnamed = probe(&j, false);
 	r.named = probe(&j, true);
 	MP_CHECK(write(sock, &r, sizeof r));
+	/* Bounded: a copy of the parent's end left open in this worker (a
+	 * fork without its close) would keep the end of file from coming. */
+	struct pollfd p = { sock, POLLIN, 0 };
+
+	if (poll(&p, 1, 2000) != 1)
+		_exit(EXIT_FAILURE);
 	MP_CHECK(read(sock, &c, 1));
 	_exit(EXIT_SUCCESS);
 }
