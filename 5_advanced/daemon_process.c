@@ -373,7 +373,8 @@ static _Noreturn void daemon_main(const struct paths *p, int ready)
 			     !strcmp(fd0[1], "/dev/null") &&
 			     !strcmp(fd0[2], "/dev/null");
 		int len = snprintf(out, sizeof out, "pid=%jd ppid=%jd sid=%jd "
-				   "pgid=%jd cwd=%s umask=%03o stdio=%s fds=%d\n",
+				   "pgid=%jd cwd=%s umask=%03o stdio=%s "
+				   "fds=%d\n",
 				   (intmax_t)getpid(), (intmax_t)getppid(),
 				   (intmax_t)getsid(0), (intmax_t)getpgid(0),
 				   cwd, (unsigned)m, null3 ? "/dev/null" : "?",
