@@ -136,12 +136,14 @@ static _Noreturn void probe(const char *path, char *buf, long pages)
 	MP_CHECK(getrlimit(RLIMIT_NOFILE, &rl));
 	o.nofile = (long)rl.rlim_cur;
 	/* flock belongs to the open file description: the inherited fd holds
-	 * the parent's lock already; a fresh open of the same file does not. */
+	 * the parent's lock already; a fresh open of the same file does not.
+	 * The fresh one asks first: had nobody locked the file, taking it on
+	 * the inherited fd would make it look held. */
 	int own = open(path, O_RDWR | O_CLOEXEC);
 
 	MP_CHECK(own);
-	o.flock_fd = flock(PLAIN_FD, LOCK_EX | LOCK_NB) == 0 ? 0 : errno;
 	o.flock_own = flock(own, LOCK_EX | LOCK_NB) == 0 ? 0 : errno;
+	o.flock_fd = flock(PLAIN_FD, LOCK_EX | LOCK_NB) == 0 ? 0 : errno;
 	/* fcntl locks belong to a process: ours would not conflict with us. */
 	MP_CHECK(fcntl(own, F_GETLK, &fl));
 	o.fcntl_holder = fl.l_type != F_UNLCK && fl.l_pid != getpid();
