@@ -363,7 +363,8 @@ static void wait_asleep(pid_t pid)
 	snprintf(path, sizeof path, "/proc/%jd/stat", (intmax_t)pid);
 	for (int t = 0; t < 1000; t++) {
 		FILE *f = fopen(path, "re");
-		char *e = f && fgets(st, sizeof st, f) ? strrchr(st, ')') : NULL;
+		char *e = f && fgets(st, sizeof st, f) ? strrchr(st, ')')
+						       : NULL;
 
 		if (f && fclose(f) == EOF)
 			mp_die("fclose");
