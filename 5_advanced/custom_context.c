@@ -41,8 +41,9 @@
  *   [python 7824]       forkserver, preload the table    16.84     4.91
  *                                          inherited
  *   result: set_start_method once yes, tables 9/9 right, locks 18/18 as
- *           expected, USS: fork and forkserver below 8 MiB, spawn above
- *           12 MiB yes, workers and server exited 0 yes OK
+ *           expected, waiters woken 3/3, USS: fork and forkserver below
+ *           8 MiB, spawn above 12 MiB yes, workers and server exited 0
+ *           yes OK
  * Try this: --table-mib 128: spawn's start and memory grow, the others'
  *          do not.  Start the forkserver after step 4 instead of first:
  *          its workers reach fork's unnamed lock too (they copy a process
@@ -52,6 +53,7 @@
 #include "mp.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -75,7 +77,7 @@ struct lock { struct lockpage *p; char name[64]; };  /* name "": unnamed */
 
 /* A worker's job, sent over its own socket (Python pickles the Process
  * into a pipe instead), and its reply.  No padding bytes in either. */
-struct job { uint64_t cookie[2], addr; char name[64]; };
+struct job { uint64_t cookie[2], addr, wait; char name[64]; };
 struct reply { int32_t pid, inherited, table_ok, unnamed, named; };
 
 /* The "module" a worker needs: built at start-up, or found there. */
@@ -150,8 +152,36 @@ static int probe(const struct job *j, bool by_name)
 	return err;
 }
 
-/* Every worker, however started: read the job, answer, then wait for end
- * of file (the parent has read our memory figures) and leave. */
+/* Sleep on the named lock until the parent lets go of it (1.5 s at most):
+ * 0 when its unlock woke us.  A mutex without PTHREAD_PROCESS_SHARED
+ * would sleep and wake per process (a private futex): ETIMEDOUT. */
+static int32_t wait_named(const struct job *j)
+{
+	struct lockpage *lp;
+	struct timespec ts;
+	int fd = shm_open(j->name, O_RDWR, 0), err;
+
+	if (fd == -1)
+		return errno;
+	lp = mmap(NULL, sizeof *lp, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	MP_CHECK(close(fd));
+	if (lp == MAP_FAILED)
+		return errno;
+	MP_CHECK(clock_gettime(CLOCK_REALTIME, &ts));  /* timedlock's clock */
+	ts.tv_nsec += 500000000;
+	ts.tv_sec += 1 + ts.tv_nsec / 1000000000;
+	ts.tv_nsec %= 1000000000;
+	err = pthread_mutex_timedlock(&lp->m, &ts);
+	if (err == 0)
+		MP_CHECK_PT(pthread_mutex_unlock(&lp->m));
+	MP_CHECK(munmap(lp, sizeof *lp));
+	return err;
+}
+
+/* Every worker, however started: read the job, answer, sleep on the named
+ * lock until the parent lets go of it, say whether that woke us, then
+ * wait for end of file (the parent has read our memory figures) and
+ * leave. */
 static _Noreturn void worker_main(int sock)
 {
 	struct reply r = { .pid = getpid(), .inherited = table != NULL };
@@ -166,6 +196,15 @@ static _Noreturn void worker_main(int sock)
 	r.unnamed = probe(&j, false);
 	r.named = probe(&j, true);
 	MP_CHECK(write(sock, &r, sizeof r));
+	int32_t woken = j.wait ? wait_named(&j) : 0;
+
+	MP_CHECK(write(sock, &woken, sizeof woken));
+	/* Bounded: a copy of the parent's end left open in this worker (a
+	 * fork without its close) would keep the end of file from coming. */
+	struct pollfd p = { sock, POLLIN, 0 };
+
+	if (poll(&p, 1, 2000) != 1)
+		_exit(EXIT_FAILURE);
 	MP_CHECK(read(sock, &c, 1));
 	_exit(EXIT_SUCCESS);
 }
@@ -316,6 +355,25 @@ static void make_lock(const struct context *c, struct lock *l)
 	MP_CHECK_PT(pthread_mutex_lock(&l->p->m));  /* held while we test */
 }
 
+/* Wait (1 s at most) until pid sleeps: the worker on the named lock. */
+static void wait_asleep(pid_t pid)
+{
+	char path[64], st[512];
+
+	snprintf(path, sizeof path, "/proc/%jd/stat", (intmax_t)pid);
+	for (int t = 0; t < 1000; t++) {
+		FILE *f = fopen(path, "re");
+		char *e = f && fgets(st, sizeof st, f) ? strrchr(st, ')')
+						       : NULL;
+
+		if (f && fclose(f) == EOF)
+			mp_die("fclose");
+		if (e && e[1] == ' ' && e[2] == 'S')
+			return;
+		nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+	}
+}
+
 /* Unique set size in KiB: the pages only this process maps. */
 static long uss_kib(pid_t pid)
 {
@@ -399,7 +457,7 @@ int main(int argc, char *argv[])
 	make_lock(get_context(FORK), &unnamed);
 	make_lock(get_context(SPAWN), &named);
 	struct job job = { { unnamed.p->cookie, named.p->cookie },
-			   (uint64_t)(uintptr_t)unnamed.p, "" };
+			   (uint64_t)(uintptr_t)unnamed.p, 0, "" };
 
 	snprintf(job.name, sizeof job.name, "%s", named.name);
 	mp_say("parent", "4. locks: fork's unnamed at %p, spawn's named %s; "
@@ -408,7 +466,7 @@ int main(int argc, char *argv[])
 	/* 5. Each context starts its workers one at a time: the time to the
 	 *    first answer, and the USS while the worker waits. */
 	static const int32_t inherits[NMETHODS] = { 1, 0, 1 };
-	long tables = 0, locks = 0, mem_ok = 0, bad = 0;
+	long tables = 0, locks = 0, woke = 0, mem_ok = 0, bad = 0;
 	double ms[50], mib[50], half = (double)table_mib / 2;
 
 	mp_say("parent", "5.    %-29s start ms  USS MiB  table       "
@@ -426,12 +484,26 @@ int main(int argc, char *argv[])
 			pid_t pid = start(c, sv[1], sv[0], argv[0]);
 
 			MP_CHECK(close(sv[1]));
+			job.wait = i == 0;  /* the first of each: a wake-up */
 			MP_CHECK(write(sv[0], &job, sizeof job));
 			if (read(sv[0], &r, sizeof r) != sizeof r)
 				mp_die("worker %jd sent no reply",
 				       (intmax_t)pid);
 			ms[i] = mp_elapsed_s(t0) * 1e3;
 			mib[i] = (double)uss_kib(pid) / 1024;
+			/* It sleeps on the named lock: let go, and see it
+			 * wake. */
+			int32_t w = -1;
+			struct pollfd pw = { sv[0], POLLIN, 0 };
+
+			if (job.wait)
+				wait_asleep(pid);
+			MP_CHECK_PT(pthread_mutex_unlock(&named.p->m));
+			if (poll(&pw, 1, 3000) != 1 ||
+			    read(sv[0], &w, sizeof w) != sizeof w)
+				w = -1;
+			woke += job.wait && w == 0;
+			MP_CHECK_PT(pthread_mutex_lock(&named.p->m));
 			MP_CHECK(close(sv[0]));  /* end of file: it leaves */
 			if (m != FORKSERVER)  /* the server reaps its own */
 				bad += mp_waitpid(pid) != 0;
@@ -456,6 +528,10 @@ int main(int argc, char *argv[])
 	       "fresh image, nor in a server forked before the lock existed; "
 	       "the named one is opened by name (Python: a fork-made Lock "
 	       "keeps no name, so spawn refuses it)");
+	mp_say("parent", "   the first worker of each context slept on the "
+	       "named lock until we let go: woken %ld of %d times (a mutex "
+	       "without PTHREAD_PROCESS_SHARED sleeps per process: never)",
+	       woke, NMETHODS);
 
 	/* 6. Clean up: the locks, the named segment, the server. */
 	struct lock *l[2] = { &unnamed, &named };
@@ -495,14 +571,17 @@ int main(int argc, char *argv[])
 	}
 
 	bool ok = once && tables == NMETHODS * workers &&
-		  locks == 2 * NMETHODS * workers && mem_ok == NMETHODS &&
+		  locks == 2 * NMETHODS * workers &&
+		  woke == NMETHODS && mem_ok == NMETHODS &&
 		  bad == 0 && server == 0 && twin == 0;
 
 	printf("result: set_start_method once %s, tables %ld/%ld right, locks "
-	       "%ld/%ld as expected, USS: fork and forkserver below %.0f MiB, "
-	       "spawn above %.0f MiB %s, workers and server exited 0 %s %s\n",
+	       "%ld/%ld as expected, waiters woken %ld/%ld, USS: fork and "
+	       "forkserver below %.0f MiB, spawn above %.0f MiB %s, workers "
+	       "and server exited 0 %s %s\n",
 	       once ? "yes" : "no", tables, NMETHODS * workers, locks,
-	       2 * NMETHODS * workers, half, 1.5 * half,
+	       2 * NMETHODS * workers, woke, (long)NMETHODS, half,
+	       1.5 * half,
 	       mem_ok == NMETHODS ? "yes" : "no",
 	       bad == 0 && server == 0 ? "yes" : "no", ok ? "OK" : "MISMATCH");
 	return ok ? EXIT_SUCCESS : EXIT_FAILURE;

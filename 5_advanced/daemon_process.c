@@ -24,7 +24,7 @@
  *          [parent 5652 +111.2ms] the thread that forked it ended: child killed by SIGKILL (our process lives on)
  *          [parent 5652 +228.4ms]   [python 5672] a daemonic process starts a child: AssertionError: daemonic processes are not allowed to have children
  *          ...
- *          [parent 5652 +487.1ms] daemon says: pid=5717 ppid=5652 sid=5716 pgid=5716 cwd=/ umask=027 stdio=/dev/null
+ *          [parent 5652 +487.1ms] daemon says: pid=5717 ppid=5652 sid=5716 pgid=5716 cwd=/ umask=027 stdio=/dev/null fds=6
  *          [parent 5652 +488.4ms] 1/1 replies; pid file /tmp/mpp-daemon_process-HMdDWc/daemon.pid (mode 640, locked: yes); SIGTERM by pidfd: exited 0; pid file, socket, directory removed
  *          result: orphans=3/3 pdeath-killed=2/2 race=1 pidfd=1 terminated=1/1 joined=1/1 daemon=ok python=ok OK
  * Try this: delete the getppid() check in pdeath_guard() (the late child
@@ -40,6 +40,7 @@
 #define _GNU_SOURCE
 #include "mp.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/file.h>
@@ -359,14 +360,25 @@ static _Noreturn void daemon_main(const struct paths *p, int ready)
 
 			fd0[k][n > 0 ? n : 0] = '\0';
 		}
+		/* Open fds: 0-2, the pid file, the socket, this connection;
+		 * any other was kept from the starter. */
+		int nfd = -1;
+		DIR *dp = opendir("/proc/self/fd");
+
+		for (struct dirent *e; dp && (e = readdir(dp));)
+			nfd += e->d_name[0] != '.';
+		if (dp)
+			closedir(dp);
 		bool null3 = !strcmp(fd0[0], "/dev/null") &&
 			     !strcmp(fd0[1], "/dev/null") &&
 			     !strcmp(fd0[2], "/dev/null");
 		int len = snprintf(out, sizeof out, "pid=%jd ppid=%jd sid=%jd "
-				   "pgid=%jd cwd=%s umask=%03o stdio=%s\n",
+				   "pgid=%jd cwd=%s umask=%03o stdio=%s "
+				   "fds=%d\n",
 				   (intmax_t)getpid(), (intmax_t)getppid(),
 				   (intmax_t)getsid(0), (intmax_t)getpgid(0),
-				   cwd, (unsigned)m, null3 ? "/dev/null" : "?");
+				   cwd, (unsigned)m, null3 ? "/dev/null" : "?",
+				   nfd);
 
 		if (read(c, buf, sizeof buf) > 0)
 			(void)!write(c, out, (size_t)len);
@@ -379,7 +391,7 @@ static _Noreturn void daemon_main(const struct paths *p, int ready)
 
 /* fork, setsid, fork: the daemon is no session leader, so it can never
  * acquire a controlling terminal; its first parent exits at once. */
-static void start_daemon(const struct paths *p)
+static bool start_daemon(const struct paths *p)
 {
 	int fd[2];
 	char msg[128] = "";
@@ -395,16 +407,20 @@ static void start_daemon(const struct paths *p)
 		_exit(0);
 	}
 	MP_CHECK(close(fd[1]));
-	int st = mp_waitpid(first);
 	struct pollfd pfd = { fd[0], POLLIN, 0 };
 	ssize_t n = poll(&pfd, 1, 2000) == 1 ? read(fd[0], msg, sizeof msg - 1)
 					     : -1;
+	int st = 0;
+	/* Bounded: without the second fork the first child is the daemon. */
+	bool detached = wait_for(first, 2000, &st) == 1;
 
 	MP_CHECK(close(fd[0]));
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || n != 1 || msg[0] != 'R') {
+	if ((detached && (!WIFEXITED(st) || WEXITSTATUS(st) != 0)) || n != 1 ||
+	    msg[0] != 'R') {
 		errno = EPROTO;
 		mp_die("daemon did not start: %s", n > 0 ? msg : "no word");
 	}
+	return detached;
 }
 
 /* One request on the daemon's socket; reply in out. */
@@ -573,21 +589,22 @@ int main(int argc, char *argv[])
 	intmax_t dpid = 0, ppid = 0, sid = 0, pgid = 0;
 	unsigned mask = 0;
 	struct stat sb, gone_sb;
-	int pings = 0, good = 0;
+	int pings = 0, good = 0, nfds = 0;
 
 	if (!mkdtemp(p.dir))
 		mp_die("mkdtemp");
 	snprintf(p.pidfile, sizeof p.pidfile, "%s/daemon.pid", p.dir);
 	snprintf(p.sock, sizeof p.sock, "%s/daemon.sock", p.dir);
 	MP_CHECK(mp_atcleanup(remove_files, &p));
-	start_daemon(&p);
+	bool detached = start_daemon(&p);
 	int64_t until = mp_now_ns() + serve_ms * 1000000;
 
 	do {  /* at least one request, more with --serve-ms */
 		good += ask(&p, reply, sizeof reply) &&
 			sscanf(reply, "pid=%jd ppid=%jd sid=%jd pgid=%jd "
-			       "cwd=%63s umask=%o stdio=%63s", &dpid, &ppid,
-			       &sid, &pgid, cwd, &mask, stdio) == 7;
+			       "cwd=%63s umask=%o stdio=%63s fds=%d", &dpid,
+			       &ppid, &sid, &pgid, cwd, &mask, stdio,
+			       &nfds) == 8;
 		if (++pings % 50 == 0)  /* about once a second */
 			mp_say("parent", "  %d replies so far", good);
 		if (pings == 1)
@@ -627,7 +644,8 @@ int main(int argc, char *argv[])
 	MP_CHECK(mp_cancel_cleanup(remove_files, &p));
 	bool dok = good == pings && dpid == pid && ppid == getpid() &&
 		   sid != dpid && sid == pgid && !strcmp(cwd, "/") &&
-		   mask == 027 && !strcmp(stdio, "/dev/null") &&
+		   mask == 027 && !strcmp(stdio, "/dev/null") && nfds == 6 &&
+		   detached &&
 		   (sb.st_mode & 0777) == 0640 && locked && gone && clean;
 	mp_say("parent", "%d/%d replies; pid file %s (mode %03o, locked: %s);"
 	       " SIGTERM by pidfd: %s; pid file, socket, directory %s",

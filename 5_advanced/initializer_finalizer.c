@@ -80,6 +80,8 @@ static void open_log(void *arg)
 static void close_log(void *arg)
 {
 	(void)arg;
+	if (log_fd == -1)
+		return;  /* no initializer ran here: nothing to close */
 	note("bye");
 	MP_CHECK(close(log_fd));
 	atomic_fetch_add(&sh->finals, 1);
@@ -298,13 +300,18 @@ int main(int argc, char *argv[])
 	mp_pool_async_free(h);
 	free(items);
 	MP_CHECK(mp_pool_close(pool));
-	MP_CHECK(mp_pool_join(pool));
+	int joined = mp_pool_join(pool);  /* -1: a worker died */
+
 	mp_pool_stats(pool, &st);
 	mp_pool_destroy(pool);
 	int opens, done, byes, paired, started = (int)st.workers_started;
+	/* maxtasksperchild: each worker ran at most maxtasks tasks. */
+	bool recycled = maxtasks ? started >= (tasks + maxtasks - 1) / maxtasks
+				 : started == workers;
 
 	read_log(started, &opens, &done, &byes, &paired);
-	bool step2 = map == 0 && opens == started && byes == started &&
+	bool step2 = map == 0 && joined == 0 && recycled && opens == started &&
+		     byes == started &&
 		     paired == started && done == tasks &&
 		     atomic_load(&sh->inits) == started &&
 		     atomic_load(&sh->finals) == started;

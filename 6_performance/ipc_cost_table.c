@@ -18,11 +18,15 @@
  *          flock, fcntl F_SETLKW, F_OFD_SETLKW, a futex lock, a spinlock,
  *          atomic_fetch_add.
  * How:     every run forks two fresh processes (or N, for locks) and the
- *          parent only watches the clock: a run that does not end in 10 s
- *          is killed and fails.  Messages carry their number, checked on
- *          arrival with the last word, and every 8th is checksummed word
- *          by word (summing every 64 KiB message would add a third to
- *          the transfer it measures); every lock guards a plain
+ *          parent only watches the clock: a message run that does not end
+ *          in 2 s (plus 200 us a round trip, 1 ms a message), or lock
+ *          workers not gone 3 s after they were told to stop, are killed:
+ *          the run fails, and so does the rest of that row.  Messages carry their
+ *          number, checked on arrival with the last word, and every 8th
+ *          is checksummed word by word (summing every 64 KiB message
+ *          would add a third to the transfer it measures); one-way runs
+ *          send message 1 with a middle word flipped, which the checksum
+ *          must catch (the check checked); every lock guards a plain
  *          "read, add one, write back" counter that must come out exact
  *          (lock workers run for --lock-ms, each pinned to its own CPU so
  *          that they really overlap).  Beside each row a probe runs the
@@ -469,9 +473,9 @@ static void pin(int k)
 /* Wait for the children; one that is not done by the deadline (a broken
  * lock, a lost message) is killed and the run fails.  A look every
  * millisecond: the parent takes almost no CPU from the run. */
-static bool reap(pid_t *pid, int n)
+static bool reap(pid_t *pid, int n, double seconds)
 {
-	int64_t deadline = mp_now_ns() + 10000000000;
+	int64_t deadline = mp_now_ns() + (int64_t)(seconds * 1e9);
 	bool ok = true;
 
 	for (int i = 0; i < n; i++) {
@@ -490,7 +494,8 @@ static bool reap(pid_t *pid, int n)
 		ok &= WIFEXITED(st) && WEXITSTATUS(st) == 0;
 	}
 	if (!ok)
-		mp_say("parent", "a run failed or took over 10 s: stopped");
+		mp_say("parent", "a run failed or took over %.1f s: stopped",
+		       seconds);
 	return ok;
 }
 
@@ -554,10 +559,16 @@ static _Noreturn void msg_side(const struct mech *m, struct ch *c,
 		sched_yield();
 	int64_t t0 = mp_now_ns();
 
+	/* One-way: message 1 (summed, as every 8th) leaves with a middle
+	 * word flipped; the receiver must count it bad. */
+	bool plant = !rt && !probe && size >= 16;
+
 	for (uint64_t i = 1; i <= (uint64_t)n; i++) {
 		if (k == 0) {
 			b->w[0] = i;
+			b->w[size / 16] ^= plant && i == 1 ? 1 : 0;
 			xsend(m, c, 0, b, size);
+			b->w[size / 16] ^= plant && i == 1 ? 1 : 0;
 			if (rt)
 				xrecv(m, c, 0, b, size);
 			bad += rt && !probe && b->w[0] != i;
@@ -582,7 +593,7 @@ static _Noreturn void msg_side(const struct mech *m, struct ch *c,
 		xsend(m, c, 1, b, 8);
 	} else if (!rt) {
 		xrecv(m, c, 0, b, 8);
-		bad += b->w[0] != (uint64_t)n;
+		bad += b->w[0] != (uint64_t)n - plant;
 	}
 	sh->secs[k] = mp_elapsed_s(t0);
 	sh->bad[k] = bad;
@@ -607,7 +618,10 @@ static double msg_run(const struct mech *m, struct ch *c, struct shared *sh,
 	close_fds(c, -1);
 	for (int k = 0; k < 2 && m->fam == MQ; k++)
 		MP_CHECK(mq_close(c->mq[k]));
-	bool good = reap(pid, 2) && sh->bad[0] == 0 && sh->bad[1] == 0;
+	/* 2 s, and 200 us a round trip or 1 ms a message: several times
+	 * what they take here (about 35 us, 40 us at 64 KiB). */
+	bool good = reap(pid, 2, 2 + (double)n * (rt ? 2e-4 : 1e-3)) &&
+		    sh->bad[0] == 0 && sh->bad[1] == 0;
 
 	if (!good)
 		mp_say("parent", "%s: %ld and %ld messages wrong", m->name,
@@ -669,7 +683,7 @@ static double lock_run(int kind, struct shared *sh, const char *path,
 		nanosleep(&(struct timespec){ 0, 50000 }, NULL);
 	nanosleep(&(struct timespec){ 0, (long)(ms * 1e6) }, NULL);
 	atomic_store(&sh->stop, 1);
-	*ok &= reap(pid, procs);
+	*ok &= reap(pid, procs, 3.0);  /* one last lock op each, then gone */
 	long got = kind == ATOMIC ? atomic_load(&sh->acounter) : sh->counter;
 	long want = 0;
 	int64_t t0 = sh->t0[0], t1 = sh->t1[0];
@@ -845,12 +859,17 @@ int main(int argc, char *argv[])
 		if (full)
 			fprintf(stderr, "[%d/%d] %s: latency\n", ++step, steps,
 				m->name);
+		bool run_ok = true;  /* after a failed run: no more */
+
 		for (long r = 0; r < repeat; r++) {
-			p[r] = msg_run(m, &c, sh, rounds, 8, true, true, &msg_ok);
-			x[r] = msg_run(m, &c, sh, rounds, 8, true, false, &msg_ok);
+			p[r] = run_ok ? msg_run(m, &c, sh, rounds, 8, true,
+						true, &run_ok) : 1;
+			x[r] = run_ok ? msg_run(m, &c, sh, rounds, 8, true,
+						false, &run_ok) : 1;
 			p[r] *= 1e6 / (double)rounds;
 			x[r] *= 1e6 / (double)rounds;
 		}
+		msg_ok &= run_ok;
 		row(&t, "latency_us", m->name, "8", x, p, repeat, true, 2, "");
 	}
 
@@ -875,14 +894,19 @@ int main(int argc, char *argv[])
 		if (full)
 			fprintf(stderr, "[%d/%d] %s: bandwidth\n", ++step,
 				steps, m->name);
+		bool run_ok = true;  /* after a failed run: no more */
+
 		for (long r = 0; r < repeat; r++) {
 			double bytes = (double)msgs * (double)c.max / 1e6;
 
-			p[r] = bytes / msg_run(m, &c, sh, msgs, c.max, false,
-					       true, &msg_ok);
-			x[r] = bytes / msg_run(m, &c, sh, msgs, c.max, false,
-					       false, &msg_ok);
+			p[r] = run_ok ? bytes / msg_run(m, &c, sh, msgs, c.max,
+							false, true, &run_ok)
+				      : 1;
+			x[r] = run_ok ? bytes / msg_run(m, &c, sh, msgs, c.max,
+							false, false, &run_ok)
+				      : 1;
 		}
+		msg_ok &= run_ok;
 		snprintf(sz, sizeof sz, "%zu", c.max);
 		row(&t, "bandwidth_MBps", m->name, sz, x, p, repeat, false, 0,
 		    "");
@@ -906,13 +930,16 @@ int main(int argc, char *argv[])
 		if (full)
 			fprintf(stderr, "[%d/%d] %s\n", ++step, steps,
 				lock_name[k]);
+		bool run_ok = true;  /* after a failed run: no more */
+
 		for (int n = 2; n <= procs; n++) {
 			double y[NREP];
 			size_t len = strlen(tail);
 
 			for (long r = 0; r < repeat; r++)
-				y[r] = lock_run(k, sh, tmp.lock, n, ms, false,
-						&lock_ok);
+				y[r] = run_ok ? lock_run(k, sh, tmp.lock, n,
+							 ms, false, &run_ok)
+					      : 0;
 			struct spread s = spread(y, repeat);
 
 			if (csv)
@@ -922,6 +949,7 @@ int main(int argc, char *argv[])
 				snprintf(tail + len, sizeof tail - len,
 					 " %d: %.0f", n, s.med);
 		}
+		lock_ok &= run_ok;
 		for (long r = 0; r < repeat; r++) {
 			p[r] = lock_run(k, sh, tmp.lock, 1, ms, true,
 					&lock_ok);
