@@ -23,6 +23,7 @@
  * Usage:   affinity_and_numa [--workers N (0 = one per PU)] [--rounds N
  *          (20000)] [--repeat N (3)] [--seconds X (0.25, per run)]
  *          [--mem-mib N (16)] [--no-bind] [--python-rounds N (2000)] [--csv]
+ *          [--plot [FILE.svg|png]]
  * Output:  (2 cores of an AMD EPYC VM shared with other jobs; cut)
  *   [parent 14737 +3.9ms] Machine: 1 package(s), 2 cores, 2 PUs, 1 NUMA
  *     Machine L#0
@@ -461,7 +462,8 @@ int main(int argc, char *argv[])
 	long workers = 0, rounds = 20000, repeat = 3, mem_mib = 16;
 	long pyrounds = 2000;
 	double seconds = 0.25;
-	bool nobind = false, csv = false, ok = true;
+	bool nobind = false, csv = false, ok = true, plot_flag = false;
+	const char *plot = mp_plot_option(&argc, argv);
 	const struct mp_opt opts[] = {
 		MP_OPT_L("workers", &workers, 0, MAXW,
 			 "workers to place (0 = one per PU)"),
@@ -476,6 +478,8 @@ int main(int argc, char *argv[])
 		MP_OPT_L("python-rounds", &pyrounds, 0, 1000000,
 			 "round trips for the Python twin (0 skips it)"),
 		MP_OPT_F("csv", &csv, "print CSV only"),
+		MP_OPT_F("plot", &plot_flag, "draw the round trip of each pair "
+			 "as a bar; --plot FILE.svg|.png: into a file"),
 	};
 
 	mp_parse_options(argc, argv, "Topology, binding and ping-pong "
@@ -513,7 +517,9 @@ int main(int argc, char *argv[])
 	/* 3. Ping-pong through one shared cache line, pair by pair. */
 	hwloc_obj_t pair[NCASE][2];
 	const char *why[NCASE];
-	int runs = 0;
+	int runs = 0, nplot = 0;
+	const char *plot_name[NCASE];  /* the rows measured, for --plot */
+	double plot_ns[NCASE];
 
 	find_pairs(t, pair, why);
 	printf(csv ? "side,pair,pu_a,pu_b,rounds,ns_round_trip,ns_min,ns_max\n"
@@ -558,6 +564,22 @@ int main(int argc, char *argv[])
 		printf(csv ? "c,%s,%s,%s,%ld,%.1f,%.1f,%.1f\n" :
 		       "%-22s %4s %4s %8ld %14.1f  (%.0f..%.0f)\n",
 		       case_name[c], a, b, done, ns[nr / 2], ns[0], ns[nr - 1]);
+		plot_name[nplot] = case_name[c];
+		plot_ns[nplot++] = ns[nr / 2];
+	}
+	if (plot && nplot > 0) {  /* one bar per pair measured */
+		struct mp_table *pt = mp_table_new("ping-pong through shared "
+						   "memory", "round trip ns",
+						   "pair,median");
+
+		if (!pt)
+			mp_die("mp_table_new");
+		pt->xnames = plot_name;
+		for (int i = 0; i < nplot; i++)
+			MP_CHECK(mp_table_add(pt, (double[]){ i, plot_ns[i] }));
+		if (mp_plot(pt, plot) == -1 && errno != ENOENT)
+			mp_die("plot");
+		mp_table_free(pt);
 	}
 
 	/* 4. Memory bound to a node (not with --no-bind). */

@@ -41,7 +41,7 @@
  *          contention makes sleepers and wake-ups of them all.
  * Usage:   ipc_cost_table [--rounds N (500)] [--messages N (32)]
  *          [--lock-ms X (5)] [--procs N (2)] [--repeat N (3)] [--full]
- *          [--python-rounds N (200)] [--csv]
+ *          [--python-rounds N (200)] [--csv] [--plot [FILE.svg|png]]
  *          --full: 20000 rounds, 2000 messages, 200 ms per lock run,
  *          4 procs, 7 repeats, progress on stderr (options given beside
  *          it still win).
@@ -722,6 +722,10 @@ struct tally {
 	int rows, within;
 	double ratio[64];
 	bool csv;
+	/* The round trips again, for --plot: name, median, probe's best. */
+	int nlat;
+	const char *lat_name[32];
+	double lat_med[32], lat_probe[32];
 };
 
 /* Print one row; x: the measured runs, p: the probe's (times or rates:
@@ -736,6 +740,11 @@ static void row(struct tally *t, const char *table, const char *name,
 
 	t->ratio[t->rows++] = ratio;
 	t->within += ratio <= 1.2;
+	if (strcmp(table, "latency_us") == 0 && t->nlat < 32) {
+		t->lat_name[t->nlat] = name;
+		t->lat_med[t->nlat] = s.med;
+		t->lat_probe[t->nlat++] = pbest;
+	}
 	if (t->csv)
 		printf("%s,%s,%s,%.3f,%.3f,%.3f,%.3f,%.3f\n", table, name, param,
 		       s.med, s.min, s.max, pbest, ratio);
@@ -782,6 +791,8 @@ int main(int argc, char *argv[])
 	double ms = 5;
 	long pyrounds = 200;
 	bool full = false, csv = false, msg_ok = true, lock_ok = true;
+	bool plot_flag = false;
+	const char *plot = mp_plot_option(&argc, argv);
 	const struct mp_opt opts[] = {
 		MP_OPT_L("rounds", &rounds, 1, 100000000,
 			 "8-byte round trips per run"),
@@ -796,6 +807,8 @@ int main(int argc, char *argv[])
 		MP_OPT_L("python-rounds", &pyrounds, 0, 1000000,
 			 "round trips for the Python twin (0 skips it)"),
 		MP_OPT_F("csv", &csv, "print CSV only"),
+		MP_OPT_F("plot", &plot_flag, "draw the round trips as bars in "
+			 "the terminal; --plot FILE.svg|.png: into a file"),
 	};
 
 	for (int i = 1; i < argc; i++)  /* --full sets new defaults ... */
@@ -1025,5 +1038,20 @@ int main(int argc, char *argv[])
 		       ok ? "OK" : "MISMATCH");
 	else if (!ok)
 		fprintf(stderr, "ipc_cost_table: a check failed\n");
+	if (plot && t.nlat > 0) {  /* one bar pair per mechanism */
+		struct mp_table *pt = mp_table_new("8-byte round trip between "
+						   "two processes", "us",
+						   "mechanism,median,probe");
+
+		if (!pt)
+			mp_die("mp_table_new");
+		pt->xnames = t.lat_name;
+		for (int i = 0; i < t.nlat; i++)
+			MP_CHECK(mp_table_add(pt, (double[]){ i, t.lat_med[i],
+							      t.lat_probe[i] }));
+		if (mp_plot(pt, plot) == -1 && errno != ENOENT)
+			mp_die("plot");
+		mp_table_free(pt);
+	}
 	return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }
