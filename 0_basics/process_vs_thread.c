@@ -239,13 +239,13 @@ static void time_cell(struct timing *t, long r, bool process,
 	t->own_ms = own < 0 ? -1 : own < t->own_ms ? own : t->own_ms;
 }
 
-static void time_table(long repeat, int workers, uint64_t iters,
+static void time_table(long from, long repeat, int workers, uint64_t iters,
 		       struct slice *shared, struct slice *local,
 		       struct timing *ser, struct timing *pr, struct timing *th)
 {
 	int64_t start = mp_now_ns();
 
-	for (long r = 0; r < repeat; r++) {
+	for (long r = from; r < repeat; r++) {
 		time_cell(ser, r, false, NULL, 0, iters);
 		for (int k = 1; k <= workers; k++) {
 			time_cell(&pr[k], r, true, shared, k, iters);
@@ -262,6 +262,19 @@ static void time_table(long repeat, int workers, uint64_t iters,
 static double floor_for(int k)
 {
 	return 0.6 * k;
+}
+
+/* Own speedups p (processes) and t (threads) of k workers as the lesson
+ * tells them: both reach the floor and stay within 1.5x of each other.  An
+ * own time can come out too short (waits that overlapped are subtracted
+ * twice), so an own speedup is compared no higher than k, the most k
+ * workers can give. */
+static bool as_told_for(double p, double t, int k)
+{
+	double pc = p < k ? p : k, tc = t < k ? t : k;
+
+	return p >= floor_for(k) && t >= floor_for(k) && pc / tc < 1.5 &&
+	       tc / pc < 1.5;
 }
 
 static int cmp_i64(const void *a, const void *b)
@@ -512,11 +525,29 @@ int main(int argc, char *argv[])
 	shared[0].sum = work(0, (uint64_t)iters / 4);  /* the warm-up */
 	mp_say("parent", "%ld iterations, after a warm-up; runs take turns, "
 	       "best of %ld each; %d usable CPUs", iters, repeat, usable);
-	time_table(repeat, (int)workers, (uint64_t)iters, shared, local, &ser,
-		   pr, th);
+	time_table(0, repeat, (int)workers, (uint64_t)iters, shared, local,
+		   &ser, pr, th);
 	bool own = ser.own_ms > 0;  /* the kernel keeps schedstat */
 	/* Judged only when the work dwarfs the cost of starting a worker. */
 	bool big = ser.ms >= 100 * fork_us / 1000;
+	/* A row that falls short may be the machine: a virtual CPU taken by
+	 * its host does not show as a wait in schedstat.  More rounds, each
+	 * cell keeping its best, settle that; a lesson whose workers really
+	 * take turns falls short in every round. */
+	for (int more = 0; own && big && more < 2; more++) {
+		bool all = true;
+
+		for (int k = 1; k <= workers && k <= usable; k++)
+			all &= as_told_for(ser.own_ms / pr[k].own_ms,
+					   ser.own_ms / th[k].own_ms, k);
+		if (all)
+			break;
+		mp_say("parent", "a row fell short (a busy machine?): %ld more "
+		       "rounds, each cell keeping its best", repeat);
+		time_table(repeat * (more + 1), repeat * (more + 2),
+			   (int)workers, (uint64_t)iters, shared, local, &ser,
+			   pr, th);
+	}
 
 	mp_say("parent", "serial %.1f ms (own %.1f ms), sum 0x%016" PRIx64,
 	       ser.ms, ser.own_ms, ser.sum);
@@ -533,12 +564,7 @@ int main(int argc, char *argv[])
 		 * stay within 1.5x of each other; past them nothing gets
 		 * faster, and nothing is judged. */
 		bool judge = own && big && k <= usable;
-		/* An own time can come out too short (waits that overlapped
-		 * are subtracted twice), so an own speedup is compared no
-		 * higher than k, the most k workers can give. */
-		double pc = p < k ? p : k, tc = t < k ? t : k;
-		bool fine = p >= floor_for(k) && t >= floor_for(k) &&
-			    pc / tc < 1.5 && tc / pc < 1.5;
+		bool fine = as_told_for(p, t, k);
 		char note[64] = "more workers than CPUs";
 
 		if (k <= usable && !judge)
