@@ -29,6 +29,19 @@ enum { WATCHDOG_S = 120, CALLS = 100000 };
 #include "watchdog.h"
 enum { WAIT_MS = 20000 };  /* far above any correct run, even under ASan */
 
+/* A pool of n workers and its descriptor (asserted here, in the main
+ * thread, like every assertion of the suite). */
+static struct mp_pool *pool_with_fd(int n, int *fd)
+{
+	struct mp_pool *p = mp_pool_create(&(struct mp_pool_options){
+		.workers = n });
+
+	assert_non_null(p);
+	*fd = mp_pool_fd(p);
+	assert_true(*fd >= 0);
+	return p;
+}
+
 /* result = x * x + 1 */
 static int square(const void *arg, void *result)
 {
@@ -120,13 +133,9 @@ static int settle(struct mp_pool *p, int fd, int settle_ms)
 /* Drive CALLS apply_async calls with at most in_flight outstanding. */
 static void drive(int64_t in_flight)
 {
-	struct mp_pool *p = mp_pool_create(&(struct mp_pool_options){
-		.workers = 2 });
+	int fd;
+	struct mp_pool *p = pool_with_fd(2, &fd);
 
-	assert_non_null(p);
-	int fd = mp_pool_fd(p);
-
-	assert_true(fd >= 0);
 	assert_int_equal(mp_pool_fd(p), fd);  /* the same one each time */
 	int ep = epoll_on(fd);
 
@@ -192,13 +201,9 @@ static void test_epoll_drives_100k_apply_async(void **state)
 static void test_fd_quiet_until_due(void **state)
 {
 	(void)state;
-	struct mp_pool *p = mp_pool_create(&(struct mp_pool_options){
-		.workers = 2 });
+	int fd;
+	struct mp_pool *p = pool_with_fd(2, &fd);
 
-	assert_non_null(p);
-	int fd = mp_pool_fd(p);
-
-	assert_true(fd >= 0);
 	assert_int_equal(settle(p, fd, 20), 0);
 	assert_false(readable(fd));  /* nothing submitted: nothing due */
 	assert_int_equal(mp_pool_poll(p), 0);
@@ -234,13 +239,9 @@ static void test_fd_quiet_until_due(void **state)
 static void test_fd_right_after_a_blocking_get(void **state)
 {
 	(void)state;
-	struct mp_pool *p = mp_pool_create(&(struct mp_pool_options){
-		.workers = 2 });
+	int fd;
+	struct mp_pool *p = pool_with_fd(2, &fd);
 
-	assert_non_null(p);
-	int fd = mp_pool_fd(p);
-
-	assert_true(fd >= 0);
 	naps_done[0] = naps_done[1] = 0;
 	long slow = 300, fast = 30;
 	struct mp_pool_async *hs = mp_pool_apply_async(
@@ -287,13 +288,9 @@ static void test_fd_right_after_a_blocking_get(void **state)
 static void test_fd_readable_when_a_worker_dies(void **state)
 {
 	(void)state;
-	struct mp_pool *p = mp_pool_create(&(struct mp_pool_options){
-		.workers = 2 });
+	int fd;
+	struct mp_pool *p = pool_with_fd(2, &fd);
 
-	assert_non_null(p);
-	int fd = mp_pool_fd(p);
-
-	assert_true(fd >= 0);
 	assert_int_equal(settle(p, fd, 20), 0);
 	pid_t pids[2], now[2];
 
@@ -332,13 +329,9 @@ static void test_fd_readable_when_a_worker_dies(void **state)
 static void test_destroy_reports_a_closed_fd(void **state)
 {
 	(void)state;
-	struct mp_pool *p = mp_pool_create(&(struct mp_pool_options){
-		.workers = 1 });
+	int fd;
+	struct mp_pool *p = pool_with_fd(1, &fd);
 
-	assert_non_null(p);
-	int fd = mp_pool_fd(p);
-
-	assert_true(fd >= 0);
 	assert_int_equal(close(fd), 0);
 	errno = 0;
 	assert_int_equal(mp_pool_destroy(p), -1);
