@@ -51,11 +51,12 @@
  * queued wakes the next sleeper, so a burst of apply_async reaches every idle
  * worker); the parent waits in poll() on an eventfd (workers signal it only
  * while the parent waits) and on one pidfd per worker, so a dead worker is
- * noticed at once.  Each worker records in its shared slot which job and
- * chunk it is running, and every item gets a "done" byte once its result is
- * written; when a worker dies the pool reaps it, forks a replacement and runs
- * the items of its chunk that have no "done" byte again (an item that was cut
- * short may thus run twice), up to `retries` extra times per item; then the
+ * noticed at once.  Each worker records in its shared slot which job, chunk
+ * and item it is running, and every item gets a "done" byte once its chunk
+ * has run; when a worker dies the pool reaps it, marks the items its chunk
+ * finished before the one it was running, forks a replacement and runs
+ * the rest of the chunk again (an item that was cut short may thus run
+ * twice), up to `retries` extra times per item; then the
  * call fails with EOWNERDEAD naming the item (see struct mp_pool_error).
  * There are no threads: the pool's bookkeeping (collecting results, running
  * callbacks, replacing workers) happens in the thread that calls into the

@@ -42,6 +42,7 @@
  *   +-----------------------------------------------------------------+
  *   | slots[MP_POOL_MAX_WORKERS]  one per worker, own cache lines     |
  *   |   job, chunk  w:W P:R   what the worker holds / runs            |
+ *   |   item        w:W P:R   the item it runs (read after a death)   |
  *   |   tasks       w:W P:R   task calls finished (statistics)        |
  *   |   state       w,P:W     STARTING, INIT, READY, RETIRING/LEAVING |
  *   +-----------------------------------------------------------------+
@@ -83,14 +84,16 @@
  *              move it forward when they find a job exhausted.
  *  job.next    the claim counter: a worker takes chunk k = next++ (one
  *              atomic add, as OpenMP's dynamic schedule).
- *  flags[]     one byte per item in the arena, set when its result is
- *              written: the authoritative record of what is done (imap
- *              reads it to stream results, recovery reads it after a death).
- *  slots[]     one per worker, on its own cache lines: which job and chunk
- *              it holds.  When a worker dies the parent reads its slot: the
- *              item it was running is the first one of that chunk without
- *              a flag (items run in order, and no other worker runs that
- *              chunk).  That item is blamed for the death; after `retries`
+ *  flags[]     one byte per item in the arena, set for a whole chunk once
+ *              the worker has run it (not item by item: two workers would
+ *              bounce a cache line of flags between them at every item):
+ *              the authoritative record of what is done (imap reads it to
+ *              stream results, recovery reads it after a death).
+ *  slots[]     one per worker, on its own cache lines: which job, chunk and
+ *              item it holds.  When a worker dies the parent reads its
+ *              slot: the chunk's items before `item` are done (items run in
+ *              order, and no other worker runs that chunk), so the parent
+ *              flags them; `item` is blamed for the death; after `retries`
  *              more deaths it is given up (flag 2, error EOWNERDEAD).
  *
  * Completion without deaths: each worker adds the items it finished in a job
@@ -99,7 +102,7 @@
  * "suspect" and is audited instead: once its chunks are all claimed and no
  * live worker holds it, the parent scans its flags; the missing items (the
  * rest of the dead worker's chunk) are run again by reopening the same job
- * (next rewound; workers skip items already flagged).
+ * (next rewound, job.rerun set: workers skip items already flagged).
  *
  * Protocol between parent and workers on a descriptor (Dekker-style, every
  * access seq_cst): a worker first stores slot.job = j, then reads job.seq;
@@ -175,6 +178,8 @@ struct job {
 	/* written by the parent (at submission and audits), read by workers */
 	alignas(LINE) _Atomic uint64_t seq;
 	_Atomic uint64_t end_unit;            /* chunks [next, end_unit) */
+	_Atomic bool rerun;                   /* reopened by an audit: skip
+					       * the items already flagged */
 	mp_pool_fn fn;
 	uint64_t n, chunk, item_size, result_size;
 	/* Absolute addresses: the arena is mapped before the first fork,
@@ -189,6 +194,8 @@ struct job {
 struct slot {
 	alignas(2 * LINE) _Atomic uint64_t job;  /* job held, or NONE */
 	_Atomic uint64_t chunk;                  /* chunk running, or NONE */
+	_Atomic uint64_t item;                   /* item running (index in
+						  * the job), or NONE */
 	_Atomic uint64_t tasks;                  /* task calls finished */
 	_Atomic int state;
 };

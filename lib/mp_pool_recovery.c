@@ -45,6 +45,7 @@ int mpp_spawn(struct mp_pool *p, int i)
 
 	atomic_store(&s->job, NONE);
 	atomic_store(&s->chunk, NONE);
+	atomic_store(&s->item, NONE);
 	atomic_store(&s->tasks, 0);
 	atomic_store(&s->state, S_STARTING);
 	fflush(stdout);
@@ -119,30 +120,34 @@ static struct blame *find_blame(struct mp_pool_async *c, size_t index)
 	return &c->blames[c->nblames++];
 }
 
-/* A worker died running chunk k of job j.  The item it was running is the
- * chunk's first one without a flag: count the death against it, and after
- * `retries` re-runs give it up (flag 2, EOWNERDEAD) instead of running it
- * again.  The rest of the chunk is re-run by the job's audit. */
-static void blame(struct mp_pool *p, uint64_t j, uint64_t k, int sig,
-		  pid_t pid)
+/* A worker died running item `item` of chunk k of job j (item: NONE if it
+ * had not started one).  The chunk's items before it are done -- their
+ * results are written, only their flags were still to come -- so flag
+ * them.  Then count the death against the item, and after `retries`
+ * re-runs give it up (flag 2, EOWNERDEAD) instead of running it again.
+ * The rest of the chunk is re-run by the job's audit. */
+static void blame(struct mp_pool *p, uint64_t j, uint64_t k, uint64_t item,
+		  int sig, pid_t pid)
 {
 	struct job *jb = ring_job(p, j);
 	struct pjob *pj = ring_pjob(p, j);
 	uint64_t i = k * jb->chunk, end = min_sz(i + jb->chunk, jb->n);
 
-	while (i < end && flag_load(&jb->flags[i]))
-		i++;
-	if (i >= end)
-		return;  /* it died between two items: nobody to blame */
-	struct blame *b = find_blame(pj->call, pj->base + i);
+	if (item == NONE || item < i || item >= end ||
+	    flag_load(&jb->flags[item]))
+		return;  /* it died between two chunks: nobody to blame */
+	for (; i < item; i++)
+		if (!flag_load(&jb->flags[i]))
+			flag_store(&jb->flags[i], 1);
+	struct blame *b = find_blame(pj->call, pj->base + item);
 
 	if (!b)
 		return;  /* ENOMEM: the item is simply run again */
 	b->signal = sig;
 	b->pid = pid;
 	if (++b->tries > p->retries) {
-		note_error(jb, i, EOWNERDEAD);
-		flag_store(&jb->flags[i], 2);
+		note_error(jb, item, EOWNERDEAD);
+		flag_store(&jb->flags[item], 2);
 	}
 }
 
@@ -171,6 +176,7 @@ void mpp_handle_exit(struct mp_pool *p, int i)
 			p->st.workers_retired++;
 	} else {
 		uint64_t j = atomic_load(&s->job), k = atomic_load(&s->chunk);
+		uint64_t item = atomic_load(&s->item);
 
 		p->st.workers_died++;
 		/* Dying in the initializer counts; being killed before it
@@ -181,7 +187,7 @@ void mpp_handle_exit(struct mp_pool *p, int i)
 			p->init_deaths = 0;
 		if (j >= p->head && j < p->tail && k != NONE &&
 		    !ring_pjob(p, j)->complete)
-			blame(p, j, k, r == pid && WIFSIGNALED(status) ?
+			blame(p, j, k, item, r == pid && WIFSIGNALED(status) ?
 				WTERMSIG(status) : 0, pid);
 		/* Every job in flight may now miss a chunk: audit them. */
 		for (uint64_t q = p->head; q < p->tail; q++) {
@@ -244,6 +250,7 @@ bool mpp_audit(struct mp_pool *p, uint64_t j)
 	p->st.retried_items += missing;
 	atomic_store(&jb->end_unit, (hi - 1) / jb->chunk + 1);
 	atomic_store(&jb->next, lo / jb->chunk);
+	atomic_store(&jb->rerun, true);  /* skip what is flagged */
 	atomic_store(&jb->seq, j);
 	uint64_t cur = atomic_load(&p->sh->first_open);
 

@@ -99,6 +99,7 @@ int mpp_submit(struct mp_pool *p, struct mp_pool_async *c, size_t base,
 	atomic_store_explicit(&jb->end_unit, (n + chunk - 1) / chunk,
 			      memory_order_relaxed);
 	atomic_store_explicit(&jb->next, 0, memory_order_relaxed);
+	atomic_store_explicit(&jb->rerun, false, memory_order_relaxed);
 	atomic_store_explicit(&jb->done_items, 0, memory_order_relaxed);
 	atomic_store_explicit(&jb->err_key, NO_ERR, memory_order_relaxed);
 	atomic_store(&jb->seq, j);  /* publishes the fields above */
