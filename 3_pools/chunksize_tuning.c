@@ -122,31 +122,49 @@ NOT_INLINED static void omp_map(mp_pool_fn fn, const int64_t *in,
 }
 #endif
 
-/* Median seconds of `repeat` runs of one engine at one chunksize.  The two
- * mp_pool engines are the same call: given arrays from mp_pool_alloc()
+/* Seconds of one run of one engine at one chunksize.  The two mp_pool
+ * engines are the same call: given arrays from mp_pool_alloc()
  * (mp_pool_shm), the pool skips copying them in and out. */
 static double timed(int engine, struct mp_pool *pool, const int64_t *in,
-		    int64_t *out, size_t n, size_t chunk, long repeat,
-		    bool *ok)
+		    int64_t *out, size_t n, size_t chunk, bool *ok)
 {
-	double t[101];
+	int64_t t0 = mp_now_ns();
 
-	for (long r = 0; r < repeat; r++) {
-		int64_t t0 = mp_now_ns();
-
-		if (engine < OMP && mp_pool_map(pool, square, in, n, sizeof *in,
-						out, sizeof *out, chunk) == -1)
-			mp_die("mp_pool_map");
+	if (engine < OMP && mp_pool_map(pool, square, in, n, sizeof *in, out,
+					sizeof *out, chunk) == -1)
+		mp_die("mp_pool_map");
 #ifdef MP_HAVE_OPENMP
-		if (engine == OMP)
-			omp_map(square, in, out, (long)n, (long)chunk,
-				mp_pool_workers(pool));
+	if (engine == OMP)
+		omp_map(square, in, out, (long)n, (long)chunk,
+			mp_pool_workers(pool));
 #endif
-		t[r] = mp_elapsed_s(t0);
-		*ok &= exact(out, n);
+	double s = mp_elapsed_s(t0);
+
+	*ok &= exact(out, n);
+	return s;
+}
+
+/* The median of `repeat` runs of each engine at one chunksize.  The
+ * engines take turns, run by run, so that a moment when the machine is
+ * busy slows all of them alike and the ratios stay fair. */
+static void timed_round(struct mp_pool *pool, int64_t *const arr[4],
+			size_t n, size_t chunk, long repeat,
+			struct row row[OMP + 1], bool *ok)
+{
+	double t[OMP + 1][101];
+	int nengine = 2;
+
+#ifdef MP_HAVE_OPENMP
+	nengine = 3;
+#endif
+	for (long r = 0; r < repeat; r++)
+		for (int e = 0; e < nengine; e++)
+			t[e][r] = timed(e, pool, arr[e == 1 ? 2 : 0],
+					arr[e == 1 ? 3 : 1], n, chunk, ok);
+	for (int e = 0; e < nengine; e++) {
+		qsort(t[e], (size_t)repeat, sizeof t[e][0], cmp_double);
+		row[e] = (struct row){ t[e][repeat / 2], n, true };
 	}
-	qsort(t, (size_t)repeat, sizeof *t, cmp_double);
-	return t[repeat / 2];
 }
 
 /* What the Python twin reports, line by line (see chunksize_tuning.py). */
@@ -402,6 +420,15 @@ int main(int argc, char *argv[])
 			 "terminal; --plot FILE.svg|.png: into a file"),
 	};
 
+#ifdef MP_HAVE_OPENMP
+	/* libgomp's threads spin for some milliseconds after each loop
+	 * (OMP_WAIT_POLICY unset): long enough to take a CPU from the pool's
+	 * workers in the runs that follow (15% of their speed here), and no
+	 * faster for OpenMP itself on this map (1.71 vs 1.74 ms).  So both
+	 * engines' idle workers sleep: the policy is read when libgomp
+	 * loads, hence the new start.  OMP_WAIT_POLICY=active keeps it. */
+	mp_reexec_with_env(argv, "OMP_WAIT_POLICY", "passive");
+#endif
 	mp_parse_options(argc, argv,
 			 "Map x*x over N items with mp_pool, OpenMP and "
 			 "Python's Pool.map, chunksize by chunksize.", opts,
@@ -435,23 +462,21 @@ int main(int argc, char *argv[])
 
 	/* 2. mp_pool (private arrays, copied in and out as Pool.map pickles
 	 *    them), mp_pool_shm (arrays in the pool's shared heap: no copy)
-	 *    and OpenMP, at every chunksize; a warm-up run first touches the
-	 *    shared pages once. */
+	 *    and OpenMP, at every chunksize, taking turns run by run; a
+	 *    warm-up run first touches the shared pages once. */
 	struct row r[NENGINE][NCHUNK] = { 0 };
 
-	timed(0, pool, in, out, n, 0, 1, &ok);
-	timed(1, pool, sin, sout, n, 0, 1, &ok);
-	for (int k = 0; k < NCHUNK; k++) {
-		size_t c = chunks[k] ? chunks[k] : autoc;
+	int64_t *const arr[4] = { in, out, sin, sout };
 
-		r[0][k] = (struct row){ timed(0, pool, in, out, n, c, repeat,
-					      &ok), n, true };
-		r[1][k] = (struct row){ timed(1, pool, sin, sout, n, c, repeat,
-					      &ok), n, true };
-#ifdef MP_HAVE_OPENMP
-		r[OMP][k] = (struct row){ timed(OMP, pool, in, out, n, c,
-						repeat, &ok), n, true };
-#endif
+	timed(0, pool, in, out, n, 0, &ok);
+	timed(1, pool, sin, sout, n, 0, &ok);
+	for (int k = 0; k < NCHUNK; k++) {
+		struct row got[OMP + 1] = { 0 };
+
+		timed_round(pool, arr, n, chunks[k] ? chunks[k] : autoc,
+			    repeat, got, &ok);
+		for (int e = 0; e <= OMP; e++)
+			r[e][k] = got[e];
 	}
 
 	/* 3. apply_async, idle USS, then Python on the same items. */

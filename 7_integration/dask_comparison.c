@@ -366,11 +366,7 @@ int main(int argc, char *argv[])
 	 * with other work they steal the CPU from the threads that have
 	 * tasks (400 us a task instead of 1 us here).  It reads the policy
 	 * when it loads, so set it and start again. */
-	if (!getenv("OMP_WAIT_POLICY")) {
-		MP_CHECK(setenv("OMP_WAIT_POLICY", "passive", 1));
-		execv(mp_self_exe(), argv);
-		mp_die("execv %s", mp_self_exe());
-	}
+	mp_reexec_with_env(argv, "OMP_WAIT_POLICY", "passive");
 #endif
 	mp_stop_on_signals();
 

@@ -60,8 +60,8 @@ void mpp_complete_job(struct mp_pool *p, uint64_t j)
 		p->suspects--;
 	}
 	if (c->kind == K_MAP && c->result_size && !c->shared_out)
-		memcpy((char *)c->results + pj->base * c->result_size,
-		       jb->out, pj->n * c->result_size);
+		copy_window((char *)c->results + pj->base * c->result_size,
+			    jb->out, pj->n * c->result_size);
 	else if (c->kind == K_APPLY && c->result_size)
 		memcpy(c->results, jb->out, c->result_size);
 	uint64_t key = atomic_load(&jb->err_key);

@@ -129,14 +129,14 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
-
+#include <string.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__x86_64__) && defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 enum { LINE = 64 };
 #define RING 4096u                        /* job descriptors in flight */
@@ -420,6 +420,39 @@ static inline int64_t deadline_of(double timeout_s)
 	if (timeout_s > 1e9)
 		timeout_s = 1e9;
 	return now_ns() + (int64_t)(timeout_s * 1e9);
+}
+
+/* Copy a window's items into the arena, or its results out to the caller.
+ * Large copies bypass the cache (non-temporal stores): a copy the parent
+ * makes runs while the workers wait for it, and a plain store first reads
+ * every destination line in, only for the line to be evicted unread --
+ * streaming them took a map of 2 million items with private arrays from
+ * 0.32-0.44x OpenMP's speed to 0.50-0.59x at chunksize 250000.  (The data
+ * goes to memory, where the worker or the caller reads it next anyway.)
+ * Other machines, and small copies, use memcpy. */
+static inline void copy_window(void *dst, const void *src, size_t n)
+{
+#if defined(__x86_64__) && defined(__SSE2__)
+	enum { STREAM_MIN = 64 << 10 };
+
+	if (n >= STREAM_MIN && !((uintptr_t)dst & 15)) {
+		char *d = dst;
+		const char *s = src;
+		size_t whole = n & ~(size_t)63;
+
+		for (size_t i = 0; i < whole; i += 64)
+			for (int k = 0; k < 64; k += 16)
+				_mm_stream_si128(
+					(__m128i *)(void *)(d + i + k),
+					_mm_loadu_si128((const __m128i *)
+							(const void *)
+							(s + i + k)));
+		memcpy(d + whole, s + whole, n - whole);
+		_mm_sfence();  /* before the job is published */
+		return;
+	}
+#endif
+	memcpy(dst, src, n);
 }
 
 /* ---- what crosses between the files (see the picture above) ------- */

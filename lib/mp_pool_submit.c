@@ -84,7 +84,7 @@ int mpp_submit(struct mp_pool *p, struct mp_pool_async *c, size_t base,
 	char *a = p->arena + off;
 
 	if (!c->shared_in && n && isz)
-		memcpy(a, items, n * isz);
+		copy_window(a, items, n * isz);
 	memset(a + in + out, 0, stream ? fl + 2 * n : n);
 	jb->fn = c->fn;
 	jb->n = n;
@@ -226,9 +226,14 @@ void mpp_submit_windows(struct mp_pool *p, struct mp_pool_async *c,
 
 	mpp_progress(p);
 	for (size_t base = 0, w = 0; w < c->njobs; w++, base += win) {
+		/* Between two windows, deliver the ones that have finished:
+		 * their results are copied out while the workers run the
+		 * next, not all at the end while the workers wait. */
 		if (mpp_submit(p, c, base, min_sz(n - base, win),
-			       items + base * c->item_size) == 0)
+			       items + base * c->item_size) == 0) {
+			mpp_progress(p);
 			continue;
+		}
 		c->njobs = w;
 		if (c->kind == K_MAP)
 			c->err = (struct mp_pool_error){ errno, false,

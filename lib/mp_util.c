@@ -410,6 +410,15 @@ const char *mp_self_exe(void)
 	return path;
 }
 
+void mp_reexec_with_env(char *argv[], const char *name, const char *value)
+{
+	if (getenv(name))
+		return;
+	MP_CHECK(setenv(name, value, 1));
+	execv(mp_self_exe(), argv);
+	mp_die("execv %s", mp_self_exe());
+}
+
 /* ---- a descriptor for a child's end ------------------------------------ */
 
 struct exit_watch { pid_t pid; int efd; };

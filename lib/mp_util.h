@@ -142,6 +142,12 @@ pid_t mp_fork(void);
  * answers with the program's path.  Dies if the link cannot be read. */
 const char *mp_self_exe(void);
 
+/* Run this program again (same pid, same argv) with the environment
+ * variable name set to value, unless name is already set (then return):
+ * for a setting a library reads only when it loads, such as libgomp's
+ * OMP_WAIT_POLICY.  Dies if the exec fails. */
+void mp_reexec_with_env(char *argv[], const char *name, const char *value);
+
 /* ---- a descriptor for a child's end ------------------------------------ */
 
 /* pidfd_open(pid, 0): a descriptor that polls readable once the child has
