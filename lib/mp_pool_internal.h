@@ -435,9 +435,15 @@ static inline void copy_window(void *dst, const void *src, size_t n)
 #if defined(__x86_64__) && defined(__SSE2__)
 	enum { STREAM_MIN = 64 << 10 };
 
-	if (n >= STREAM_MIN && !((uintptr_t)dst & 15)) {
+	if (n >= STREAM_MIN) {
 		char *d = dst;
 		const char *s = src;
+		size_t head = (16 - ((uintptr_t)d & 15)) & 15;  /* to align d */
+
+		memcpy(d, s, head);
+		d += head;
+		s += head;
+		n -= head;
 		size_t whole = n & ~(size_t)63;
 
 		for (size_t i = 0; i < whole; i += 64)

@@ -281,6 +281,55 @@ static void test_map_million_exact_for_each_chunksize(void **state)
 	free(out);
 }
 
+/* Item and result sizes that are not powers of two (3 and 5 bytes), in
+ * arrays that start one byte past an aligned address: every result exact
+ * and nothing written outside the results (the window copies stream
+ * large blocks and must get their unaligned head and tail right). */
+static int odd_sizes(const void *arg, void *result)
+{
+	const uint8_t *a = arg;
+	uint64_t v = a[0] | (uint64_t)a[1] << 8 | (uint64_t)a[2] << 16;
+	uint64_t r = v * 7 + 1;
+
+	memcpy(result, &r, 5);  /* the low 5 bytes: little-endian here */
+	return 0;
+}
+
+static void test_map_odd_sizes_unaligned(void **state)
+{
+	(void)state;
+	enum { N = 300001, ISZ = 3, RSZ = 5 };
+	struct mp_pool *p = make_pool(2);
+	uint8_t *inb = malloc(1 + (size_t)N * ISZ);
+	uint8_t *outb = malloc(2 + (size_t)N * RSZ);
+	size_t chunks[] = { 7, 0 };
+
+	assert_non_null(inb);
+	assert_non_null(outb);
+	for (uint64_t i = 0; i < N; i++)
+		for (int b = 0; b < ISZ; b++)
+			inb[1 + i * ISZ + (size_t)b] = (uint8_t)(i >> (8 * b));
+	for (size_t k = 0; k < sizeof chunks / sizeof *chunks; k++) {
+		size_t bad = 0;
+
+		memset(outb, 0xAB, 2 + (size_t)N * RSZ);
+		assert_int_equal(mp_pool_map(p, odd_sizes, inb + 1, N, ISZ,
+					     outb + 1, RSZ, chunks[k]), 0);
+		for (uint64_t i = 0; i < N; i++) {
+			uint64_t r = 0, want = (i & 0xffffff) * 7 + 1;
+
+			memcpy(&r, outb + 1 + i * RSZ, RSZ);
+			bad += r != want;
+		}
+		assert_int_equal(bad, 0);
+		assert_int_equal(outb[0], 0xAB);  /* nothing before... */
+		assert_int_equal(outb[1 + (size_t)N * RSZ], 0xAB);  /* after */
+	}
+	mp_pool_destroy(p);
+	free(inb);
+	free(outb);
+}
+
 /* Fewer items than workers, and no items at all. */
 static void test_map_small_and_empty(void **state)
 {
@@ -1023,6 +1072,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		WATCHED(test_map_million_exact_for_each_chunksize),
+		WATCHED(test_map_odd_sizes_unaligned),
 		WATCHED(test_map_small_and_empty),
 		WATCHED(test_starmap_and_map_async_callback),
 		WATCHED(test_imap_ordered_and_streaming),
