@@ -37,6 +37,8 @@
  *            [--repeat N (3)] [--apply-async N (20000)] [--python-tasks N
  *            (2000)] [--python] [--csv] [--plot [FILE.svg|png]]
  *          The real benchmark: --tasks 1000000 --apply-async 1000000 --python
+ *          The engines take turns run by run; OpenMP runs with
+ *          OMP_WAIT_POLICY=passive unless you set it yourself.
  * Output:  (Release build, 2 cores shared with other jobs; trimmed)
  *   $ chunksize_tuning --tasks 1000000 --apply-async 1000000 --python
  *   [parent 22371 +12.1ms] 1000000 items, 2 workers, median of 3 runs; auto
