@@ -251,8 +251,11 @@ int mp_plot_with(const struct mp_table *t, const char *out, const char *path)
 	int st = wait_bounded(pid, 10000);
 
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		/* gnuplot said why on stderr.  EPIPE only means it ended
+		 * before it had read the whole script: its failure is the
+		 * news, whichever of the two came first. */
 		rc = -1;
-		err = err ? err : EIO;  /* gnuplot said why on stderr */
+		err = err && err != EPIPE ? err : EIO;
 	} else if (err) {
 		rc = -1;
 	}
