@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "mp.h"
+#include "pool_tasks.h"
 
 enum { WATCHDOG_S = 120, CALLS = 100000 };
 #include "watchdog.h"
@@ -40,27 +41,6 @@ static struct mp_pool *pool_with_fd(int n, int *fd)
 	*fd = mp_pool_fd(p);
 	assert_true(*fd >= 0);
 	return p;
-}
-
-/* result = x * x + 1 */
-static int square(const void *arg, void *result)
-{
-	int64_t x = *(const int64_t *)arg;
-
-	*(int64_t *)result = x * x + 1;
-	return 0;
-}
-
-/* Sleep the milliseconds given, return them. */
-static int nap(const void *arg, void *result)
-{
-	long ms = *(const long *)arg;
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) == -1)
-		;
-	*(long *)result = ms;
-	return 0;
 }
 
 /* What the callbacks saw (they run in this thread: no atomics needed). */

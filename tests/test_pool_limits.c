@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "mp.h"
+#include "pool_tasks.h"
 
 enum { WATCHDOG_S = 120, CHILD_S = 30 };
 #include "watchdog.h"
@@ -34,25 +35,6 @@ enum { WATCHDOG_S = 120, CHILD_S = 30 };
 #define UNDER_ASAN 1
 #endif
 #endif
-
-static int square(const void *arg, void *result)
-{
-	int64_t x = *(const int64_t *)arg;
-
-	*(int64_t *)result = x * x + 1;
-	return 0;
-}
-
-static int nap(const void *arg, void *result)
-{
-	long ms = *(const long *)arg;
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) == -1)
-		;
-	*(long *)result = ms;
-	return 0;
-}
 
 static void sleep_ms(long ms)
 {
