@@ -56,13 +56,19 @@
 enum { MAXP = 64, VOCAB = 20000 };
 #define BLOCK ((size_t)1 << 20)  /* a generated corpus: 1 MiB per seed */
 
-/* A word: where it lies in the input (mapped before any fork, so at the
- * same address in every process), how long, its hash, how often seen, and
- * its first 16 letters lower-cased: compared in place, they spare most
- * look-ups a trip to a random spot of the input (a cache miss). */
+/* A word: its first 16 letters lower-cased as two little-endian 64-bit
+ * blocks, zero-padded (most words are shorter: two compares tell two words
+ * apart without a trip into the input), its hash, how often seen, where it
+ * lies in the input (mapped before any fork, so at the same address in
+ * every process) and how long it is. */
 enum { KEY = 16 };
-struct entry { uint64_t off, len, hash, count; unsigned char key[KEY]; };
-struct table { struct entry *e; size_t cap, n; };  /* open addressing */
+struct entry { uint64_t k[2], hash, count, off, len; };
+
+/* Open addressing over a dense array: slot[i] is 0 when free, else the
+ * hash's high half (a tag) and 1 + the index of an entry.  Entries lie in
+ * order of arrival, so a walk over them meets no empty slot, and the
+ * frequent words, met first, share cache lines. */
+struct table { uint64_t *slot; struct entry *e; size_t cap, n, room; };
 struct section { uint64_t at, n; };  /* entries in the shuffle region */
 
 struct shared {
@@ -167,25 +173,128 @@ static int make_corpus(const char *kind, size_t size, int procs)
 
 /* ---- counting ---------------------------------------------------------- */
 
-/* The slot of a word in t: its entry, or a free one.  w->key holds its
- * first letters lower-cased; the rest are compared in the input, c | 32. */
-static struct entry *probe(const struct table *t, const unsigned char *text,
-			   const struct entry *w)
-{
-	for (size_t i = w->hash & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
-		struct entry *e = &t->e[i];
-		uint64_t k = KEY;
+/* Eight bytes at a time (SWAR: SIMD within a register).  The blocks of a
+ * word are read little-endian, so its first letter is the low byte. */
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the 8-byte word scanner assumes a little-endian CPU"
+#endif
+#define ONES UINT64_C(0x0101010101010101)
+#define HIGH (ONES * 0x80)
 
-		if (e->count == 0)
-			return e;
-		if (e->hash != w->hash || e->len != w->len ||
-		    memcmp(e->key, w->key, KEY) != 0)
-			continue;
-		while (k < w->len && (text[e->off + k] | 32) ==
-		       (text[w->off + k] | 32))
-			k++;
-		if (k >= w->len)
-			return e;
+static uint64_t load8(const unsigned char *p)
+{
+	uint64_t x;
+
+	memcpy(&x, p, 8);  /* one unaligned load */
+	return x;
+}
+
+/* 0x80 in each byte of x that is an ASCII letter, 0 in the others: with
+ * bit 5 set (lower case) and bit 7 cleared, a byte is a letter if it is at
+ * least 'a' and at most 'z'; adding 0x80 - 'a' (or 0x80 - 'z' - 1) sets
+ * its bit 7 exactly when it is, and no byte carries into the next.  A byte
+ * with bit 7 set (UTF-8) is no letter. */
+static uint64_t letters8(uint64_t x)
+{
+	uint64_t t = (x | ONES * 0x20) & ONES * 0x7F;
+
+	return (t + ONES * (0x80 - 'a')) & ~(t + ONES * (0x80 - 'z' - 1)) &
+	       ~x & HIGH;
+}
+
+/* The low n bytes of x (n < 8). */
+static uint64_t low_bytes(uint64_t x, unsigned n)
+{
+	return x & ((UINT64_C(1) << (8 * n)) - 1);
+}
+
+/* The hash of a word from its 8-letter blocks: the first two are k[0] and
+ * k[1]; rest folds in any beyond (words longer than 16 letters).  The last
+ * steps (xor-shift, multiply, xor-shift) spread every letter over all 64
+ * bits: the table indexes by the low bits, the partition takes the high. */
+static uint64_t hash_blocks(uint64_t k0, uint64_t k1, uint64_t rest)
+{
+	uint64_t h = k0 * UINT64_C(0x9E3779B97F4A7C15) +
+		     k1 * UINT64_C(0xC2B2AE3D27D4EB4F) + rest;
+
+	h ^= h >> 32;
+	h *= UINT64_C(0xD6E8FEB86659FD93);
+	return h ^ (h >> 32);
+}
+
+/* The same, letter by letter, for any word: the slow path (a word near the
+ * end of the input, or longer than 16 letters). */
+static void key_of(const unsigned char *text, struct entry *w)
+{
+	uint64_t rest = 0;
+
+	w->k[0] = w->k[1] = 0;
+	for (uint64_t j = 0; j < w->len; j += 8) {
+		uint64_t b = 0;
+
+		for (unsigned n = 0; n < 8 && j + n < w->len; n++)
+			b |= (uint64_t)(text[w->off + j + n] | 32) << (8 * n);
+		if (j < KEY)
+			w->k[j / 8] = b;
+		else
+			rest = (rest ^ b) * UINT64_C(0xFF51AFD7ED558CCD);
+	}
+	w->hash = hash_blocks(w->k[0], w->k[1], rest);
+}
+
+static bool same_word(const unsigned char *text, const struct entry *e,
+		      const struct entry *w)
+{
+	if (e->hash != w->hash || e->k[0] != w->k[0] || e->k[1] != w->k[1] ||
+	    e->len != w->len)
+		return false;
+	for (uint64_t k = KEY; k < w->len; k++)  /* past 16 letters */
+		if ((text[e->off + k] | 32) != (text[w->off + k] | 32))
+			return false;
+	return true;
+}
+
+/* Word w's entry in t, or NULL and in *at the free slot it would take. */
+static struct entry *find(const struct table *t, const unsigned char *text,
+			  const struct entry *w, size_t *at)
+{
+	uint64_t tag = w->hash >> 32 << 32;
+
+	for (size_t i = w->hash & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+		uint64_t s = t->slot[i];
+
+		if (s == 0) {
+			*at = i;
+			return NULL;
+		}
+		if ((s >> 32 << 32) == tag &&
+		    same_word(text, &t->e[(uint32_t)s - 1], w))
+			return &t->e[(uint32_t)s - 1];
+	}
+}
+
+/* Room for one more word: the slots kept at most half full (grown x2 and
+ * refilled from the entries' hashes, no word compared), the entries x2. */
+static void make_room(struct table *t)
+{
+	if (t->n == t->room) {
+		t->room = t->room ? 2 * t->room : 512;
+		t->e = realloc(t->e, t->room * sizeof *t->e);
+		if (!t->e)
+			mp_die("realloc");
+	}
+	if (2 * (t->n + 1) <= t->cap)
+		return;
+	t->cap = t->cap ? 2 * t->cap : 1024;
+	free(t->slot);
+	if (!(t->slot = calloc(t->cap, sizeof *t->slot)))
+		mp_die("calloc");
+	for (size_t k = 0; k < t->n; k++) {
+		size_t i = t->e[k].hash & (t->cap - 1);
+
+		while (t->slot[i])
+			i = (i + 1) & (t->cap - 1);
+		t->slot[i] = (t->e[k].hash >> 32 << 32) | (k + 1);
 	}
 }
 
@@ -193,51 +302,75 @@ static struct entry *probe(const struct table *t, const unsigned char *text,
 static void add(struct table *t, const unsigned char *text,
 		const struct entry *w)
 {
-	if (2 * (t->n + 1) > t->cap) {  /* keep it half empty: grow x2 */
-		size_t cap = t->cap ? 2 * t->cap : 1024;
-		struct table g = { calloc(cap, sizeof *g.e), cap, t->n };
+	size_t at;
+	struct entry *e = t->cap ? find(t, text, w, &at) : NULL;
 
-		if (!g.e)
-			mp_die("calloc");
-		for (size_t i = 0; i < t->cap; i++)
-			if (t->e[i].count)
-				*probe(&g, text, &t->e[i]) = t->e[i];
-		free(t->e);
-		*t = g;
-	}
-	struct entry *e = probe(t, text, w);
-
-	if (e->count == 0) {
-		*e = *w;
-		t->n++;
-	} else {
+	if (e) {
 		e->count += w->count;
+		return;
 	}
+	if (t->n == t->room || 2 * (t->n + 1) > t->cap) {
+		make_room(t);
+		find(t, text, w, &at);
+	}
+	t->e[t->n] = *w;
+	t->slot[at] = (w->hash >> 32 << 32) | ++t->n;
 }
 
-/* Count the words of text[from, to) into t (FNV-1a of the lower-cased
- * letters); returns how many words. */
+static void free_table(struct table *t)
+{
+	free(t->slot);
+	free(t->e);
+}
+
+/* Count the words of text[from, to) into t; returns how many words.  The
+ * input holds size bytes: eight are read at a time while eight remain.
+ * Each round starts on a separator or a word's first letter; a word of up
+ * to 16 letters is found, keyed and hashed from at most two loads. */
 static uint64_t count_words(struct table *t, const unsigned char *text,
-			    size_t from, size_t to)
+			    size_t size, size_t from, size_t to)
 {
 	uint64_t words = 0;
+	size_t i = from;
 
-	for (size_t i = from; i < to;) {
-		if (!letter(text[i])) {
-			i++;
-			continue;
-		}
-		struct entry w = { .off = i, .hash = 0xCBF29CE484222325u,
-				   .count = 1 };
+	while (i < to) {
+		struct entry w = { .off = i, .count = 1 };
 
-		for (; i < to && letter(text[i]); i++) {
-			if (i - w.off < KEY)
-				w.key[i - w.off] = text[i] | 32;
-			w.hash = (w.hash ^ (text[i] | 32)) * 0x100000001B3u;
+		if (i + KEY <= size) {
+			uint64_t x = load8(text + i), m = letters8(x);
+
+			if (!(m & 0x80)) {  /* a separator: to the next letter */
+				i += m ? (size_t)__builtin_ctzll(m) / 8 : 8;
+				continue;
+			}
+			uint64_t y = load8(text + i + 8), n = letters8(y);
+
+			if (m != HIGH) {  /* it ends in the first block */
+				w.len = (uint64_t)__builtin_ctzll(~m & HIGH) / 8;
+				w.k[0] = low_bytes(x | ONES * 0x20,
+						   (unsigned)w.len);
+			} else if (n != HIGH) {  /* in the second */
+				w.len = 8 + (uint64_t)__builtin_ctzll(
+						~n & HIGH) / 8;
+				w.k[0] = x | ONES * 0x20;
+				w.k[1] = low_bytes(y | ONES * 0x20,
+						   (unsigned)w.len - 8);
+			}
+			if (w.len)
+				w.hash = hash_blocks(w.k[0], w.k[1], 0);
 		}
-		w.len = i - w.off;
+		if (!w.len) {  /* near the end, or 16 letters and more */
+			if (!letter(text[i])) {
+				i++;
+				continue;
+			}
+			while (i + w.len < to && letter(text[i + w.len]))
+				w.len++;
+			key_of(text, &w);
+		}
 		add(t, text, &w);
 		words++;
+		i += w.len + 1;  /* and the separator after it */
 	}
 	return words;
 }
@@ -248,7 +381,9 @@ static int part(uint64_t h, int r)
 	return (int)((h >> 32) % (uint64_t)r);
 }
 
-/* Count descending, then the word ascending (lower-cased). */
+/* Count descending, then the word ascending (lower-cased): the first 16
+ * letters compare as two numbers once byte-swapped (the first letter most
+ * significant; the zero padding puts "ab" before "abc"). */
 static int by_rank(const void *a, const void *b, void *text)
 {
 	const struct entry *x = a, *y = b;
@@ -257,21 +392,14 @@ static int by_rank(const void *a, const void *b, void *text)
 
 	if (x->count != y->count)
 		return x->count > y->count ? -1 : 1;
-	for (uint64_t k = 0; k < x->len && k < y->len; k++)
+	for (int i = 0; i < 2; i++)
+		if (x->k[i] != y->k[i])
+			return __builtin_bswap64(x->k[i]) <
+			       __builtin_bswap64(y->k[i]) ? -1 : 1;
+	for (uint64_t k = KEY; k < x->len && k < y->len; k++)
 		if ((p[k] | 32) != (q[k] | 32))
 			return (p[k] | 32) < (q[k] | 32) ? -1 : 1;
 	return (x->len > y->len) - (x->len < y->len);
-}
-
-/* The used slots of t, packed at the front of dst; how many. */
-static size_t entries(const struct table *t, struct entry *dst)
-{
-	size_t n = 0;
-
-	for (size_t i = 0; i < t->cap; i++)
-		if (t->e[i].count)
-			dst[n++] = t->e[i];
-	return n;
 }
 
 /* ---- the three phases ------------------------------------------------ */
@@ -281,22 +409,24 @@ static size_t entries(const struct table *t, struct entry *dst)
 static _Noreturn void mapper(const struct job *j, int m)
 {
 	struct table t = { 0 };
-	uint64_t words = count_words(&t, j->text, j->cut[m], j->cut[m + 1]);
+	uint64_t words = count_words(&t, j->text, j->size, j->cut[m],
+				     j->cut[m + 1]);
 	uint64_t n[MAXP] = { 0 }, at = atomic_fetch_add(&j->sh->used, t.n);
+	unsigned char *to = malloc(t.n + 1);  /* each word's reducer */
 
-	for (size_t i = 0; i < t.cap; i++)
-		if (t.e[i].count)
-			n[part(t.e[i].hash, j->r)]++;
+	if (!to)
+		mp_die("malloc");
+	for (size_t i = 0; i < t.n; i++)
+		n[to[i] = (unsigned char)part(t.e[i].hash, j->r)]++;
 	for (int r = 0; r < j->r; r++) {
 		j->sh->sec[m][r] = (struct section){ at, 0 };
 		at += n[r];
 	}
-	for (size_t i = 0; i < t.cap; i++)
-		if (t.e[i].count) {
-			struct section *s = &j->sh->sec[m][part(t.e[i].hash,
-								 j->r)];
-			j->region[s->at + s->n++] = t.e[i];
-		}
+	for (size_t i = 0; i < t.n; i++) {
+		struct section *s = &j->sh->sec[m][to[i]];
+
+		j->region[s->at + s->n++] = t.e[i];
+	}
 	j->sh->words[m] = words;
 	_exit(EXIT_SUCCESS);
 }
@@ -313,10 +443,10 @@ static _Noreturn void reducer(const struct job *j, int r)
 
 			add(&t, j->text, e);
 		}
-	size_t n = entries(&t, out);
-
-	qsort_r(out, n, sizeof *out, by_rank, (void *)j->text);
-	j->sh->out_n[r] = n;
+	if (t.n)
+		memcpy(out, t.e, t.n * sizeof *out);
+	qsort_r(out, t.n, sizeof *out, by_rank, (void *)j->text);
+	j->sh->out_n[r] = t.n;
 	_exit(EXIT_SUCCESS);
 }
 
@@ -400,8 +530,11 @@ static bool same_counts(const struct job *j, const struct table *ref,
 
 			*sum += e->count;
 			distinct++;
-			wrong += ref->cap == 0 ||
-				 probe(ref, j->text, e)->count != e->count;
+			size_t at;
+			const struct entry *x = ref->cap ?
+				find(ref, j->text, e, &at) : NULL;
+
+			wrong += !x || x->count != e->count;
 		}
 	return words == total && *sum == total && distinct == ref->n &&
 	       wrong == 0;
@@ -562,13 +695,14 @@ int main(int argc, char *argv[])
 	/* 3. One process counts it all: the reference, and the baseline. */
 	int64_t t0 = mp_now_ns();
 	struct table ref = { 0 };
-	uint64_t total = count_words(&ref, j.text, 0, j.size);
+	uint64_t total = count_words(&ref, j.text, j.size, 0, j.size);
 	struct entry *all = malloc((ref.n + 1) * sizeof *all);
 
 	if (!all)
 		mp_die("malloc");
-	qsort_r(all, entries(&ref, all), sizeof *all, by_rank,
-		(void *)j.text);
+	if (ref.n)
+		memcpy(all, ref.e, ref.n * sizeof *all);
+	qsort_r(all, ref.n, sizeof *all, by_rank, (void *)j.text);
 	double s1 = mp_elapsed_s(t0);
 
 	if (!csv)
@@ -712,7 +846,7 @@ int main(int argc, char *argv[])
 	MP_CHECK(mp_shm_free(j.out, (pairs + 1) * sizeof *j.out));
 	MP_CHECK(mp_shm_free(j.sh, sizeof *j.sh));
 	MP_CHECK(close(fd));
-	free(ref.e);
+	free_table(&ref);
 	free(all);
 	free(best);
 	return ok ? EXIT_SUCCESS : EXIT_FAILURE;
