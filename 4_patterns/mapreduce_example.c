@@ -50,10 +50,14 @@
 #include <math.h>
 #include <sched.h>
 #include <stdalign.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 
-enum { MAXP = 64, VOCAB = 20000 };
+enum { MAXP = 64, VOCAB = 20000, EXIT_STUCK = 3 };
+#define BARRIER_S 600.0  /* a reducer waits no longer for the mappers */
 #define BLOCK ((size_t)1 << 20)  /* a generated corpus: 1 MiB per seed */
 
 /* A word: its first 16 letters lower-cased as two little-endian 64-bit
@@ -74,14 +78,19 @@ struct section { uint64_t at, n; };  /* entries in the shuffle region */
 struct shared {
 	struct section sec[MAXP][MAXP];  /* mapper m's words for reducer r */
 	_Atomic uint64_t used;           /* entries taken in the region */
+	_Atomic uint64_t next;           /* the next piece to map */
 	uint64_t words[MAXP], out_at[MAXP], out_n[MAXP];
+	_Atomic uint32_t mapped, reduced;  /* futex words: mappers done,
+					      reducers done, and the parent */
+	_Atomic uint32_t collected;        /* has the answer (1) */
 	_Atomic uint64_t packed[MAXP];   /* 8 counters per 64-byte line */
 	struct { alignas(64) _Atomic uint64_t n; } padded[MAXP];
 };
 
 struct job {
 	const unsigned char *text;
-	size_t size, cut[MAXP + 1];
+	size_t size, cut[MAXP + 1];  /* slice m: [cut[m], cut[m + 1]) */
+	size_t *piece, npieces;      /* the same cut in 1 MiB pieces */
 	int m, r;
 	struct shared *sh;
 	struct entry *region, *out;
@@ -402,15 +411,60 @@ static int by_rank(const void *a, const void *b, void *text)
 	return (x->len > y->len) - (x->len < y->len);
 }
 
+/* Cut text into n parts at word boundaries: cut[0] = 0, cut[n] = size,
+ * and each cut in between moved forward off the middle of a word. */
+static void cut_at_words(const unsigned char *text, size_t size, size_t n,
+			 size_t cut[])
+{
+	for (size_t m = 0; m <= n; m++) {
+		size_t c = size / n * m + size % n * m / n;  /* no overflow */
+
+		c = m && c < cut[m - 1] ? cut[m - 1] : c;
+		while (c > 0 && c < size && letter(text[c - 1]) &&
+		       letter(text[c]))
+			c++;
+		cut[m] = c;
+	}
+}
+
 /* ---- the three phases ------------------------------------------------ */
 
-/* Map: count my slice privately, then shuffle: take room for all my words
- * in the shared region (one atomic add) and lay them out by reducer. */
-static _Noreturn void mapper(const struct job *j, int m)
+/* The barrier between map and reduce: a count in shared memory that each
+ * mapper increments, and a futex on it to sleep on while it is short.  The
+ * kernel compares the word before it sleeps, so a wake-up between our look
+ * and our sleep is not lost.  Every sleep is bounded. */
+static void arrive(_Atomic uint32_t *count)
+{
+	atomic_fetch_add(count, 1);
+	syscall(SYS_futex, count, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+/* Sleep until *count reaches want or `slice` seconds pass: true if it has. */
+static bool reached(_Atomic uint32_t *count, uint32_t want, double slice)
+{
+	struct timespec t = { (time_t)slice,
+			      (long)((slice - (double)(time_t)slice) * 1e9) };
+	uint32_t seen = atomic_load(count);
+
+	if (seen >= want)
+		return true;
+	syscall(SYS_futex, count, FUTEX_WAIT, seen, &t, NULL, 0);
+	return atomic_load(count) >= want;  /* woken, timed out or EINTR */
+}
+
+/* Map: count pieces of the input privately, taking the next one while
+ * any is left (a mapper slowed down by another job on its CPU takes fewer),
+ * then shuffle: take room for all my words in the shared region (one
+ * atomic add) and lay them out by reducer. */
+static void map(const struct job *j, int m)
 {
 	struct table t = { 0 };
-	uint64_t words = count_words(&t, j->text, j->size, j->cut[m],
-				     j->cut[m + 1]);
+	uint64_t words = 0;
+
+	for (uint64_t p; (p = atomic_fetch_add(&j->sh->next, 1)) <
+			 j->npieces;)
+		words += count_words(&t, j->text, j->size, j->piece[p],
+				     j->piece[p + 1]);
 	uint64_t n[MAXP] = { 0 }, at = atomic_fetch_add(&j->sh->used, t.n);
 	unsigned char *to = malloc(t.n + 1);  /* each word's reducer */
 
@@ -428,26 +482,87 @@ static _Noreturn void mapper(const struct job *j, int m)
 		j->region[s->at + s->n++] = t.e[i];
 	}
 	j->sh->words[m] = words;
+	free(to);
+	free_table(&t);
+}
+
+/* Reduce: merge partition r of every mapper (each entry brings its hash:
+ * no word is hashed again), then sort it by rank into its place in the
+ * output, after partitions 0..r-1 (no partition can hold more words than
+ * the pairs the mappers sent it). */
+static void reduce(const struct job *j, int r)
+{
+	struct table t = { 0 };
+	uint64_t at = 0;
+
+	for (int q = 0; q < r; q++)
+		for (int m = 0; m < j->m; m++)
+			at += j->sh->sec[m][q].n;
+	for (int m = 0; m < j->m; m++)
+		for (uint64_t k = 0; k < j->sh->sec[m][r].n; k++)
+			add(&t, j->text, &j->region[j->sh->sec[m][r].at + k]);
+	if (t.n)
+		memcpy(j->out + at, t.e, t.n * sizeof *t.e);
+	qsort_r(j->out + at, t.n, sizeof *t.e, by_rank, (void *)j->text);
+	j->sh->out_at[r] = at;
+	j->sh->out_n[r] = t.n;
+	free_table(&t);
+}
+
+/* Wait for *count to reach want, up to BARRIER_S: exit if it does not. */
+static void wait_until(_Atomic uint32_t *count, uint32_t want)
+{
+	for (double waited = 0; !reached(count, want, 0.1); waited += 0.1)
+		if (waited >= BARRIER_S)
+			_exit(EXIT_STUCK);
+}
+
+/* One process maps slice w (if w < M), then, as reducer w (if w < R),
+ * waits at the barrier for every mapper and reduces partition w.  The same
+ * process does both: no second round of fork() and exit() between the
+ * phases.  It exits once the parent has collected the answer: an exit
+ * unmaps this process's view of the input (some milliseconds for 50 MiB
+ * here), work that would otherwise take a CPU from the parent just as it
+ * wakes to merge the results. */
+static _Noreturn void worker(const struct job *j, int w)
+{
+	if (w < j->m) {
+		map(j, w);
+		arrive(&j->sh->mapped);
+	}
+	if (w < j->r) {
+		wait_until(&j->sh->mapped, (uint32_t)j->m);
+		reduce(j, w);
+		arrive(&j->sh->reduced);
+	}
+	wait_until(&j->sh->collected, 1);
 	_exit(EXIT_SUCCESS);
 }
 
-/* Reduce: merge partition r of every mapper, then sort it by rank. */
-static _Noreturn void reducer(const struct job *j, int r)
+/* The parent waits for the R reducers, watching the workers: one that
+ * exits with an error or is killed (it will never arrive) ends the wait at
+ * once, and the others are stopped.  False then. */
+static bool all_reduced(const struct job *j, const pid_t *pid, int n)
 {
-	struct table t = { 0 };
-	struct entry *out = j->out + j->sh->out_at[r];
+	while (!reached(&j->sh->reduced, (uint32_t)j->r, 0.05))
+		for (int w = 0; w < n; w++) {
+			siginfo_t si = { 0 };
 
-	for (int m = 0; m < j->m; m++)
-		for (uint64_t k = 0; k < j->sh->sec[m][r].n; k++) {
-			struct entry *e = &j->region[j->sh->sec[m][r].at + k];
-
-			add(&t, j->text, e);
+			MP_CHECK(waitid(P_PID, (id_t)pid[w], &si, WEXITED |
+					WNOHANG | WNOWAIT));
+			if (si.si_pid == 0 || (si.si_code == CLD_EXITED &&
+					       si.si_status == 0))
+				continue;
+			fprintf(stderr, "%s: worker %jd failed, stopping the "
+				"others\n", program_invocation_short_name,
+				(intmax_t)pid[w]);
+			for (int k = 0; k < n; k++)
+				if (kill(pid[k], SIGKILL) == -1 &&
+				    errno != ESRCH)
+					mp_die("kill");
+			return false;
 		}
-	if (t.n)
-		memcpy(out, t.e, t.n * sizeof *out);
-	qsort_r(out, t.n, sizeof *out, by_rank, (void *)j->text);
-	j->sh->out_n[r] = t.n;
-	_exit(EXIT_SUCCESS);
+	return true;
 }
 
 /* False sharing: each mapper counts the letters of (the first 4 MiB of)
@@ -710,59 +825,55 @@ int main(int argc, char *argv[])
 		       "counted by one process in %.3f s",
 		       (double)j.size / (1 << 20), total, ref.n, s1);
 
-	/* 4. Map.  The slices end at word boundaries; the shuffle region
-	 *    holds at most one word per two bytes of input: reserved, not
-	 *    committed (MAP_NORESERVE), only the pages used are touched. */
+	/* 4. Map, shuffle, reduce.  The slices end at word boundaries; the
+	 *    shuffle region holds at most one word per two bytes of input,
+	 *    and so does the output (no partition outputs more words than it
+	 *    was sent): reserved, not committed (MAP_NORESERVE), only the
+	 *    pages used are touched.  max(M, R) workers: each maps, then
+	 *    reduces once every mapper is done (a barrier in shared memory). */
 	size_t cap = j.size / 2 + (size_t)j.m + 1;
+	int nw = j.m > j.r ? j.m : j.r;
+	pid_t pid[MAXP];
 
 	t0 = mp_now_ns();
 	j.sh = mp_shm_alloc(sizeof *j.sh);
 	j.region = mmap(NULL, cap * sizeof *j.region, PROT_READ | PROT_WRITE,
 			MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (!j.sh || j.region == MAP_FAILED)
+	j.out = mmap(NULL, cap * sizeof *j.out, PROT_READ | PROT_WRITE,
+		     MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (!j.sh || j.region == MAP_FAILED || j.out == MAP_FAILED)
 		mp_die("shared memory");
-	for (int m = 0; m <= j.m; m++) {
-		size_t c = j.size * (size_t)m / (size_t)j.m;
+	j.npieces = (j.size >> 20) > (size_t)j.m ? j.size >> 20 :
+		    (size_t)j.m;
+	j.piece = malloc((j.npieces + 1) * sizeof *j.piece);
+	if (!j.piece)
+		mp_die("malloc");
+	cut_at_words(j.text, j.size, (size_t)j.m, j.cut);
+	cut_at_words(j.text, j.size, j.npieces, j.piece);
+	for (int w = 0; w < nw; w++)
+		if ((pid[w] = mp_fork()) == 0)
+			worker(&j, w);
+	bool run_ok = all_reduced(&j, pid, nw);
 
-		c = m && c < j.cut[m - 1] ? j.cut[m - 1] : c;
-		while (c > 0 && c < j.size && letter(j.text[c - 1]) &&
-		       letter(j.text[c]))
-			c++;
-		j.cut[m] = c;
-	}
-	for (int m = 0; m < j.m; m++)
-		if (mp_fork() == 0)
-			mapper(&j, m);
-	mp_wait_all();
-
-	/* 5. Reduce: now that the partitions are known, their output region
-	 *    (the sizes of a partition's inputs bound its output). */
-	uint64_t pairs = 0;
-
-	for (int r = 0; r < j.r; r++) {
-		j.sh->out_at[r] = pairs;
-		for (int m = 0; m < j.m; m++)
-			pairs += j.sh->sec[m][r].n;
-	}
-	j.out = mp_shm_alloc((pairs + 1) * sizeof *j.out);
-	if (!j.out)
-		mp_die("mp_shm_alloc");
-	for (int r = 0; r < j.r; r++)
-		if (mp_fork() == 0)
-			reducer(&j, r);
-	mp_wait_all();
-
-	/* 6. The top K: merge the R sorted partitions, head by head. */
+	/* 5. The top K: merge the R sorted partitions, head by head.  The
+	 *    answer is complete here: the clock stops before the workers are
+	 *    reaped (each exit unmaps that process's view of the input). */
 	struct entry *best = malloc(((size_t)k + 1) * sizeof *best);
 
 	if (!best)
 		mp_die("malloc");
-	size_t ntop = merge_top(&j, best, (size_t)k);
+	size_t ntop = run_ok ? merge_top(&j, best, (size_t)k) : 0;
 	double smr = mp_elapsed_s(t0);
-	uint64_t distinct = 0;
+	uint64_t distinct = 0, pairs = 0;
 
-	for (int r = 0; r < j.r; r++)
+	arrive(&j.sh->collected);  /* the workers may go */
+	for (int w = 0; w < nw; w++)
+		run_ok &= mp_waitpid(pid[w]) == 0;
+	for (int r = 0; r < j.r; r++) {
 		distinct += j.sh->out_n[r];
+		for (int m = 0; m < j.m; m++)
+			pairs += j.sh->sec[m][r].n;
+	}
 	if (!csv) {
 		mp_say("parent", "map: %d mappers, %" PRIu64 " (word, count) "
 		       "pairs shuffled; reduce: %d reducers, %" PRIu64
@@ -776,20 +887,20 @@ int main(int argc, char *argv[])
 		}
 	}
 
-	/* 7. Every word's count as the single process counted it, and the
+	/* 6. Every word's count as the single process counted it, and the
 	 *    same top K. */
 	uint64_t sum = 0;
-	bool counts_ok = same_counts(&j, &ref, total, &sum);
+	bool counts_ok = run_ok && same_counts(&j, &ref, total, &sum);
 	bool top_ok = ntop == (ref.n < (size_t)k ? ref.n : (size_t)k);
 
 	for (size_t i = 0; i < ntop && top_ok; i++)
 		top_ok = by_rank(&best[i], &all[i], (void *)j.text) == 0;
 
-	/* 8. False sharing: the same adds, counters packed or padded. */
+	/* 7. False sharing: the same adds, counters packed or padded. */
 	double fs[2];
 	bool fs_ok = false_sharing(&j, fs);
 
-	/* 9. Python: Pool.map over chunks, a Counter each, on the same file. */
+	/* 8. Python: Pool.map over chunks, a Counter each, on the same file. */
 	struct twin t = { j.text, best, ntop, 0, 0, 0, 0, true };
 	char path[64], w[16], kk[16];
 	bool py = !nopy && mp_python3();
@@ -808,7 +919,7 @@ int main(int argc, char *argv[])
 			  t.k == ntop;
 	}
 
-	/* 10. The table and the verdict. */
+	/* 9. The table and the verdict. */
 	char mxr[32];
 
 	snprintf(mxr, sizeof mxr, "%dx%d", j.m, j.r);
@@ -843,11 +954,12 @@ int main(int argc, char *argv[])
 	if (j.size)
 		MP_CHECK(munmap((void *)j.text, j.size));
 	MP_CHECK(munmap(j.region, cap * sizeof *j.region));
-	MP_CHECK(mp_shm_free(j.out, (pairs + 1) * sizeof *j.out));
+	MP_CHECK(munmap(j.out, cap * sizeof *j.out));
 	MP_CHECK(mp_shm_free(j.sh, sizeof *j.sh));
 	MP_CHECK(close(fd));
 	free_table(&ref);
 	free(all);
 	free(best);
+	free(j.piece);
 	return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }
