@@ -68,11 +68,10 @@ enum { MAXP = 64, VOCAB = 20000, EXIT_STUCK = 3 };
 enum { KEY = 16 };
 struct entry { uint64_t k[2], hash, count, off, len; };
 
-/* Open addressing over a dense array: slot[i] is 0 when free, else the
- * hash's high half (a tag) and 1 + the index of an entry.  Entries lie in
- * order of arrival, so a walk over them meets no empty slot, and the
- * frequent words, met first, share cache lines. */
-struct table { uint64_t *slot; struct entry *e; size_t cap, n, room; };
+/* Open addressing, linear probing: e[i].count == 0 marks a free slot; at
+ * most half the slots are used.  A word is found in one memory access,
+ * most of the time: its slot. */
+struct table { struct entry *e; size_t cap, n; };
 struct section { uint64_t at, n; };  /* entries in the shuffle region */
 
 struct shared {
@@ -267,44 +266,36 @@ static bool same_word(const unsigned char *text, const struct entry *e,
 static struct entry *find(const struct table *t, const unsigned char *text,
 			  const struct entry *w, size_t *at)
 {
-	uint64_t tag = w->hash >> 32 << 32;
-
 	for (size_t i = w->hash & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
-		uint64_t s = t->slot[i];
-
-		if (s == 0) {
+		if (t->e[i].count == 0) {
 			*at = i;
 			return NULL;
 		}
-		if ((s >> 32 << 32) == tag &&
-		    same_word(text, &t->e[(uint32_t)s - 1], w))
-			return &t->e[(uint32_t)s - 1];
+		if (same_word(text, &t->e[i], w))
+			return &t->e[i];
 	}
 }
 
-/* Room for one more word: the slots kept at most half full (grown x2 and
- * refilled from the entries' hashes, no word compared), the entries x2. */
-static void make_room(struct table *t)
+/* Twice the slots, each word put back where its hash says (none is
+ * compared: they all differ). */
+static void grow(struct table *t)
 {
-	if (t->n == t->room) {
-		t->room = t->room ? 2 * t->room : 512;
-		t->e = realloc(t->e, t->room * sizeof *t->e);
-		if (!t->e)
-			mp_die("realloc");
-	}
-	if (2 * (t->n + 1) <= t->cap)
-		return;
-	t->cap = t->cap ? 2 * t->cap : 1024;
-	free(t->slot);
-	if (!(t->slot = calloc(t->cap, sizeof *t->slot)))
-		mp_die("calloc");
-	for (size_t k = 0; k < t->n; k++) {
-		size_t i = t->e[k].hash & (t->cap - 1);
+	size_t cap = t->cap ? 2 * t->cap : 1024;
+	struct entry *e = calloc(cap, sizeof *e);
 
-		while (t->slot[i])
-			i = (i + 1) & (t->cap - 1);
-		t->slot[i] = (t->e[k].hash >> 32 << 32) | (k + 1);
-	}
+	if (!e)
+		mp_die("calloc");
+	for (size_t k = 0; k < t->cap; k++)
+		if (t->e[k].count) {
+			size_t i = t->e[k].hash & (cap - 1);
+
+			while (e[i].count)
+				i = (i + 1) & (cap - 1);
+			e[i] = t->e[k];
+		}
+	free(t->e);
+	t->e = e;
+	t->cap = cap;
 }
 
 /* Add w->count to the count of word w (an entry of this or another table). */
@@ -318,17 +309,27 @@ static void add(struct table *t, const unsigned char *text,
 		e->count += w->count;
 		return;
 	}
-	if (t->n == t->room || 2 * (t->n + 1) > t->cap) {
-		make_room(t);
+	if (2 * (t->n + 1) > t->cap) {
+		grow(t);
 		find(t, text, w, &at);
 	}
-	t->e[t->n] = *w;
-	t->slot[at] = (w->hash >> 32 << 32) | ++t->n;
+	t->e[at] = *w;
+	t->n++;
+}
+
+/* The words of t, packed at the front of dst; how many. */
+static size_t entries(const struct table *t, struct entry *dst)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < t->cap; i++)
+		if (t->e[i].count)
+			dst[n++] = t->e[i];
+	return n;
 }
 
 static void free_table(struct table *t)
 {
-	free(t->slot);
 	free(t->e);
 }
 
@@ -377,9 +378,18 @@ static uint64_t count_words(struct table *t, const unsigned char *text,
 				w.len++;
 			key_of(text, &w);
 		}
-		add(t, text, &w);
 		words++;
 		i += w.len + 1;  /* and the separator after it */
+		/* The common case inline: a word of up to 16 letters met
+		 * before, in the first slot it hashes to. */
+		struct entry *e = t->cap ? &t->e[w.hash & (t->cap - 1)] :
+			NULL;
+
+		if (e && e->count && w.len <= KEY && e->k[0] == w.k[0] &&
+		    e->k[1] == w.k[1] && e->len == w.len)
+			e->count++;
+		else
+			add(t, text, &w);
 	}
 	return words;
 }
@@ -467,11 +477,13 @@ static void map(const struct job *j, int m)
 				     j->piece[p + 1]);
 	uint64_t n[MAXP] = { 0 }, at = atomic_fetch_add(&j->sh->used, t.n);
 	unsigned char *to = malloc(t.n + 1);  /* each word's reducer */
+	struct entry *e = malloc((t.n + 1) * sizeof *e);
 
-	if (!to)
+	if (!to || !e)
 		mp_die("malloc");
+	entries(&t, e);
 	for (size_t i = 0; i < t.n; i++)
-		n[to[i] = (unsigned char)part(t.e[i].hash, j->r)]++;
+		n[to[i] = (unsigned char)part(e[i].hash, j->r)]++;
 	for (int r = 0; r < j->r; r++) {
 		j->sh->sec[m][r] = (struct section){ at, 0 };
 		at += n[r];
@@ -479,8 +491,9 @@ static void map(const struct job *j, int m)
 	for (size_t i = 0; i < t.n; i++) {
 		struct section *s = &j->sh->sec[m][to[i]];
 
-		j->region[s->at + s->n++] = t.e[i];
+		j->region[s->at + s->n++] = e[i];
 	}
+	free(e);
 	j->sh->words[m] = words;
 	free(to);
 	free_table(&t);
@@ -501,8 +514,7 @@ static void reduce(const struct job *j, int r)
 	for (int m = 0; m < j->m; m++)
 		for (uint64_t k = 0; k < j->sh->sec[m][r].n; k++)
 			add(&t, j->text, &j->region[j->sh->sec[m][r].at + k]);
-	if (t.n)
-		memcpy(j->out + at, t.e, t.n * sizeof *t.e);
+	entries(&t, j->out + at);
 	qsort_r(j->out + at, t.n, sizeof *t.e, by_rank, (void *)j->text);
 	j->sh->out_at[r] = at;
 	j->sh->out_n[r] = t.n;
@@ -815,8 +827,7 @@ int main(int argc, char *argv[])
 
 	if (!all)
 		mp_die("malloc");
-	if (ref.n)
-		memcpy(all, ref.e, ref.n * sizeof *all);
+	entries(&ref, all);
 	qsort_r(all, ref.n, sizeof *all, by_rank, (void *)j.text);
 	double s1 = mp_elapsed_s(t0);
 
