@@ -276,11 +276,14 @@ static struct entry *find(const struct table *t, const unsigned char *text,
 	}
 }
 
-/* Twice the slots, each word put back where its hash says (none is
- * compared: they all differ). */
-static void grow(struct table *t)
+/* Twice the slots (at least `least`), each word put back where its hash
+ * says (none is compared: they all differ). */
+static void grow(struct table *t, size_t least)
 {
 	size_t cap = t->cap ? 2 * t->cap : 1024;
+
+	while (cap < least)
+		cap *= 2;
 	struct entry *e = calloc(cap, sizeof *e);
 
 	if (!e)
@@ -310,7 +313,7 @@ static void add(struct table *t, const unsigned char *text,
 		return;
 	}
 	if (2 * (t->n + 1) > t->cap) {
-		grow(t);
+		grow(t, 0);
 		find(t, text, w, &at);
 	}
 	t->e[at] = *w;
@@ -506,11 +509,14 @@ static void map(const struct job *j, int m)
 static void reduce(const struct job *j, int r)
 {
 	struct table t = { 0 };
-	uint64_t at = 0;
+	uint64_t at = 0, in = 0;
 
 	for (int q = 0; q < r; q++)
 		for (int m = 0; m < j->m; m++)
 			at += j->sh->sec[m][q].n;
+	for (int m = 0; m < j->m; m++)
+		in += j->sh->sec[m][r].n;
+	grow(&t, 2 * in);  /* room for them all: it never grows again */
 	for (int m = 0; m < j->m; m++)
 		for (uint64_t k = 0; k < j->sh->sec[m][r].n; k++)
 			add(&t, j->text, &j->region[j->sh->sec[m][r].at + k]);
@@ -755,22 +761,28 @@ static int open_input(const char *path)
 	return fd;
 }
 
+/* A row: its speed, and how many times the single process's and
+ * Python's (spy; 0: not run), all from this run. */
 static void row(bool csv, const char *name, const char *procs, size_t size,
-		double s, double s1)
+		double s, double s1, double spy)
 {
 	double mib = (double)size / (1 << 20);
+	char vs_py[32] = "";
 
+	if (spy > 0)
+		snprintf(vs_py, sizeof vs_py, csv ? "%.2f" : "%.2fx", spy / s);
 	if (csv)
-		printf("%s,%s,%.3f,%.6f,%.1f\n", name, procs, mib, s, mib / s);
+		printf("%s,%s,%.3f,%.6f,%.1f,%.3f,%s\n", name, procs, mib, s,
+		       mib / s, s1 / s, vs_py);
 	else
-		printf("%-12s %6s %7.1f %9.6f %9.1f %11.2fx\n", name, procs,
-		       mib, s, mib / s, s1 / s);
+		printf("%-12s %6s %7.1f %9.6f %9.1f %11.2fx %9s\n", name,
+		       procs, mib, s, mib / s, s1 / s, vs_py);
 }
 
 int main(int argc, char *argv[])
 {
 	const char *input = NULL, *corpus = "zipf";
-	long mb = 8, nm = 0, nr = 0, k = 10;
+	long mb = 32, nm = 0, nr = 0, k = 10;
 	bool nopy = false, csv = false;
 	const struct mp_opt opts[] = {
 		MP_OPT_S("input", &input, "a text file to count"),
@@ -934,12 +946,18 @@ int main(int argc, char *argv[])
 	char mxr[32];
 
 	snprintf(mxr, sizeof mxr, "%dx%d", j.m, j.r);
-	printf(csv ? "engine,processes,mib,seconds,mib_per_s\n" : "engine    "
-	       "    procs     MiB   seconds     MiB/s  vs 1 process\n");
-	row(csv, "1 process", "1", j.size, s1, s1);
-	row(csv, "mapreduce", mxr, j.size, smr, s1);
-	if (py && t.s > 0)
-		row(csv, "python", w, j.size, t.s, s1);
+	double spy = py && t.s > 0 ? t.s : 0;
+
+	printf(csv ? "engine,processes,mib,seconds,mib_per_s,x_1_process,"
+	       "x_python\n" : "engine        procs     MiB   seconds     MiB/s"
+	       "  vs 1 process vs python\n");
+	row(csv, "1 process", "1", j.size, s1, s1, spy);
+	if (run_ok)
+		row(csv, "mapreduce", mxr, j.size, smr, s1, spy);
+	else if (!csv)
+		printf("mapreduce: a worker failed, no time to show\n");
+	if (spy > 0)
+		row(csv, "python", w, j.size, t.s, s1, spy);
 	if (!csv && !py)
 		printf("python: skipped (%s)\n", nopy ? "--no-python" :
 		       "python3 was not found at configure time");
