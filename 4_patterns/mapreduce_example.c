@@ -116,6 +116,7 @@ struct job {
 	const unsigned char *text;
 	size_t size, cut[MAXP + 1];  /* slice m: [cut[m], cut[m + 1]) */
 	size_t *piece, npieces;      /* the same cut in 1 MiB pieces */
+	cpu_set_t cpus;              /* where we may run */
 	int m, r;
 	struct shared *sh;
 	struct entry *region, *out;
@@ -357,6 +358,17 @@ static size_t entries(const struct table *t, struct entry *dst)
 	return n;
 }
 
+/* An empty table sized for about `bytes` of text: a slot per KiB, up to
+ * 64 Ki slots (a vocabulary grows far slower than the text), so that a
+ * big input does not pay for six rounds of growth. */
+static void presize(struct table *t, size_t bytes)
+{
+	size_t want = bytes / 1024 < (1 << 16) ? bytes / 1024 : 1 << 16;
+
+	if (want > 1024)
+		grow(t, want);
+}
+
 static void free_table(struct table *t)
 {
 	free(t->e);
@@ -502,6 +514,7 @@ static void map(const struct job *j, int m)
 	struct table t = { 0 };
 	uint64_t words = 0;
 
+	presize(&t, j->size / (size_t)j->m);  /* my share, about */
 	for (uint64_t p; (p = atomic_fetch_add(&j->sh->next, 1)) <
 			 j->npieces;)
 		words += count_words(&t, j->text, j->size, j->piece[p],
@@ -572,6 +585,7 @@ static void wait_until(_Atomic uint32_t *count, uint32_t want)
  * wakes to merge the results. */
 static _Noreturn void worker(const struct job *j, int w)
 {
+	MP_CHECK(sched_setaffinity(0, sizeof j->cpus, &j->cpus));  /* free */
 	if (w < j->m) {
 		map(j, w);
 		arrive(&j->sh->mapped);
@@ -583,6 +597,27 @@ static _Noreturn void worker(const struct job *j, int w)
 	}
 	wait_until(&j->sh->collected, 1);
 	_exit(EXIT_SUCCESS);
+}
+
+/* Worker w starts on the w-th CPU we may use (modulo their number): the
+ * parent moves itself there and forks, so the child is born allowed only
+ * that CPU.  Left alone, a new process is queued where the scheduler sees
+ * fit, often behind its busy sibling, and waits for the next balancing
+ * tick (about 4 ms here) to move to an idle CPU.  Once running, the worker
+ * lets go (worker() widens its affinity again), so it can still move off
+ * a CPU that another job keeps busy. */
+static void go_to_cpu(const struct job *j, int w)
+{
+	cpu_set_t one;
+	int n = CPU_COUNT(&j->cpus), k = -1;
+
+	for (int i = 0; i < CPU_SETSIZE && n > 1; i++)
+		if (CPU_ISSET(i, &j->cpus) && ++k == w % n) {
+			CPU_ZERO(&one);
+			CPU_SET(i, &one);
+			MP_CHECK(sched_setaffinity(0, sizeof one, &one));
+			return;
+		}
 }
 
 /* The parent waits for the R reducers, watching the workers: one that
@@ -837,7 +872,7 @@ int main(int argc, char *argv[])
 
 	MP_CHECK(sched_getaffinity(0, sizeof set, &set));
 	struct job j = { .m = (int)(nm ? nm : CPU_COUNT(&set)),
-			 .r = (int)(nr ? nr : CPU_COUNT(&set)) };
+			 .r = (int)(nr ? nr : CPU_COUNT(&set)), .cpus = set };
 
 	j.m = j.m < MAXP ? j.m : MAXP;
 	j.r = j.r < MAXP ? j.r : MAXP;
@@ -862,6 +897,8 @@ int main(int argc, char *argv[])
 	/* 3. One process counts it all: the reference, and the baseline. */
 	int64_t t0 = mp_now_ns();
 	struct table ref = { 0 };
+
+	presize(&ref, j.size);
 	uint64_t total = count_words(&ref, j.text, j.size, 0, j.size);
 	struct entry *all = malloc((ref.n + 1) * sizeof *all);
 
@@ -901,9 +938,12 @@ int main(int argc, char *argv[])
 		mp_die("malloc");
 	cut_at_words(j.text, j.size, (size_t)j.m, j.cut);
 	cut_at_words(j.text, j.size, j.npieces, j.piece);
-	for (int w = 0; w < nw; w++)
+	for (int w = 0; w < nw; w++) {
+		go_to_cpu(&j, w);
 		if ((pid[w] = mp_fork()) == 0)
 			worker(&j, w);
+	}
+	MP_CHECK(sched_setaffinity(0, sizeof j.cpus, &j.cpus));
 	bool run_ok = all_reduced(&j, pid, nw);
 
 	/* 5. The top K: merge the R sorted partitions, head by head.  The
