@@ -224,11 +224,11 @@ static uint64_t load8(const unsigned char *p)
 	return x;
 }
 
-/* 0x80 in each byte of x that is an ASCII letter, 0 in the others: with
- * bit 5 set (lower case) and bit 7 cleared, a byte is a letter if it is at
- * least 'a' and at most 'z'; adding 0x80 - 'a' (or 0x80 - 'z' - 1) sets
- * its bit 7 exactly when it is, and no byte carries into the next.  A byte
- * with bit 7 set (UTF-8) is no letter. */
+/* 0x80 in each byte of x that is an ASCII letter, 0 in the others.  With
+ * bit 5 set (lower case) and bit 7 cleared, a byte t is a letter if
+ * 'a' <= t <= 'z': t + (0x80 - 'a') has bit 7 set exactly when t >= 'a',
+ * t + (0x80 - 'z' - 1) exactly when t > 'z', and no byte carries into the
+ * next.  A byte with bit 7 set (UTF-8) is no letter. */
 static uint64_t letters8(uint64_t x)
 {
 	uint64_t t = (x | ONES * 0x20) & ONES * 0x7F;
