@@ -520,26 +520,22 @@ static void map(const struct job *j, int m)
 		words += count_words(&t, j->text, j->size, j->piece[p],
 				     j->piece[p + 1]);
 	uint64_t n[MAXP] = { 0 }, at = atomic_fetch_add(&j->sh->used, t.n);
-	unsigned char *to = malloc(t.n + 1);  /* each word's reducer */
-	struct entry *e = malloc((t.n + 1) * sizeof *e);
 
-	if (!to || !e)
-		mp_die("malloc");
-	entries(&t, e);
-	for (size_t i = 0; i < t.n; i++)
-		n[to[i] = (unsigned char)part(e[i].hash, j->r)]++;
+	/* Two walks over the table: how many words each reducer gets, then
+	 * each word straight to its place. */
+	for (size_t i = 0; i < t.cap; i++)
+		n[part(t.e[i].hash, j->r)] += t.e[i].count != 0;
 	for (int r = 0; r < j->r; r++) {
 		j->sh->sec[m][r] = (struct section){ at, 0 };
 		at += n[r];
 	}
-	for (size_t i = 0; i < t.n; i++) {
-		struct section *s = &j->sh->sec[m][to[i]];
-
-		j->region[s->at + s->n++] = e[i];
-	}
-	free(e);
+	for (size_t i = 0; i < t.cap; i++)
+		if (t.e[i].count) {
+			struct section *s = &j->sh->sec[m][part(t.e[i].hash,
+								 j->r)];
+			j->region[s->at + s->n++] = t.e[i];
+		}
 	j->sh->words[m] = words;
-	free(to);
 	free_table(&t);
 }
 
@@ -550,14 +546,14 @@ static void map(const struct job *j, int m)
 static void reduce(const struct job *j, int r)
 {
 	struct table t = { 0 };
-	uint64_t at = 0, in = 0;
+	uint64_t at = 0, most = 0;
 
 	for (int q = 0; q < r; q++)
 		for (int m = 0; m < j->m; m++)
 			at += j->sh->sec[m][q].n;
-	for (int m = 0; m < j->m; m++)
-		in += j->sh->sec[m][r].n;
-	grow(&t, 2 * in);  /* room for them all: it never grows again */
+	for (int m = 0; m < j->m; m++)  /* at least this many words */
+		most = j->sh->sec[m][r].n > most ? j->sh->sec[m][r].n : most;
+	grow(&t, 2 * most);
 	for (int m = 0; m < j->m; m++)
 		for (uint64_t k = 0; k < j->sh->sec[m][r].n; k++)
 			add(&t, j->text, &j->region[j->sh->sec[m][r].at + k]);
