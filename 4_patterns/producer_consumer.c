@@ -57,8 +57,10 @@
  *   row's items/s over the Python row's of the same shape, this run).
  *   The full counts and the rates are measured, not judged (they depend
  *   on the scheduler and on whoever else uses the CPUs: three --csv runs
- *   in a row gave 1x1 at 31, 32 and 54 M items/s, 118x to 280x Python);
- *   the bound, the counts, the order and the sums are exact.
+ *   in a row, release build, load 1.3, gave 1x1 at 32, 41 and 37 M
+ *   items/s, 124x, 151x and 140x Python; in slower minutes of the same
+ *   2-CPU VM 1x1 ran at 22-26 M items/s, about 90-100x); the bound, the
+ *   counts, the order and the sums are exact.
  * The table: capacity 1024 on both sides, one 8-byte item per put()/get()
  *          (Python: an int, pickled), the clock from the first put to the
  *          last consumer's end.  1x1 pins the consumer and the producer to
