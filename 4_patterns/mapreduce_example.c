@@ -47,7 +47,7 @@
  *   100 MiB (--mb 100 --csv, release build, three runs in a row, load
  *   1.1-1.2): 1 process 677, 718, 736 MiB/s; mapreduce 2x2 1323, 1468,
  *   1418 MiB/s (1.96x, 2.04x, 1.93x); Python 65, 64, 65 MiB/s (mapreduce
- *   20x, 23x, 22x).  On a busy minute the 2x2 ratio drops (1.7x seen).
+ *   20x, 23x, 22x).  When another job takes a CPU, the ratios drop.
  * How it is fast: a word is found 8 bytes at a time (SWAR: which bytes are
  *          letters, from two adds and a mask), keyed by its first 16
  *          letters as two 64-bit numbers (two compares tell words apart)
