@@ -14,7 +14,8 @@
  *          mp_queue_put_timeout when it is full (counted: backpressure);
  *          mp_queue_get_timeout; mp_queue_close (every consumer drains, then
  *          gets 0) or STOP sentinels; every wait bounded, so a broken run
- *          ends with MISMATCH instead of hanging.
+ *          ends with MISMATCH instead of hanging.  The table's 1x1:
+ *          sched_getaffinity, sched_setaffinity (one CPU each side).
  * Usage:   producer_consumer [--producers N (3, 1..16)] [--consumers N (2,
  *            1..16)] [--items N (20000 per producer, 1..10^6)] [--capacity N
  *            (64, 1..65536)] [--stop close|sentinel] [--slow-us N (100,
