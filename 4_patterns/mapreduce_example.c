@@ -395,14 +395,15 @@ static uint64_t count_words(struct table *t, const unsigned char *text,
 		if (i + KEY <= size) {
 			uint64_t x = load8(text + i), m = letters8(x);
 
-			if (!(m & 0x80)) {  /* a separator: to the next letter */
+			if (!(m & 0x80)) {  /* a separator: to a letter */
 				i += m ? (size_t)__builtin_ctzll(m) / 8 : 8;
 				continue;
 			}
 			uint64_t y = load8(text + i + 8), n = letters8(y);
 
 			if (m != HIGH) {  /* it ends in the first block */
-				w.len = (uint64_t)__builtin_ctzll(~m & HIGH) / 8;
+				w.len = (uint64_t)__builtin_ctzll(~m & HIGH)
+					/ 8;
 				w.k[0] = low_bytes(x | ONES * 0x20,
 						   (unsigned)w.len);
 			} else if (n != HIGH) {  /* in the second */
@@ -428,8 +429,7 @@ static uint64_t count_words(struct table *t, const unsigned char *text,
 		i += w.len + 1;  /* and the separator after it */
 		/* The common case inline: a word of up to 16 letters met
 		 * before, in the first slot it hashes to. */
-		struct entry *e = t->cap ? &t->e[w.hash & (t->cap - 1)] :
-			NULL;
+		struct entry *e = t->cap ? &t->e[w.hash & (t->cap - 1)] : NULL;
 
 		if (e && e->count && w.len <= KEY && e->k[0] == w.k[0] &&
 		    e->k[1] == w.k[1] && e->len == w.len)
