@@ -75,8 +75,10 @@
  *          two CPUs and run where the scheduler puts them.  500000 items: at
  *          200000 the start and the end (a consumer asleep on its futex,
  *          the producer's exit) were a fifth of the time and 1x1 swung from
- *          28 to 44 M items/s.  Python runs 20000 (its rate is the same at
- *          200000, pinned or not: 0.23 M items/s each way, measured).
+ *          28 to 44 M items/s.  Python runs 20000: pinned or not, its
+ *          rate was no higher with 200000 or 500000 (0.22-0.23 M items/s
+ *          against 0.23-0.28 with 20000, measured), so the shorter run
+ *          does not flatter the C side.
  * Try this: --fault drop, --fault twice, --fault lifo: MISMATCH.
  *          Drop the sched_setaffinity() in pin_to(): the mp_queue 1x1
  *          row loses its * ("not pinned apart (the pinning did not

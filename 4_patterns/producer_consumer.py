@@ -11,9 +11,9 @@ CLOCK_MONOTONIC, the same clock in every process).  With --pin-1x1 C,P a
 1x1 shape runs with its consumer on CPU C and its producer (feeder thread
 included) on CPU P, as the C lesson pins its own 1x1; each line ends with
 the CPU each side was allowed alone (os.sched_getaffinity), -1 if several.
-Pinned or not, this side's rate stayed the same (about 0.20-0.26 M items/s
-either way, measured on a 2-CPU VM), and it was the same at 20000 items as
-at 200000.
+Pinned or not, this side's rate stayed the same (about 0.20-0.28 M items/s
+either way, measured on a 2-CPU VM), and it was no higher with 200000 or
+500000 items than with 20000.
 
 Then the pitfall the docs name "Joining processes that use queues": a
 producer puts 20000 items into an unbounded Queue() and returns, but the
