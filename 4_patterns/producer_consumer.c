@@ -14,43 +14,75 @@
  *          mp_queue_put_timeout when it is full (counted: backpressure);
  *          mp_queue_get_timeout; mp_queue_close (every consumer drains, then
  *          gets 0) or STOP sentinels; every wait bounded, so a broken run
- *          ends with MISMATCH instead of hanging.
+ *          ends with MISMATCH instead of hanging.  The table's 1x1:
+ *          sched_getaffinity, sched_setaffinity (one CPU each side).
  * Usage:   producer_consumer [--producers N (3, 1..16)] [--consumers N (2,
  *            1..16)] [--items N (20000 per producer, 1..10^6)] [--capacity N
  *            (64, 1..65536)] [--stop close|sentinel] [--slow-us N (100,
  *            1..10000)] [--fault none|drop|twice|lifo] [--table-items N
- *            (200000, 0..10^9)] [--repeat N (3, 1..101)] [--python-items N
+ *            (500000, 0..10^9)] [--repeat N (3, 1..101)] [--python-items N
  *            (20000, 0 skips)] [--csv]
- * Output:  (default build, 2 cores shared with other jobs, load 4; trimmed)
- *   [parent 13710 +0.0ms] 3 producers x 20000 items -> 2 consumers,
+ * Output:  (release build, 2 CPUs shared with other jobs, load 1.0; trimmed)
+ *   [parent 9964 +0.0ms] 3 producers x 20000 items -> 2 consumers,
  *     capacity 64, stop by close
- *   [parent 13710 +12.1ms] 60000 items: 0 lost, 0 twice, 0 out of producer
- *     order; producers found the queue full 2580 times
- *   [parent 13710 +203.4ms] backpressure, slow consumer (100 us an item):
- *     full on 929 of 1000 puts (92.9%), waited 169.3 ms; at most 65 items
+ *   [parent 9964 +10.8ms] 60000 items: 0 lost, 0 twice, 0 out of producer
+ *     order; producers found the queue full 8371 times
+ *   [parent 9964 +199.3ms] backpressure, slow consumer (100 us an item):
+ *     full on 936 of 1000 puts (93.6%), waited 166.5 ms; at most 65 items
  *     ahead (bound: capacity + consumers = 65)
- *   [parent 13710 +203.7ms] join before drain: a producer put 64 items and
+ *   [parent 9964 +199.6ms] join before drain: a producer put 64 items and
  *     exited; waitpid() returned, 64 items still queued
- *   [parent 13710 +504.4ms] sentinels, 2 STOPs for 3 consumers: 2 stopped,
+ *   [parent 9964 +500.3ms] sentinels, 2 STOPs for 3 consumers: 2 stopped,
  *     1 still waiting after 300 ms (without a timeout: forever, and so
  *     would join())
- *   [parent 13710 +505.8ms] sentinels, a consumer killed holding item 15:
+ *   [parent 9964 +501.4ms] sentinels, a consumer killed holding item 15:
  *     29 of 30 done, 1 STOP left in the queue; a consumer started next
  *     takes it first: 0 of 5 new items done
  *   engine   shape     items   seconds      items/s  / python
- *   mp_queue   1x1    200000  0.012196     16399247     97.9x
- *   python     1x1     20000  0.119365       167553
+ *   mp_queue  1x1*    500000  0.011920     41947723    196.3x
+ *   mp_queue   2x2    500000  0.014937     33474596    106.4x
+ *   mp_queue   1x2    500000  0.042953     11640764     54.4x
+ *   mp_queue   3x1    500000  0.036477     13707343     73.7x
+ *   python    1x1*     20000  0.093579       213723
+ *   ...
+ *   * mp_queue 1x1: consumer alone on CPU 0, producer alone on CPU 1
+ *   * python 1x1: consumer alone on CPU 0, producer alone on CPU 1
  *   python: a producer that put 20000 items into a Queue() was still alive
  *     after join(timeout=0.5), gone once the parent drained the queue
  *   result: 60000 items, 0 lost/twice/out of order; 64 ahead beyond
  *     consumers' hands (capacity 64); join before drain fine; sentinel
  *     pitfalls 4/4; table sums exact OK                        (one line)
- *   With --csv: "engine,shape,items,seconds,items_per_s", one row per
- *   engine and shape (C: the median of --repeat runs; Python: one run of
- *   --python-items).  The full counts and the rates are measured, not
- *   judged (they depend on the scheduler); the bound, the counts, the
- *   order and the sums are exact.
+ *   With --csv: "engine,shape,items,seconds,items_per_s,consumer_cpu,
+ *   producer_cpu,x_python", one row per engine and shape (C: the median
+ *   of --repeat runs; Python: one run of --python-items; x_python: the C
+ *   row's items/s over the Python row's of the same shape, this run).
+ *   The full counts and the rates are measured, not judged (they depend
+ *   on the scheduler and on whoever else uses the CPUs: three --csv runs
+ *   in a row, release build, load 1.3, gave 1x1 at 32, 41 and 37 M
+ *   items/s, 124x, 151x and 140x Python; in slower minutes of the same
+ *   2-CPU VM 1x1 ran at 22-26 M items/s, about 90-100x); the bound, the
+ *   counts, the order and the sums are exact.
+ * The table: capacity 1024 on both sides, one 8-byte item per put()/get()
+ *          (Python: an int, pickled), the clock from the first put to the
+ *          last consumer's end.  1x1 pins the consumer and the producer to
+ *          the first two CPUs we may use, one each (both engines, when two
+ *          are allowed), as any benchmark of a queue does: left to the
+ *          scheduler, the side that waited is woken on whichever CPU,
+ *          often the other's, and a cross-CPU wake-up costs 15-30 us on a
+ *          VM; the figure then measures the scheduler.  The children report
+ *          where they were allowed to run, and the table marks (*) only
+ *          what they reported.  The other shapes have more processes than
+ *          two CPUs and run where the scheduler puts them.  500000 items: at
+ *          200000 the start and the end (a consumer asleep on its futex,
+ *          the producer's exit) were a fifth of the time and 1x1 swung from
+ *          28 to 44 M items/s.  Python runs 20000: pinned or not, its
+ *          rate was no higher with 200000 or 500000 (0.22-0.23 M items/s
+ *          against 0.23-0.28 with 20000, measured), so the shorter run
+ *          does not flatter the C side.
  * Try this: --fault drop, --fault twice, --fault lifo: MISMATCH.
+ *          Drop the sched_setaffinity() in pin_to(): the mp_queue 1x1
+ *          row loses its * ("not pinned apart (the pinning did not
+ *          hold)"), and its rate may swing.
  *          --producers 7 --consumers 3 --capacity 1 --items 997;
  *          --stop sentinel.  In run_round(), drop the mp_queue_close() (a
  *          consumer waits 2 s in vain) or put one STOP too few (the same
@@ -66,6 +98,7 @@
  *          memory before it returns; no buffer or thread is left behind
  *          (the twin shows both).
  */
+#define _GNU_SOURCE /* sched_setaffinity, CPU_SET */
 #include "mp.h"
 
 
@@ -80,6 +113,8 @@ struct item { uint32_t producer, seq; };  /* 8 bytes, copied into the ring */
 
 struct run {
 	long producers, consumers, total, slow_us, die_at;
+	bool pinned;  /* 1x1 in the table: consumer on cpu[0], producer */
+	int cpu[2];   /* on cpu[1] */
 	bool sentinel, check;  /* check: record every item, count ahead */
 	enum fault fault;
 	double wait_s;
@@ -91,6 +126,8 @@ struct shared {
 	_Atomic long taken, order_bad, stuck, stopped, count;
 	_Atomic uint64_t sum;
 	_Atomic int64_t t0, t1;            /* first put, last get */
+	_Atomic int alone_on[2];  /* consumer's, producer's CPU + 1 if it may
+				     run on that one alone (0: on several) */
 	_Atomic unsigned char seen[];      /* per item: times consumed */
 };
 
@@ -199,7 +236,11 @@ static void consumer(struct mp_queue *q, struct shared *sh,
 			mp_die("mp_queue_get");
 		if (rc == 0 || it.producer == STOP)
 			break;  /* end of queue (close) or our sentinel */
-		long k = atomic_fetch_add(&sh->taken, 1);
+		/* Which item overall, for --fault and the death demo; the
+		 * table's runs (no check, nobody dies) skip this shared
+		 * counter, which would cost the hot loop a locked add. */
+		long k = r->check || r->die_at >= 0 ?
+			 atomic_fetch_add(&sh->taken, 1) : 0;
 
 		if (k == r->die_at)  /* dies holding item k, never counted */
 			MP_CHECK(kill(getpid(), SIGKILL));
@@ -232,6 +273,42 @@ static void consumer(struct mp_queue *q, struct shared *sh,
 	     t > old && !atomic_compare_exchange_weak(&sh->t1, &old, t);)
 		;
 	_exit(0);
+}
+
+/* The first two CPUs we may use (false: fewer than two).  Pinned apart,
+ * a 1x1 producer and consumer each have a CPU of their own, as in any
+ * benchmark of a queue: left to the scheduler, the side that waited is
+ * woken on whichever CPU, often the other's (a cross-CPU wake-up costs
+ * 15-30 us on a VM), and the figures then measure the scheduler. */
+static bool two_cpus(int cpu[2])
+{
+	cpu_set_t set;
+	int k = 0;
+
+	MP_CHECK(sched_getaffinity(0, sizeof set, &set));
+	for (int i = 0; i < CPU_SETSIZE && k < 2; i++)
+		if (CPU_ISSET(i, &set))
+			cpu[k++] = i;
+	return k == 2;
+}
+
+/* A child of a pinned run goes to its CPU (side 0: consumer, 1:
+ * producer).  Every child then reports where it may run, so the table
+ * shows the placement it got, not the one it asked for. */
+static void pin_to(struct shared *sh, const struct run *r, int side)
+{
+	cpu_set_t set;
+	int alone = -1;
+
+	if (r->pinned) {
+		CPU_ZERO(&set);
+		CPU_SET(r->cpu[side], &set);
+		MP_CHECK(sched_setaffinity(0, sizeof set, &set));
+	}
+	MP_CHECK(sched_getaffinity(0, sizeof set, &set));
+	for (int i = 0; CPU_COUNT(&set) == 1 && i < CPU_SETSIZE; i++)
+		alone = CPU_ISSET(i, &set) ? i : alone;
+	sh->alone_on[side] = alone + 1;
 }
 
 /* Reap one child; print what happened unless it exited 0.  Children end
@@ -290,11 +367,15 @@ static bool run_round(struct shared *sh, const struct run *r, size_t cap)
 	      mp_queue_item_size(q) == sizeof(struct item);
 	memset(sh, 0, sizeof *sh + (r->check ? (size_t)r->total : 0));
 	for (long c = 0; c < r->consumers; c++)
-		if ((pid[c] = mp_fork()) == 0)
+		if ((pid[c] = mp_fork()) == 0) {
+			pin_to(sh, r, 0);
 			consumer(q, sh, r);
+		}
 	for (long p = 0; p < r->producers; p++)
-		if ((pid[r->consumers + p] = mp_fork()) == 0)
+		if ((pid[r->consumers + p] = mp_fork()) == 0) {
+			pin_to(sh, r, 1);
 			producer(q, sh, r, (uint32_t)p);
+		}
 	progress(sh, r);
 	for (long p = 0; p < r->producers; p++)
 		ok &= reaped_ok(pid[r->consumers + p], "producer", false);
@@ -474,7 +555,14 @@ static int pitfalls(struct shared *sh)
 /* ---- the throughput table: 8-byte items, nothing recorded ------------ */
 
 enum { NSHAPE = 4 };
-struct row { long p, c, items; double s; bool done; };
+/* cpu: where 1x1 asks to run (consumer, producer) if pinned; on: where
+ * its processes could run, measured (-1: on more than one CPU). */
+struct row {
+	long p, c, items;
+	double s;
+	bool done, pinned;
+	int cpu[2], on[2];
+};
 
 static uint64_t want_sum(long total, long np)
 {
@@ -500,7 +588,8 @@ static void table_run(struct shared *sh, struct row *x, long repeat,
 		      bool *ok)
 {
 	struct run r = { .producers = x->p, .consumers = x->c,
-			 .total = x->items, .die_at = -1, .wait_s = WAIT_S };
+			 .total = x->items, .die_at = -1, .wait_s = WAIT_S,
+			 .pinned = x->pinned, .cpu = { x->cpu[0], x->cpu[1] } };
 	double t[101];
 
 	long i;
@@ -509,14 +598,18 @@ static void table_run(struct shared *sh, struct row *x, long repeat,
 		*ok &= run_round(sh, &r, TABLE_CAP) && sh->count == x->items &&
 		       sh->sum == want_sum(x->items, x->p);
 		t[i] = (double)(sh->t1 - sh->t0) / 1e9;
+		for (int side = 0; side < 2; side++)  /* the same each time */
+			x->on[side] = i && x->on[side] != sh->alone_on[side] - 1
+				      ? -1 : sh->alone_on[side] - 1;
 	}
 	qsort(t, (size_t)i, sizeof *t, cmp_double);
 	x->s = t[i / 2];
 	x->done = true;
 }
 
-/* The twin prints "python,<shape>,<items>,<seconds>,<items/s>,<checksum>"
- * per shape and "python-join-before-drain,<items>,<alive>,<alive after
+/* The twin prints "python,<shape>,<items>,<seconds>,<items/s>,<checksum>,
+ * <consumer's CPU>,<producer's CPU>" per shape (a CPU: the one it may run
+ * on, -1 if several) and "python-join-before-drain,<items>,<alive>,<alive after
  * drain>" (see producer_consumer.py). */
 struct twin { struct row *py; bool ok; long jitems, alive[2]; };
 
@@ -527,12 +620,19 @@ static void twin_line(const char *line, void *arg)
 	double s, rate;
 	unsigned long long sum;
 
-	if (sscanf(line, "python,%ldx%ld,%ld,%lf,%lf,%llu", &p, &c, &n, &s,
-		   &rate, &sum) == 6) {
+	int on[2];
+
+	if (sscanf(line, "python,%ldx%ld,%ld,%lf,%lf,%llu,%d,%d", &p, &c, &n,
+		   &s, &rate, &sum, &on[0], &on[1]) == 8) {
 		for (int k = 0; k < NSHAPE; k++)
 			if (t->py[k].p == p && t->py[k].c == c &&
-			    !t->py[k].done)
-				t->py[k] = (struct row){ p, c, n, s, true };
+			    !t->py[k].done) {
+				t->py[k].items = n;
+				t->py[k].s = s;
+				t->py[k].on[0] = on[0];
+				t->py[k].on[1] = on[1];
+				t->py[k].done = true;
+			}
 		t->ok &= sum == want_sum(n, p);
 	} else if (sscanf(line, "python-join-before-drain,%ld,%ld,%ld",
 			  &t->jitems, &t->alive[0], &t->alive[1]) != 3) {
@@ -542,7 +642,7 @@ static void twin_line(const char *line, void *arg)
 
 static bool run_python(struct row py[NSHAPE], long items, struct twin *t)
 {
-	char n[32], shapes[128] = "";
+	char n[32], shapes[128] = "", cpus[32] = "";
 
 	for (int k = 0; k < NSHAPE; k++) {
 		size_t at = strlen(shapes);
@@ -551,10 +651,14 @@ static bool run_python(struct row py[NSHAPE], long items, struct twin *t)
 			 k ? "," : "", py[k].p, py[k].c);
 	}
 	snprintf(n, sizeof n, "%ld", items);
+	if (py[0].pinned)  /* 1x1 pinned as ours: the same placement */
+		snprintf(cpus, sizeof cpus, "%d,%d", py[0].cpu[0],
+			 py[0].cpu[1]);
 	*t = (struct twin){ .py = py, .ok = true };
 	int st = mp_run_twin(MP_LESSON_DIR "/producer_consumer.py",
 			     (char *[]){ "--items", n, "--shapes", shapes,
-					 "--capacity", "1024", NULL },
+					 "--capacity", "1024", "--pin-1x1",
+					 cpus, NULL },
 			     60 + (double)items * NSHAPE * 1e-4, twin_line, t);
 
 	if (st == -1)
@@ -565,35 +669,64 @@ static bool run_python(struct row py[NSHAPE], long items, struct twin *t)
 	return t->ok && st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
 
+/* A row's processes each had one CPU of their own (told, not assumed). */
+static bool apart(const struct row *x)
+{
+	return x->on[0] >= 0 && x->on[1] >= 0 && x->on[0] != x->on[1];
+}
+
 static void print_table(struct row c[NSHAPE], struct row py[NSHAPE],
 			bool csv)
 {
-	printf(csv ? "engine,shape,items,seconds,items_per_s\n" :
-	       "%-8s %5s %9s %9s %12s %9s\n", "engine", "shape", "items",
-	       "seconds", "items/s", "/ python");
+	printf(csv ? "engine,shape,items,seconds,items_per_s,consumer_cpu,"
+	       "producer_cpu,x_python\n" : "%-8s %5s %9s %9s %12s %9s\n",
+	       "engine", "shape", "items", "seconds", "items/s", "/ python");
 	for (int e = 0; e < 2; e++)
 		for (int k = 0; k < NSHAPE; k++) {
 			struct row *x = e ? &py[k] : &c[k];
-			char shape[32];
+			char shape[32], cpus[32] = ",", ratio[32] = "";
 
 			if (!x->done)
 				continue;
-			snprintf(shape, sizeof shape, "%ldx%ld", x->p, x->c);
-			printf(csv ? "%s,%s,%ld,%.6f,%.0f" :
-			       "%-8s %5s %9ld %9.6f %12.0f", e ? "python" :
-			       "mp_queue", shape, x->items, x->s,
-			       (double)x->items / x->s);
-			if (!csv && !e && py[k].done)
-				printf(" %8.1fx", (double)x->items / x->s /
-				       ((double)py[k].items / py[k].s));
-			printf("\n");
+			snprintf(shape, sizeof shape, "%ldx%ld%s", x->p, x->c,
+				 apart(x) && !csv ? "*" : "");
+			if (apart(x))
+				snprintf(cpus, sizeof cpus, "%d,%d", x->on[0],
+					 x->on[1]);
+			if (!e && py[k].done)  /* the same run's Python */
+				snprintf(ratio, sizeof ratio, "%.1f",
+					 (double)x->items / x->s /
+					 ((double)py[k].items / py[k].s));
+			if (csv)
+				printf("%s,%s,%ld,%.6f,%.0f,%s,%s\n", e ?
+				       "python" : "mp_queue", shape, x->items,
+				       x->s, (double)x->items / x->s, cpus,
+				       ratio);
+			else
+				printf("%-8s %5s %9ld %9.6f %12.0f %8s%s\n",
+				       e ? "python" : "mp_queue", shape,
+				       x->items, x->s, (double)x->items / x->s,
+				       ratio, *ratio ? "x" : "");
 		}
+	for (int e = 0; !csv && e < 2; e++) {
+		struct row *x = e ? &py[0] : &c[0];  /* 1x1 */
+
+		if (x->done && apart(x))
+			printf("* %s 1x1: consumer alone on CPU %d, producer "
+			       "alone on CPU %d\n", e ? "python" : "mp_queue",
+			       x->on[0], x->on[1]);
+		else if (x->done)
+			printf("%s 1x1 not pinned apart (%s): the scheduler "
+			       "places producer and consumer\n", e ? "python" :
+			       "mp_queue", !x->pinned ? "fewer than 2 CPUs "
+			       "allowed" : "the pinning did not hold");
+	}
 }
 
 int main(int argc, char *argv[])
 {
 	long np = 3, nc = 2, items = 20000, cap = 64, slow_us = 100;
-	long table_items = 200000, py_items = 20000, repeat = 3;
+	long table_items = 500000, py_items = 20000, repeat = 3;
 	const char *stop = "close", *fault_s = "none";
 	bool csv = false;
 	const struct mp_opt opts[] = {
@@ -677,6 +810,9 @@ int main(int argc, char *argv[])
 	struct twin t = { .ok = true, .jitems = 0 };
 	bool sums = true, py_ok = true;
 
+	for (int k = 0; k < NSHAPE; k++)
+		if (c[k].p == 1 && c[k].c == 1)
+			c[k].pinned = two_cpus(c[k].cpu);
 	memcpy(py, c, sizeof py);
 	for (int k = 0; table_items && ok && k < NSHAPE; k++) {
 		c[k].items = table_items;
