@@ -86,20 +86,24 @@ static bool worker_idle(const struct mp_pool *p, bool *slept)
  * (apply_async) published while a wake-up is still on its way to a sleeper
  * (wake_pending) wakes nobody, since that sleeper will find it.  So a
  * sleeper that wakes and claims work, and sees more unclaimed work behind
- * it (more chunks, or more jobs) while others still sleep, wakes one more:
- * N queued jobs reach up to N sleepers, one futex call each, made by the
- * workers in parallel.  Why nothing is lost: the woken worker clears
+ * it (more chunks, or more jobs) while others still sleep, wakes one more
+ * (two, if two more chunks wait): N queued jobs reach up to N sleepers,
+ * one futex call each, made by the workers in parallel.  A map is started
+ * the same way: the parent wakes one worker, the chain the rest.  Why nothing is lost: the woken worker clears
  * wake_pending before it reads tail, and the parent stores tail before it
  * reads wake_pending (both seq_cst), so either the parent sees no wake-up
  * pending and makes the call itself, or the worker sees the new job. */
 static void pass_wakeup_on(struct shared *sh, uint64_t j, uint64_t k,
 			   uint64_t end)
 {
-	if ((k + 1 < end || atomic_load(&sh->tail) > j + 1) &&
-	    atomic_load(&sh->sleepers)) {
+	uint32_t sleepers = atomic_load(&sh->sleepers);
+
+	if ((k + 1 < end || atomic_load(&sh->tail) > j + 1) && sleepers) {
 		atomic_store(&sh->wake_pending, 1);
 		atomic_fetch_add(&sh->wake_seq, 1);
-		futex_wake(&sh->wake_seq, 1);
+		/* Two when there is work for two: the chain doubles, so W
+		 * workers are all up after about log2(W) steps. */
+		futex_wake(&sh->wake_seq, end - k > 2 && sleepers > 1 ? 2 : 1);
 	}
 }
 
@@ -253,43 +257,60 @@ static void flags_fill(uint8_t *f, uint64_t n)
  * What a death
  * needs to know -- which item was running -- goes instead into the
  * worker's own slot, a line no one else writes. */
+/* A failed task: record its code in the job (not inlined: the loops
+ * below stay small enough to keep their variables in registers). */
+__attribute__((noinline)) static void task_failed(struct job *jb,
+						  uint64_t i, int rc)
+{
+	note_error(jb, i, rc >= 1 && rc <= (int)CODE_MASK ? rc : ERANGE);
+}
+
 static uint64_t run_chunk(struct slot *me, struct job *jb, uint64_t k)
 {
 	uint64_t start = k * jb->chunk;
-	uint64_t cnt = jb->n - start < jb->chunk ? jb->n - start : jb->chunk;
+	uint64_t stop = jb->n - start < jb->chunk ? jb->n : start + jb->chunk;
 	size_t isz = jb->item_size, rsz = jb->result_size;
 	const char *a = jb->in + start * isz;
 	char *r = jb->out + start * rsz;
-	uint8_t *f = jb->flags + start;
+	uint8_t *f = jb->flags;
 	mp_pool_fn fn = jb->fn;  /* a local: stays in a register */
-	bool rerun = atomic_load_explicit(&jb->rerun, memory_order_relaxed);
+	_Atomic uint64_t *item = &me->item;
 	uint64_t ran = 0;
 
 	/* If this worker dies, the parent reads chunk and item here: the
 	 * items of the chunk before `item` are done (their flags are set
 	 * for them), `item` is blamed, the rest run again. */
-	atomic_store_explicit(&me->item, NONE, memory_order_relaxed);
+	atomic_store_explicit(item, NONE, memory_order_relaxed);
 	atomic_store_explicit(&me->chunk, k, memory_order_relaxed);
-	for (uint64_t i = 0; i < cnt; i++, a += isz, r += rsz) {
-		if (rerun && flag_load(&f[i]))
-			continue;
-		atomic_store_explicit(&me->item, start + i,
-				      memory_order_relaxed);
-		int rc = fn(a, r);
+	if (!atomic_load_explicit(&jb->rerun, memory_order_relaxed)) {
+		/* The usual case, kept lean: one store and one call an item. */
+		for (uint64_t i = start; i < stop; i++, a += isz, r += rsz) {
+			atomic_store_explicit(item, i, memory_order_relaxed);
+			int rc = fn(a, r);
 
-		if (rc)
-			note_error(jb, start + i,
-				   rc >= 1 && rc <= (int)CODE_MASK ? rc :
-				   ERANGE);
-		ran++;
-	}
-	/* The results (and codes) above, then the flags that publish them:
-	 * a reader that sees a flag with acquire sees its result. */
-	atomic_thread_fence(memory_order_release);
-	if (!rerun) {
-		flags_fill(f, cnt);
+			if (__builtin_expect(rc != 0, 0))
+				task_failed(jb, i, rc);
+		}
+		ran = stop - start;
+		/* The results (and codes) above, then the flags that publish
+		 * them: a reader that sees a flag with acquire sees its
+		 * result. */
+		atomic_thread_fence(memory_order_release);
+		flags_fill(f + start, ran);
 	} else {
-		for (uint64_t i = 0; i < cnt; i++)
+		/* Reopened after a death: skip the items already flagged. */
+		for (uint64_t i = start; i < stop; i++, a += isz, r += rsz) {
+			if (flag_load(&f[i]))
+				continue;
+			atomic_store_explicit(item, i, memory_order_relaxed);
+			int rc = fn(a, r);
+
+			if (rc)
+				task_failed(jb, i, rc);
+			ran++;
+		}
+		atomic_thread_fence(memory_order_release);
+		for (uint64_t i = start; i < stop; i++)
 			if (!flag_load(&f[i]))
 				__atomic_store_n(&f[i], 1, __ATOMIC_RELAXED);
 	}
