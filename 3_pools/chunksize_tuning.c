@@ -39,25 +39,25 @@
  *          The real benchmark: --tasks 1000000 --apply-async 1000000 --python
  *          The engines take turns run by run; OpenMP runs with
  *          OMP_WAIT_POLICY=passive unless you set it yourself.
- * Output:  (Release build, 2 cores shared with other jobs; trimmed)
+ * Output:  (Release build, 2 cores, nothing else running; trimmed)
  *   $ chunksize_tuning --tasks 1000000 --apply-async 1000000 --python
- *   [parent 22371 +12.1ms] 1000000 items, 2 workers, median of 3 runs; auto
- *                          chunksize = ceil(n / (4 * workers)) = 125000
+ *   [parent 20198 +7.7ms] 1000000 items, 2 workers, median of 3 runs; auto
+ *                         chunksize = ceil(n / (4 * workers)) = 125000
  *   engine      chunksize      tasks    seconds        tasks/s   / openmp
- *   mp_pool             1    1000000   0.023733       42136208      1.16x
- *   mp_pool          1024    1000000   0.003498      285868328      2.88x
- *   mp_pool_shm      1024    1000000   0.002326      429913927      1.91x
- *   openmp              1    1000000   0.020467       48859808      1.00x
- *   openmp           1024    1000000   0.001215      823146213      1.00x
- *   python              1    1000000  18.666615          53572    912.05x
- *   python           1024    1000000   0.167730        5961963    138.07x
- *   mp_pool     one chunk costs a worker about 0.0275 us more than its task
- *   python      one chunk costs a worker about 37.1 us more than its task
- *   mp_pool is 787x faster than python per item at chunksize 1
- *   apply_async: 1000000 tasks submitted and completed: 5883458 tasks/s
- *     (python: 29992)
- *   idle worker USS (Private_Clean + Private_Dirty): 44 KiB;
- *     python fork worker: 3980 KiB
+ *   mp_pool             1    1000000   0.020634       48463210      1.20x
+ *   mp_pool          1024    1000000   0.001643      608787976      1.84x
+ *   mp_pool_shm      1024    1000000   0.001157      864417797      1.29x
+ *   openmp              1    1000000   0.017256       57950576      1.00x
+ *   openmp           1024    1000000   0.000894     1118150490      1.00x
+ *   python              1    1000000  13.946183          71704    808.19x
+ *   python           1024    1000000   0.113123        8839935    126.49x
+ *   mp_pool     one chunk costs a worker about 0.0386 us more than its task
+ *   python      one chunk costs a worker about 27.7 us more than its task
+ *   mp_pool is 676x faster than python per item at chunksize 1
+ *   apply_async: 1000000 tasks submitted and completed: 9175328 tasks/s
+ *     (python: 48544)
+ *   idle worker USS (Private_Clean + Private_Dirty): 52 KiB;
+ *     python fork worker: 3096 KiB
  *   result: 45000000 tasks by mp_pool, every result of every engine exact OK
  *   With --csv: "engine,chunksize,tasks,seconds,tasks_per_s", then one row
  *   per engine and chunksize (chunksize "auto" for Python's rule).
