@@ -117,6 +117,20 @@
  * it reads `tail`, the parent stores `tail` before it reads `wake_pending`
  * (so either the parent wakes a sleeper itself or the worker passes the
  * wake-up on: mp_pool_worker.c).
+ *
+ * Where a map's time goes (2 million 8-byte squares on 2 CPUs, chunksize
+ * 1024, about 2 ms): the parent publishes one job and wakes one worker,
+ * which wakes the other (the chain: workers woken together from the
+ * parent's CPU often shared one CPU); each worker claims chunks, runs
+ * them storing the item it is at in its slot (the price of knowing what
+ * a death cut short: about 5-10% on a task this small), and flags each
+ * chunk once it is done; the last one out writes the eventfd.  With the
+ * caller's own arrays the parent also copies every window in before it
+ * publishes it, and out when it completes -- between two submissions,
+ * while the workers run the next window -- with stores that bypass the
+ * cache (copy_window() below).  Those two copies are what separates
+ * mp_pool from mp_pool_alloc()'d arrays: the parent's copying is the
+ * longest path of a big map, and on 2 CPUs it takes turns with a worker.
  */
 #ifndef MP_POOL_INTERNAL_H
 #define MP_POOL_INTERNAL_H
