@@ -513,8 +513,8 @@ int main(int argc, char *argv[])
 			printf("python: skipped (python3 was not found at "
 			       "configure time)\n");
 		else if (r[PY][0].done)
-			printf("mp_pool is %.0fx faster than python per item at "
-			       "chunksize 1%s\n",
+			printf("mp_pool is %.0fx faster than python per item "
+			       "at chunksize 1%s\n",
 			       (r[0][0].tasks / r[0][0].s) /
 			       (r[PY][0].tasks / r[PY][0].s),
 			       r[PY][0].tasks == r[0][0].tasks ? "" :

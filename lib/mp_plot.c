@@ -214,8 +214,8 @@ int mp_plot_with(const struct mp_table *t, const char *out, const char *path)
 	}
 	if (!path) {
 		if (printf("plot: gnuplot was not found when this was built: "
-			   "install gnuplot-nox (--csv has the numbers)\n") < 0 ||
-		    fflush(stdout) == EOF)
+			   "install gnuplot-nox (--csv has the numbers)\n")
+		    < 0 || fflush(stdout) == EOF)
 			return -1;
 		errno = ENOENT;
 		return -1;

@@ -123,7 +123,7 @@
  * which wakes the other (the chain: workers woken together from the
  * parent's CPU often shared one CPU); each worker claims chunks, runs
  * them storing the item it is at in its slot (the price of knowing what
- * a death cut short: about 5-10% on a task this small), and flags each
+ * a death cut short: 7-9% of the time on a task this small), and flags each
  * chunk once it is done; the last one out writes the eventfd.  With the
  * caller's own arrays the parent also copies every window in before it
  * publishes it, and out when it completes -- between two submissions,

@@ -89,10 +89,11 @@ static bool worker_idle(const struct mp_pool *p, bool *slept)
  * it (more chunks, or more jobs) while others still sleep, wakes one more
  * (two, if two more chunks wait): N queued jobs reach up to N sleepers,
  * one futex call each, made by the workers in parallel.  A map is started
- * the same way: the parent wakes one worker, the chain the rest.  Why nothing is lost: the woken worker clears
- * wake_pending before it reads tail, and the parent stores tail before it
- * reads wake_pending (both seq_cst), so either the parent sees no wake-up
- * pending and makes the call itself, or the worker sees the new job. */
+ * the same way: the parent wakes one worker, the chain the rest.  Why
+ * nothing is lost: the woken worker clears wake_pending before it reads
+ * tail, and the parent stores tail before it reads wake_pending (both
+ * seq_cst), so either the parent sees no wake-up pending and makes the
+ * call itself, or the worker sees the new job. */
 static void pass_wakeup_on(struct shared *sh, uint64_t j, uint64_t k,
 			   uint64_t end)
 {

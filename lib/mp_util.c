@@ -132,7 +132,7 @@ int64_t mp_now_ns(void)
 {
 	struct timespec ts;
 
-	/* Cannot fail with a valid clock id and pointer; checked all the same. */
+	/* Cannot fail with a valid clock id and pointer; checked anyway. */
 	if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
 		mp_die("clock_gettime");
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
@@ -942,7 +942,7 @@ int mp_run_twin(const char *script, char *const args[], double timeout_s,
 			break;
 		len += (size_t)got;
 		split_lines(buf, &len, on_line, arg);
-		if (len == sizeof buf - 1) {  /* a line too long: hand it over */
+		if (len == sizeof buf - 1) {  /* a line too long: pass it on */
 			buf[len] = '\0';
 			on_line(buf, arg);
 			len = 0;

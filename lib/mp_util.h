@@ -247,8 +247,9 @@ const char *mp_python3(void);
 
 /* Run a lesson's Python twin, "python3 -u script args...", and hand each line
  * it prints on stdout to on_line(line, arg) as it arrives (without the
- * newline; with on_line NULL, each line is printed on our stdout).  The twin runs in its own process group, so
- * that past timeout_s seconds the whole group -- python3 and the worker
+ * newline; with on_line NULL, each line is printed on our stdout).  The
+ * twin runs in its own process group, so that past timeout_s seconds the
+ * whole group -- python3 and the worker
  * processes it forked -- is stopped (SIGTERM, then SIGKILL a second later).
  * On Ctrl-C mp_stop_on_signals() sends SIGTERM to the twin's whole group.
  * Returns the twin's raw wait status, or -1 with errno: ENOENT when no
