@@ -441,7 +441,7 @@ static inline int64_t deadline_of(double timeout_s)
  * makes runs while the workers wait for it, and a plain store first reads
  * every destination line in, only for the line to be evicted unread --
  * streaming them took a map of 2 million items with private arrays from
- * 0.32-0.44x OpenMP's speed to 0.50-0.59x at chunksize 250000.  (The data
+ * 0.32-0.44x OpenMP's speed to 0.52-0.59x at chunksize 250000.  (The data
  * goes to memory, where the worker or the caller reads it next anyway.)
  * Other machines, and small copies, use memcpy. */
 static inline void copy_window(void *dst, const void *src, size_t n)
