@@ -622,8 +622,8 @@ int main(int argc, char *argv[])
 			    usable >= 2 && workers >= 2);
 
 	if (twin == 0) {  /* once more: a busy moment, as for our rows */
-		mp_say("parent", "the Python twin fell short (a busy machine?): "
-		       "once more");
+		mp_say("parent", "the Python twin fell short "
+		       "(a busy machine?): once more");
 		twin = run_twin(py_iters, workers, repeat,
 				work(0, (uint64_t)py_iters),
 				usable >= 2 && workers >= 2);

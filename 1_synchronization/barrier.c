@@ -16,11 +16,19 @@
  *          index: part 2 builds them from a mutex and a CLOCK_MONOTONIC cond.
  * Usage:   barrier [--procs N (4, 2..64)] [--phases N (200, 1..100000)]
  *                  [--timeout S (0.2, 0.01..600)]
- * Output:  [parent 24402 +10.5ms] pthread_barrier: 4 processes x 200 phases, 200 serial waiters (one a phase), 0 seen behind
- *          [parent 24402 +14.1ms] own barrier: 3 waits in 1.9 ms, action() ran 3 times, arrival indexes 0..N-1 each time
- *          [parent 24402 +214.7ms] 4 of 5 parties, timeout 0.2 s (the others 2.2 s): 4 got BrokenBarrierError after 200.6 ms
- *          [parent 24402 +216.3ms] abort() with 4 asleep in wait(): 4 got BrokenBarrierError
- *          result: phases=200 serial=200 behind=0 total=1844 actions=3 broken=4+4 OK
+ * Output:  [parent 24402 +10.5ms] pthread_barrier: 4 processes x 200 phases,
+ *                                 200 serial waiters (one a phase),
+ *                                 0 seen behind
+ *          [parent 24402 +14.1ms] own barrier: 3 waits in 1.9 ms,
+ *                                 action() ran 3 times, arrival indexes 0..N-1
+ *                                 each time
+ *          [parent 24402 +214.7ms] 4 of 5 parties, timeout 0.2 s (the others
+ *                                  2.2 s): 4 got BrokenBarrierError after
+ *                                  200.6 ms
+ *          [parent 24402 +216.3ms] abort() with 4 asleep in wait():
+ *                                  4 got BrokenBarrierError
+ *          result: phases=200 serial=200 behind=0 total=1844 actions=3
+ *                  broken=4+4 OK
  * Try this: delete the second pthread_barrier_wait of a phase: the serial
  *          process's sum races with the next phase, the total comes out
  *          wrong, and "seen behind" stays 0 (barrier one still holds).
@@ -60,7 +68,8 @@ static void lockstep(struct shared *sh, int id, int procs, int phases)
 	for (int k = 0; k < phases; k++) {
 		long x = k == 0 ? 1 : sh->total; /* last phase's result */
 
-		sh->partial[id] = (x * (id + 2) + k) % MOD; /* this phase's work */
+		/* this phase's work */
+		sh->partial[id] = (x * (id + 2) + k) % MOD;
 		sh->done[id] = k + 1;
 		int rc = pthread_barrier_wait(&sh->bar);
 		if (rc == PTHREAD_BARRIER_SERIAL_THREAD) { /* action() */
@@ -76,7 +85,8 @@ static void lockstep(struct shared *sh, int id, int procs, int phases)
 			if (sh->done[j] < k + 1)
 				sh->behind++;
 		/* The serial process sums after everyone was let go, while
-		 * Python's action runs before: a second wait publishes total. */
+		 * Python's action runs before: a second wait publishes
+		 * total. */
 		rc = pthread_barrier_wait(&sh->bar);
 		if (rc != 0 && rc != PTHREAD_BARRIER_SERIAL_THREAD)
 			mp_die_en(rc, "pthread_barrier_wait");
@@ -203,7 +213,8 @@ int main(int argc, char *argv[])
 	long procs = 4, phases = 200;
 	double timeout = 0.2;
 	const struct mp_opt opts[] = {
-		MP_OPT_L("procs", &procs, 2, MAX_PROCS, "processes in lockstep"),
+		MP_OPT_L("procs", &procs, 2, MAX_PROCS,
+			 "processes in lockstep"),
 		MP_OPT_L("phases", &phases, 1, 100000, "phases of part 1"),
 		MP_OPT_D("timeout", &timeout, 0.01, 600,
 			 "seconds before a short barrier breaks"),
@@ -227,7 +238,8 @@ int main(int argc, char *argv[])
 	MP_CHECK_PT(mp_watchdog(3 + timeout, &sh->progress, "a lost wake-up"));
 	pthread_barrierattr_t ba;
 	MP_CHECK_PT(pthread_barrierattr_init(&ba));
-	MP_CHECK_PT(pthread_barrierattr_setpshared(&ba, PTHREAD_PROCESS_SHARED));
+	MP_CHECK_PT(pthread_barrierattr_setpshared(&ba,
+						   PTHREAD_PROCESS_SHARED));
 	MP_CHECK_PT(pthread_barrier_init(&sh->bar, &ba, (unsigned)n));
 	MP_CHECK_PT(pthread_barrierattr_destroy(&ba));
 

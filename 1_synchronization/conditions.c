@@ -23,11 +23,17 @@
  *          lesson counts every wake-up for 0.1 s after it to show that.
  * Usage:   conditions [--waiters N (4, 2..64)] [--timeout S (0.2, 0.01..600)]
  * Output:  [parent 24395 +0.8ms] 4 waiters asleep in wait_for(tickets > 0)
- *          [parent 24395 +1.0ms] 1 ticket + signal: 1 wake-up, 1 ticket taken, 3 still asleep
- *          [parent 24395 +1.1ms] 1 ticket + broadcast: 3 wake-ups, 1 ticket taken, 2 went back to sleep (the while loop)
- *          [parent 24395 +1.2ms] 2 tickets + broadcast: every waiter has its ticket
- *          [parent 24395 +201.7ms] wait_for(tickets > 0, timeout=0.2) in a child: False (ETIMEDOUT) after 200.1 ms
- *          result: taken=4/4 signal=1 wake broadcast=3/3 wakes timed out=200.1 ms OK
+ *          [parent 24395 +1.0ms] 1 ticket + signal: 1 wake-up, 1 ticket taken,
+ *                                3 still asleep
+ *          [parent 24395 +1.1ms] 1 ticket + broadcast: 3 wake-ups,
+ *                                1 ticket taken, 2 went back to sleep
+ *                                (the while loop)
+ *          [parent 24395 +1.2ms] 2 tickets + broadcast: every waiter has its
+ *                                ticket
+ *          [parent 24395 +201.7ms] wait_for(tickets > 0, timeout=0.2) in a
+ *                                  child: False (ETIMEDOUT) after 200.1 ms
+ *          result: taken=4/4 signal=1 wake broadcast=3/3 wakes
+ *                  timed out=200.1 ms OK
  * Try this: --waiters 64; in round_of() swap pthread_cond_signal for
  *          pthread_cond_broadcast: one ticket then wakes every waiter, the
  *          signal round counts N wake-ups and the verdict says MISMATCH.

@@ -3,23 +3,28 @@
  *
  * Python:  ev = multiprocessing.Event(); ev.set(); ev.clear(); ev.is_set();
  *          ev.wait(timeout) -> True once set, False after the timeout.
- *          Lib/multiprocessing/synchronize.py builds it from a Condition(Lock())
- *          and a Semaphore(0) as the flag: set() raises the flag and calls
- *          notify_all(); wait() does one cond.wait(timeout) unless the flag is
- *          up, then returns the flag.  With Condition's three semaphores, one
- *          Event is five SemLocks (sem_open, Modules/_multiprocessing/
- *          semaphore.c).
+ *          Lib/multiprocessing/synchronize.py builds it from a
+ *          Condition(Lock()) and a Semaphore(0) as the flag: set() raises the
+ *          flag and calls notify_all(); wait() does one cond.wait(timeout)
+ *          unless the flag is up, then returns the flag.  With Condition's
+ *          three semaphores, one Event is five SemLocks (sem_open,
+ *          Modules/_multiprocessing/semaphore.c).
  * C:       a mutex, a condition (timed on CLOCK_MONOTONIC) and a flag, all
  *          PTHREAD_PROCESS_SHARED in MAP_SHARED memory; then eventfd(2): set =
  *          write 1, is_set = poll with timeout 0, wait = poll, clear = read.
  * Usage:   events [--procs N (4, 1..64)] [--timeout S (0.1, 0.01..60)]
  *                 [--delay-ms N (50, 0..600000)] [--jobs N (2000, 0..1000000)]
- * Output:  [parent 24385 +100.1ms] wait(0.1) on an unset event: False after 100.1 ms
- *          [parent 24385 +151.2ms] set() after 50 ms of work: 4 of 4 waiters woke
+ * Output:  [parent 24385 +100.1ms] wait(0.1) on an unset event:
+ *                                  False after 100.1 ms
+ *          [parent 24385 +151.2ms] set() after 50 ms of work: 4 of 4
+ *                                  waiters woke
  *          [parent 24385 +151.3ms] is_set() True; clear(); is_set() False
- *          [parent 24385 +152.0ms] eventfd: 4 of 4 workers served 2000 jobs from a pipe, then stopped
- *          [parent 24385 +152.0ms] eventfd is_set (poll 0): True; clear (read) got 1; is_set: False
- *          result: woke=4/4 wait(timeout)=False eventfd jobs=2000/2000 stopped=4/4 OK
+ *          [parent 24385 +152.0ms] eventfd: 4 of 4 workers served 2000 jobs
+ *                                  from a pipe, then stopped
+ *          [parent 24385 +152.0ms] eventfd is_set (poll 0): True;
+ *                                  clear (read) got 1; is_set: False
+ *          result: woke=4/4 wait(timeout)=False eventfd jobs=2000/2000
+ *                  stopped=4/4 OK
  * Which:   the condvar event is memory: an is_set() on a set flag is a lock
  *          and an unlock in user space, and the same lock can guard more than
  *          one bit.  The eventfd is a file descriptor: one poll/epoll waits on
@@ -65,7 +70,8 @@ static void event_init(struct event *ev)
 	MP_CHECK_PT(pthread_mutexattr_destroy(&ma));
 	MP_CHECK_PT(pthread_condattr_init(&ca));
 	MP_CHECK_PT(pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED));
-	/* Timeouts measured on a clock that never jumps when the date is set. */
+	/* Timeouts measured on a clock that never jumps when the date is
+	 * set. */
 	MP_CHECK_PT(pthread_condattr_setclock(&ca, CLOCK_MONOTONIC));
 	MP_CHECK_PT(pthread_cond_init(&ev->changed, &ca));
 	MP_CHECK_PT(pthread_condattr_destroy(&ca));
@@ -103,7 +109,8 @@ static bool event_wait(struct event *ev, double timeout_s)
 	struct timespec dl;
 	int rc = 0;
 
-	MP_CHECK(clock_gettime(CLOCK_MONOTONIC, &dl)); /* the condition's clock */
+	/* the condition's clock */
+	MP_CHECK(clock_gettime(CLOCK_MONOTONIC, &dl));
 	int64_t ns = dl.tv_nsec + (int64_t)(timeout_s * 1e9);
 
 	dl.tv_sec += ns / 1000000000;
@@ -146,8 +153,9 @@ static void efd_worker(struct shared *sh, int efd, int jobs, int bound_ms)
 			return; /* timed out, or the parent is gone: no stop */
 		if (p[1].revents & POLLIN)
 			done += take_jobs(jobs);
+		/* nobody reads efd: a read would clear it for all */
 		if (p[0].revents & POLLIN)
-			break; /* nobody reads efd: a read would clear it for all */
+			break;
 	}
 	sh->stopped++;
 	for (long got; (got = take_jobs(jobs)) > 0;)
@@ -194,8 +202,8 @@ int main(int argc, char *argv[])
 	bool early = event_wait(&sh->go, timeout);
 	double waited = mp_elapsed_s(t0);
 	bool timeout_ok = !early && waited >= timeout;
-	mp_say("parent", "wait(%g) on an unset event: %s after %.1f ms", timeout,
-	       early ? "True" : "False", waited * 1e3);
+	mp_say("parent", "wait(%g) on an unset event: %s after %.1f ms",
+	       timeout, early ? "True" : "False", waited * 1e3);
 
 	/* 3. N processes wait; one set() wakes them all.  A process that comes
 	 * late finds the flag up and never sleeps: no wake-up is lost.  Half
@@ -254,7 +262,8 @@ int main(int argc, char *argv[])
 	char tokens[512];
 	memset(tokens, 'j', sizeof tokens);
 	for (long left = jobs; left > 0;) {
-		ssize_t n = write(jp[1], tokens, left < 512 ? (size_t)left : 512);
+		ssize_t n = write(jp[1], tokens,
+				  left < 512 ? (size_t)left : 512);
 		MP_CHECK(n);
 		left -= n;
 	}

@@ -15,14 +15,23 @@
  *          sem_clockwait on CLOCK_MONOTONIC), so a broken lock ends in
  *          MISMATCH, never in a hang.
  * Usage:   locks [--procs N (4, 1..64)] [--iters N (200000, 1..10^9)]
- * Output:  [parent 24261 +2.3ms] no lock: counter=200000 expected=800000, 600000 lost (2.2 ms)
- *          [parent 24261 +18.3ms] process-shared mutex: counter=800000 expected=800000, 0 lost (15.9 ms)
- *          [parent 24261 +337.9ms] named semaphore: counter=800000 expected=800000, 0 lost (319.6 ms)
- *          [parent 24261 +338.1ms] child 24340 was killed by SIGKILL while holding both locks
- *          [parent 24261 +338.2ms] pthread_mutex_lock: EOWNERDEAD, the data is half-updated: from=90 to=0
- *          [parent 24261 +338.2ms] repaired to from=90 to=10; pthread_mutex_consistent; unlock; lock again: 0
- *          [parent 24261 +338.3ms] unlocked without repair; next pthread_mutex_lock: ENOTRECOVERABLE
- *          result: mutex=800000 semaphore=800000 expected=800000, robust: EOWNERDEAD repaired, unrepaired ENOTRECOVERABLE OK
+ * Output:  [parent 24261 +2.3ms] no lock: counter=200000 expected=800000,
+ *                                600000 lost (2.2 ms)
+ *          [parent 24261 +18.3ms] process-shared mutex: counter=800000
+ *                                 expected=800000, 0 lost (15.9 ms)
+ *          [parent 24261 +337.9ms] named semaphore: counter=800000
+ *                                  expected=800000, 0 lost (319.6 ms)
+ *          [parent 24261 +338.1ms] child 24340 was killed by SIGKILL while
+ *                                  holding both locks
+ *          [parent 24261 +338.2ms] pthread_mutex_lock: EOWNERDEAD,
+ *                                  the data is half-updated: from=90 to=0
+ *          [parent 24261 +338.2ms] repaired to from=90 to=10;
+ *                                  pthread_mutex_consistent; unlock;
+ *                                  lock again: 0
+ *          [parent 24261 +338.3ms] unlocked without repair;
+ *                                  next pthread_mutex_lock: ENOTRECOVERABLE
+ *          result: mutex=800000 semaphore=800000 expected=800000, robust:
+ *                  EOWNERDEAD repaired, unrepaired ENOTRECOVERABLE OK
  * Try this: --procs 1 (one process loses nothing); delete the sched_yield()
  *          in add() (the losses then depend on how busy the machine is);
  *          delete the pthread_mutex_consistent() call (ENOTRECOVERABLE);
@@ -294,7 +303,8 @@ int main(int argc, char *argv[])
 	if (stuck != 0 && stuck != EAGAIN)
 		mp_die_en(stuck, "sem_trywait");
 	mp_say("parent", "sem_trywait: %s, the dead child's semaphore stays "
-	       "taken: Python's acquire() would block forever", mp_errname(stuck));
+	       "taken: Python's acquire() would block forever",
+	       mp_errname(stuck));
 
 	/* 4. A robust mutex knows its owner: the kernel marks it when the owner
 	 *    dies, and the next locker gets it with EOWNERDEAD. */
@@ -319,8 +329,9 @@ int main(int argc, char *argv[])
 		MP_CHECK_PT(pthread_mutex_destroy(&sh->robust));
 		init_mutex(&sh->robust, true);
 	}
-	mp_say("parent", "repaired to from=%ld to=%ld; pthread_mutex_consistent;"
-	       " unlock; lock again: %s", from, to, mp_errname(again));
+	mp_say("parent", "repaired to from=%ld to=%ld; "
+	       "pthread_mutex_consistent; unlock; lock again: %s", from, to,
+	       mp_errname(again));
 
 	/* 5. The same death, but the next locker unlocks without repairing:
 	 *    the mutex is then unusable for good; only destroy is left. */

@@ -15,16 +15,23 @@
  * C:       PTHREAD_MUTEX_RECURSIVE + PTHREAD_PROCESS_SHARED: glibc keeps the
  *          owner's thread id (unique system-wide) and the count inside the
  *          pthread_mutex_t, in the shared page; PTHREAD_MUTEX_ERRORCHECK:
- *          EDEADLK on a re-lock by the owner, EPERM on an unlock by anyone else.
+ *          EDEADLK on a re-lock by the owner, EPERM on an unlock by anyone
+ *          else.
  * Usage:   rlock [--procs N (4, 1..64)] [--rounds N (50000, 1..10^9)]
  *                [--depth N (3, 1..100)]
- * Output:  [parent 24343 +0.7ms] recursive: locked 3 of 3 deep, another process gets EBUSY at 3 of them
+ * Output:  [parent 24343 +0.7ms] recursive: locked 3 of 3 deep, another process
+ *                                gets EBUSY at 3 of them
  *          [parent 24343 +7.0ms] unlock 3 of 3: free
- *          [parent 24343 +250.6ms] 4 workers x 50000 deposit_twice(): balance=400000 expected=400000, max depth 2, 0 owner violations
- *          [parent 24343 +250.6ms] errorcheck: relock by the owner: EDEADLK (a plain lock would hang here)
- *          [parent 24343 +250.8ms] unlock by another process: errorcheck EPERM, recursive EPERM
+ *          [parent 24343 +250.6ms] 4 workers x 50000 deposit_twice():
+ *                                  balance=400000 expected=400000, max depth 2,
+ *                                  0 owner violations
+ *          [parent 24343 +250.6ms] errorcheck: relock by the owner:
+ *                                  EDEADLK (a plain lock would hang here)
+ *          [parent 24343 +250.8ms] unlock by another process: errorcheck EPERM,
+ *                                  recursive EPERM
  *          [parent 24343 +250.8ms] unlock by the owner: 0; unlock again: EPERM
- *          result: balance=400000 expected=400000 depth=2 probes=6/6 EDEADLK EPERM x3 OK
+ *          result: balance=400000 expected=400000 depth=2 probes=6/6 EDEADLK
+ *                  EPERM x3 OK
  * Try this: make rlock PTHREAD_MUTEX_NORMAL: the second lock in step 2
  *          waits for itself (a plain pthread_mutex_lock would wait forever;
  *          the lesson gives up after a second and says MISMATCH); --depth 10.

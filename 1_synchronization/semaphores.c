@@ -18,12 +18,21 @@
  * Usage:   semaphores [--procs N (6, 1..64)] [--slots K (2, 1..64)]
  *                     [--rounds N (20, 1..10^9)] [--work-us N (1000, 0..10^6)]
  *                     [--no-limit]
- * Output:  [parent 24370 +0.1ms] sem_open made /dev/shm/sem.mpp-semaphores-slots-24370
- *          [parent 24370 +67.1ms] sem_init: 6 workers x 20 rounds, at most 2 inside at once (slots 2), 0 releases refused
- *          [parent 24370 +135.1ms] sem_open by name in each child: at most 2 inside at once (slots 2); sem_unlink
- *          [parent 24370 +235.2ms] sem_timedwait: ETIMEDOUT after 100.1 ms (acquire(timeout=0.1) is False)
- *          [parent 24370 +235.5ms] one release too many: plain sem_post 2 -> 3; bounded post EOVERFLOW ("released too many times"), value 2
- *          result: max inside 2,2 (K=2), entries 240/240, ETIMEDOUT, bounded post refused, value 2, name gone OK
+ * Output:  [parent 24370 +0.1ms] sem_open made
+ *                                /dev/shm/sem.mpp-semaphores-slots-24370
+ *          [parent 24370 +67.1ms] sem_init: 6 workers x 20 rounds,
+ *                                 at most 2 inside at once (slots 2),
+ *                                 0 releases refused
+ *          [parent 24370 +135.1ms] sem_open by name in each child:
+ *                                  at most 2 inside at once (slots 2);
+ *                                  sem_unlink
+ *          [parent 24370 +235.2ms] sem_timedwait: ETIMEDOUT after 100.1 ms
+ *                                  (acquire(timeout=0.1) is False)
+ *          [parent 24370 +235.5ms] one release too many: plain sem_post 2 -> 3;
+ *                                  bounded post EOVERFLOW ("released too many
+ *                                  times"), value 2
+ *          result: max inside 2,2 (K=2), entries 240/240, ETIMEDOUT,
+ *                  bounded post refused, value 2, name gone OK
  * Try this: --no-limit (no semaphore: watch the maximum pass K and the
  *          verdict say MISMATCH); --slots 1 (a semaphore as a lock); drop
  *          a sem_post or make sem_init's pshared 0: waiters give up after
@@ -43,7 +52,8 @@ struct shared {
 	_Atomic int inside, max_inside;
 	_Atomic long entries, refused;
 	_Atomic long gave_up;      /* waits that ran out, names not found */
-	int after_post, post_err;  /* a child's extra releases: plain, bounded */
+	/* a child's extra releases: plain, bounded */
+	int after_post, post_err;
 };
 
 /* An absolute CLOCK_MONOTONIC deadline s seconds from now.  Every wait of
@@ -314,7 +324,8 @@ int main(int argc, char *argv[])
 	 * not overlap, and only "at most K" is judged. */
 	long entries = atomic_load(&sh->entries), want = 2 * procs * rounds;
 	long full = procs < slots ? procs : slots;
-	bool filled = work_us == 0 || (max_unnamed == full && max_named == full);
+	bool filled = work_us == 0 ||
+		      (max_unnamed == full && max_named == full);
 	/* Every child joined: none left running, none left a zombie. */
 	bool reaped = waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
 

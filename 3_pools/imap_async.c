@@ -4,7 +4,8 @@
  * Python:  for r in pool.imap(slow, jobs): print(r)       # in order, streamed
  *          for r in pool.imap_unordered(slow, jobs): ...  # as they finish
  *          pool.map_async(slow, jobs, callback=done).get()
- *          r = pool.apply_async(slow, (job,)); r.get(timeout=0.05) # TimeoutError
+ *          r = pool.apply_async(slow, (job,))
+ *          r.get(timeout=0.05)                            # TimeoutError
  *          for j in jobs: pool.apply_async(slow, (j,), callback=acc.append)
  *          pool.close(); pool.join()                       # every callback ran
  * CPython: Lib/multiprocessing/pool.py.  imap() returns an IMapIterator and
@@ -27,18 +28,29 @@
  *                     [--step-ms N (20, 5..60000): the unit of task sleep]
  * Output:  [parent 8133 +0.8ms] 2. imap over 8 tasks of 20..160 ms
  *          [parent 8133 +40.9ms]    #0 = 0, done at 40.1 ms, read at 40.2 ms
- *          [parent 8133 +41.0ms]    #1 = 1, done at 20.1 ms, read at 40.2 ms (done before the one above: held back)
+ *          [parent 8133 +41.0ms]    #1 = 1, done at 20.1 ms, read at 40.2 ms
+ *                                   (done before the one above: held back)
  *          [parent 8133 +61.0ms]    #2 = 4, done at 60.2 ms, read at 60.2 ms
  *          ...
- *          [parent 8133 +241.2ms]    #7 = 49, done at 240.4 ms, read at 240.5 ms
- *          [parent 8133 +241.3ms]    first result read at 40.2 ms, last task done at 240.4 ms: streamed while work remained
- *          [parent 8133 +421.7ms] 3. imap_unordered: completion order 3 2 1 0 5 6 7 4; 8/8 items, each once
- *          [parent 8133 +463.8ms] 4. map_async: 20 ready() polls meanwhile; callback ran 1 time(s) at 42.0 ms, ...
- *          [parent 8133 +514.0ms] 5. apply_async(slow 42): wait(0.050) returned -1 ETIMEDOUT at 50.2 ms, ready()=false
+ *          [parent 8133 +241.2ms]    #7 = 49, done at 240.4 ms,
+ *                                    read at 240.5 ms
+ *          [parent 8133 +241.3ms]    first result read at 40.2 ms,
+ *                                    last task done at 240.4 ms: streamed while
+ *                                    work remained
+ *          [parent 8133 +421.7ms] 3. imap_unordered: completion order
+ *                                 3 2 1 0 5 6 7 4; 8/8 items, each once
+ *          [parent 8133 +463.8ms] 4. map_async: 20 ready() polls meanwhile;
+ *                                 callback ran 1 time(s) at 42.0 ms, ...
+ *          [parent 8133 +514.0ms] 5. apply_async(slow 42):
+ *                                 wait(0.050) returned -1 ETIMEDOUT at 50.2 ms,
+ *                                 ready()=false
  *          [parent 8133 +664.0ms]    get() then gave 1764 at 200.2 ms
- *          [parent 8133 +667.8ms] 6. 32 apply_async, handles freed; after close+join the callback had run 32 times, ...
- *          result: imap 8/8 in order and streamed yes, imap_unordered 8/8 reordered yes, map_async callback yes,
- *                  wait ETIMEDOUT then get yes, 32/32 callbacks OK      (one line)
+ *          [parent 8133 +667.8ms] 6. 32 apply_async, handles freed;
+ *                                 after close+join the callback had run
+ *                                 32 times, ...
+ *          result: imap 8/8 in order and streamed yes, imap_unordered
+ *                  8/8 reordered yes, map_async callback yes,
+ *                  wait ETIMEDOUT then get yes, 32/32 callbacks OK
  * Try this: --workers 64: every task starts at once, and imap_unordered
  *          comes out in exact reverse order (7 6 5 ... 0).  --workers 2
  *          --tasks 16: two at a time, neighbours swap places, e.g. 1 0 2 3 5
@@ -281,7 +293,8 @@ int main(int argc, char *argv[])
 	       "successful()=%d", d.value, ms_since(t0, mp_now_ns()), success);
 
 	/* 6. Fire and forget: apply_async with a callback, the handle freed at
-	 *    once; close() + join() wait for everything, running the callbacks. */
+	 *    once; close() + join() wait for everything, running the
+	 *    callbacks. */
 	struct tally at = { 0 };
 	long calls = 4 * n;
 

@@ -30,17 +30,29 @@
  * Usage:   pool_map_apply [--workers N (0 = CPUs we may run on, 0..256)]
  *                         [--items N (100000, 1..10000000)]
  *                         [--delay-us N (0, 0..1000000): each task sleeps]
- * Output:  [parent 11308 +0.0ms] 1. CPUs online: 2 (os.cpu_count), CPUs we may run on: 2 (os.process_cpu_count)
- *          [parent 11308 +3.7ms] 2. pool of 2 workers (the default), first worker pid 11309
- *          [parent 11308 +16.4ms] 3. map(square): 100000/100000 results in order in 12.3 ms, chunksize 12500
- *          [parent 11308 +16.5ms]    out[i] == i*i for every i, items per worker: 11309: 37500, 11310: 62500
- *          [parent 11308 +16.5ms] 4. apply(where_am_i) ran in worker 11310 (parent 11308); square() is at
- *                                    0x55e39989c100 there and 0x55e39989c100 here
- *          [parent 11308 +35.6ms] 5. map(triangle) on the same pool: 100000/100000 in order in 19.1 ms; ...
- *          [parent 11308 +39.8ms] 6. after close(), apply() gives EINVAL; after join(), children left: none
- *          [parent 11308 +41.5ms] 7. square() after exec: 0x55591ffbe100 (another address: ...)
- *          result: map 100000/100000 and 100000/100000 in order, apply in worker yes, 2 worker(s) reused yes,
- *                  closed+joined yes OK      (one line)
+ * Output:  [parent 11308 +0.0ms] 1. CPUs online: 2 (os.cpu_count),
+ *                                   CPUs we may run on: 2
+ *                                   (os.process_cpu_count)
+ *          [parent 11308 +3.7ms] 2. pool of 2 workers (the default),
+ *                                   first worker pid 11309
+ *          [parent 11308 +16.4ms] 3. map(square): 100000/100000 results
+ *                                    in order in 12.3 ms, chunksize 12500
+ *          [parent 11308 +16.5ms]    out[i] == i*i for every i,
+ *                                    items per worker: 11309: 37500,
+ *                                    11310: 62500
+ *          [parent 11308 +16.5ms] 4. apply(where_am_i) ran in worker 11310
+ *                                    (parent 11308); square() is at
+ *                                    0x55e39989c100 there and
+ *                                    0x55e39989c100 here
+ *          [parent 11308 +35.6ms] 5. map(triangle) on the same pool:
+ *                                    100000/100000 in order in 19.1 ms; ...
+ *          [parent 11308 +39.8ms] 6. after close(), apply() gives EINVAL;
+ *                                    after join(), children left: none
+ *          [parent 11308 +41.5ms] 7. square() after exec: 0x55591ffbe100
+ *                                    (another address: ...)
+ *          result: map 100000/100000 and 100000/100000 in order,
+ *                  apply in worker yes, 2 worker(s) reused yes,
+ *                  closed+joined yes OK
  * Try this: taskset -c 0 ./pool_map_apply (one CPU: one worker by default);
  *          setarch -R ./pool_map_apply (ASLR off: exec keeps the address,
  *          by luck, not by contract).
@@ -241,7 +253,8 @@ int main(int argc, char *argv[])
 
 	/* 4. apply(f): one task, run in a worker, waited for.  The pool passed
 	 *    the worker a function pointer, and it was valid there: the worker
-	 *    is a fork of this process, the same image at the same addresses. */
+	 *    is a fork of this process, the same image at the same
+	 *    addresses. */
 	struct where w;
 
 	if (mp_pool_apply(pool, where_am_i, NULL, 0, &w, sizeof w) == -1)

@@ -2,7 +2,8 @@
  * what reaches the caller when a task fails or kills its worker
  *
  * Python:  pool.starmap(powmod, [(base, exp, mod), ...])  # powmod(*args)
- *          r = pool.starmap_async(powmod, args, callback=ok, error_callback=bad)
+ *          r = pool.starmap_async(powmod, args, callback=ok,
+ *                                 error_callback=bad)
  *          r.get()          # re-raises the task's exception, e.g. ValueError
  *          # a worker killed mid-task (OOM killer, segfault in a C extension):
  *          # get() without a timeout waits forever
@@ -29,17 +30,25 @@
  * Usage:   starmap_async [--workers N (0 = CPUs we may run on, 0..256)]
  *                        [--items N (1000, 10..1000000)]
  *                        [--work N (100, 1..10^10): multiplications a task]
- * Output:  [parent 11317 +3.4ms] 3. starmap_async with mod=0 at items 300 and 700: get() = -1, errno EDOM;
- *                                  last error: item 300, code EDOM, from the task: yes
- *          [parent 11317 +4.0ms] 4. item 500 SIGKILLed its worker once: 1000/1000 right in 0.5 ms; workers died 1,
- *                                  items run again 125
- *          [parent 11317 +5.1ms] 5. item 500 aborts every time: starmap = -1, errno EOWNERDEAD after 1.1 ms; item 500,
- *                                  killed by SIGABRT, last pid 11322; 3 workers died; others 999/999 right
- *          [python 11324] 4. item 500 SIGKILLed its worker: get(timeout=0.5) raised TimeoutError after 0.50 s; a new
- *                           apply() on the same pool gives 1024, and the starmap is still ready()=False: ...
- *          result: starmap 1000/1000, error EDOM at item 300 via get and callback yes, killed worker retried
- *                  1000/1000, abort -> EOWNERDEAD at item 500 after 3 deaths yes, python's get() timed
- *                  out yes OK      (one line)
+ * Output:  [parent 11317 +3.4ms] 3. starmap_async with mod=0 at
+ *                                   items 300 and 700: get() = -1, errno EDOM;
+ *                                   last error: item 300, code EDOM,
+ *                                   from the task: yes
+ *          [parent 11317 +4.0ms] 4. item 500 SIGKILLed its worker once:
+ *                                   1000/1000 right in 0.5 ms; workers died 1,
+ *                                   items run again 125
+ *          [parent 11317 +5.1ms] 5. item 500 aborts every time: starmap = -1,
+ *                                   errno EOWNERDEAD after 1.1 ms; item 500,
+ *                                   killed by SIGABRT, last pid 11322;
+ *                                   3 workers died; others 999/999 right
+ *          [python 11324] 4. item 500 SIGKILLed its worker: get(timeout=0.5)
+ *                            raised TimeoutError after 0.50 s; a new apply() on
+ *                            the same pool gives 1024, and the starmap is still
+ *                            ready()=False: ...
+ *          result: starmap 1000/1000, error EDOM at item 300 via get and
+ *                  callback yes, killed worker retried 1000/1000,
+ *                  abort -> EOWNERDEAD at item 500 after 3 deaths yes,
+ *                  python's get() timed out yes OK
  * Try this: --items 20 --work 100000000 (about a second a task) and, during
  *          step 2, kill -9 a worker (pgrep -P <parent pid>): starmap still
  *          returns every result, as in step 4.  python3 starmap_async.py
@@ -248,7 +257,8 @@ int main(int argc, char *argv[])
 	       good1, n, mp_elapsed_s(t0) * 1e3);
 
 	/* 3. starmap_async with a callback, two items with mod 0 among them:
-	 *    every other item still runs, and the error names the lowest one. */
+	 *    every other item still runs, and the error names the lowest
+	 *    one. */
 	long bad[2] = { n * 3 / 10, n * 7 / 10 };
 	struct outcome o = { 0 };
 
@@ -285,7 +295,8 @@ int main(int argc, char *argv[])
 
 	/* 4. A task whose worker is SIGKILLed the first time it runs it.  The
 	 *    pool sees the death (a pidfd turns readable), forks a replacement
-	 *    and runs the unfinished part again.  Python: hangs here for good. */
+	 *    and runs the unfinished part again.  Python: hangs here for
+	 *    good. */
 	struct mp_pool_stats before, after;
 	long mid = n / 2;
 

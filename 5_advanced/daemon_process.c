@@ -17,16 +17,33 @@
  *          held with flock(2), a UNIX socket, kill(pid, SIGTERM).
  * Usage:   daemon_process [--daemons N (1, 0..16)] [--workers N (1, 0..16)]
  *                         [--serve-ms N (0, 0..60000)] [--daemon-only]
- * Output:  [parent 5652 +0.2ms] subreaper=1: orphans below us come to us, not to init
+ * Output:  [parent 5652 +0.2ms] subreaper=1: orphans below us come to us,
+ *                               not to init
  *          [leader 5653 +103.7ms] exit(): terminated 1 daemonic, joined 1
- *          [parent 5652 +106.2ms] 1 daemonic terminated (SIGTERM), 1 joined (exit 0), 1 grandchildren of daemonic children orphaned and adopted by us
- *          [parent 5652 +108.7ms] leader SIGKILLed, nothing ran: 2 orphans adopted by us; PDEATHSIG child killed: 1 (its setting: KILL, in its own fork()ed child: 0); pidfd child noticed and left: 1; late child caught the race: 1
- *          [parent 5652 +111.2ms] the thread that forked it ended: child killed by SIGKILL (our process lives on)
- *          [parent 5652 +228.4ms]   [python 5672] a daemonic process starts a child: AssertionError: daemonic processes are not allowed to have children
+ *          [parent 5652 +106.2ms] 1 daemonic terminated (SIGTERM),
+ *                                 1 joined (exit 0), 1 grandchildren of
+ *                                 daemonic children orphaned and adopted by us
+ *          [parent 5652 +108.7ms] leader SIGKILLed, nothing ran:
+ *                                 2 orphans adopted by us;
+ *                                 PDEATHSIG child killed: 1 (its setting: KILL,
+ *                                 in its own fork()ed child: 0);
+ *                                 pidfd child noticed and left: 1;
+ *                                 late child caught the race: 1
+ *          [parent 5652 +111.2ms] the thread that forked it ended: child
+ *                                 killed by SIGKILL (our process lives on)
+ *          [parent 5652 +228.4ms]   [python 5672] a daemonic process starts a
+ *                                   child: AssertionError: daemonic processes
+ *                                   are not allowed to have children
  *          ...
- *          [parent 5652 +487.1ms] daemon says: pid=5717 ppid=5652 sid=5716 pgid=5716 cwd=/ umask=027 stdio=/dev/null fds=6
- *          [parent 5652 +488.4ms] 1/1 replies; pid file /tmp/mpp-daemon_process-HMdDWc/daemon.pid (mode 640, locked: yes); SIGTERM by pidfd: exited 0; pid file, socket, directory removed
- *          result: orphans=3/3 pdeath-killed=2/2 race=1 pidfd=1 terminated=1/1 joined=1/1 daemon=ok python=ok OK
+ *          [parent 5652 +487.1ms] daemon says: pid=5717 ppid=5652 sid=5716
+ *                                 pgid=5716 cwd=/ umask=027 stdio=/dev/null
+ *                                 fds=6
+ *          [parent 5652 +488.4ms] 1/1 replies; pid file
+ *                                 /tmp/mpp-daemon_process-HMdDWc/daemon.pid
+ *                                 (mode 640, locked: yes); SIGTERM by pidfd:
+ *                                 exited 0; pid file, socket, directory removed
+ *          result: orphans=3/3 pdeath-killed=2/2 race=1 pidfd=1 terminated=1/1
+ *                  joined=1/1 daemon=ok python=ok OK
  * Try this: delete the getppid() check in pdeath_guard() (the late child
  *          lives on as an orphan); drop PR_SET_CHILD_SUBREAPER (orphans go to
  *          init: we can still kill them by pid, but not reap them);

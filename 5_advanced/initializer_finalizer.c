@@ -17,16 +17,34 @@
  *                                [--tasks N (40, 0..1000000)]
  *                                [--maxtasks N (5, 0..1000)]
  *                                [--task-us N (0, 0..100000)]
- * Output:  [parent 30203 +2.7ms] map of 40 tasks: 0; 10 workers started (8 recycled), 10 opens, 40 tasks logged, 10 finalizers, 10 workers with one open and one bye
- *          [parent 30203 +4.2ms] a pool terminated instead of joined: 2 initializers, 0 finalizers
- *          [parent 30203 +4.8ms] every initializer dies: mp_pool_create gives ECHILD (initializer runs: 2) in 0.7 ms
- *          [parent 30203 +10.6ms] replacements die in the initializer: map gives ECHILD after 4 failed starts in 5.8 ms (Python keeps starting them)
- *          [parent 30203 +11.7ms] atexit: the parent's handler ran 0 times in the pool workers (they leave with _exit); exit() in a child ran its own 1 and the parent's 1; _exit() none
- *          [parent 30203 +12.9ms] a line in a FILE buffer at fork: printed 2 times; with fflush() before fork: 1
- *          [parent 30203 +14.3ms] pthread_atfork after one fork() and one posix_spawn(): prepare 1, parent 1, child 1
+ * Output:  [parent 30203 +2.7ms] map of 40 tasks: 0;
+ *                                10 workers started (8 recycled), 10 opens,
+ *                                40 tasks logged, 10 finalizers,
+ *                                10 workers with one open and one bye
+ *          [parent 30203 +4.2ms] a pool terminated instead of joined:
+ *                                2 initializers, 0 finalizers
+ *          [parent 30203 +4.8ms] every initializer dies: mp_pool_create
+ *                                gives ECHILD (initializer runs: 2) in 0.7 ms
+ *          [parent 30203 +10.6ms] replacements die in the initializer:
+ *                                 map gives ECHILD after 4 failed starts
+ *                                 in 5.8 ms (Python keeps starting them)
+ *          [parent 30203 +11.7ms] atexit: the parent's handler ran 0 times in
+ *                                 the pool workers (they leave with _exit);
+ *                                 exit() in a child ran its own 1 and
+ *                                 the parent's 1; _exit() none
+ *          [parent 30203 +12.9ms] a line in a FILE buffer at fork:
+ *                                 printed 2 times; with fflush() before fork: 1
+ *          [parent 30203 +14.3ms] pthread_atfork after one fork() and
+ *                                 one posix_spawn(): prepare 1, parent 1,
+ *                                 child 1
  *          [parent ...] the same in Python (initializer_finalizer.py): ...
- *          [parent 30203 +737.9ms] Python 3.11: Finalize ran in 5 of 5 workers, atexit in 0 (gh-83856: 3.13+); a failing initializer: 105 workers started in 0.5 s, map still waiting
- *          result: workers=10 opens=10 byes=10 tasks=40/40 bad-init=ECHILD,ECHILD atexit=1/1 stdio=2,1 atfork=111 python=ok OK
+ *          [parent 30203 +737.9ms] Python 3.11: Finalize ran in 5 of 5 workers,
+ *                                  atexit in 0 (gh-83856: 3.13+);
+ *                                  a failing initializer: 105 workers started
+ *                                  in 0.5 s, map still waiting
+ *          result: workers=10 opens=10 byes=10 tasks=40/40
+ *                  bad-init=ECHILD,ECHILD atexit=1/1 stdio=2,1 atfork=111
+ *                  python=ok OK
  * Try this: drop .finalizer from the options (every "bye" goes missing);
  *          --maxtasks 1 (a fresh worker, and a fresh open(), per task).
  */

@@ -19,23 +19,38 @@
  *          (page faults), pthread_mutex_timedlock, pthread_atfork.
  * Usage:   process_inheritance [--mib N (32, 1..1024)]
  *                              [--hold-ms N (100, 10..10000)]
- * Output:  [parent 22656 +13.5ms] set up: fds 20 (plain, offset 3), 21 (O_CLOEXEC), 22-23 (close_range CLOEXEC); SIGUSR1 caught, SIGUSR2 ignored, SIGALRM blocked and pending; env, cwd, umask 027, RLIMIT_NOFILE 777; flock + fcntl lock; marker=42; 32 MiB; a second thread
- *                                            fork                posix_spawn
- *            fd without O_CLOEXEC            open                open                ok
- *              its offset (shared)           at 3, ours ->4      at 4, ours ->5      ok
- *            fd with O_CLOEXEC               open                closed              ok
- *            ...
- *            flock (per open file)           held (shared)       held (shared)       ok
- *            fcntl lock (per process)        parent's, not ours  parent's, not ours  ok
- *            memory                          marker=42           marker=1 (new)      ok
- *              copy-on-write on write        8193/8192 faults    -                   ok
- *            threads                         1 (ours: 2)         1                   ok
- *          [parent 22656 +40.8ms] copy-on-write: reading 8192 pages faulted 0 times, writing them 8193 times, 2.10 us per page copied
- *          [parent 22656 +40.8ms] a thread takes a mutex for 100 ms at a time; fork while it holds it, the child tries for 300 ms
- *          [parent 22656 +342.9ms] the child's pthread_mutex_timedlock: ETIMEDOUT (the copy of the mutex is locked, and its holder is not in the child)
- *          [parent 22656 +422.5ms] posix_spawn instead: 0; fork with pthread_atfork: 0 (fork waited 78.0 ms for the holder).  Fork before threads start is the third fix (a forkserver)
- *          [parent 22656 +422.6ms] Python: logging does Fix 2 (os.register_at_fork); 3.12 warns when os.fork() runs with threads; 3.14 starts processes with forkserver by default on Linux (gh-84559)
- *          result: rows=18/18 deadlock=ETIMEDOUT spawn=0 atfork=0 OK
+ * Output:  (long lines wrapped)
+ *  [parent 22656 +13.5ms] set up: fds 20 (plain, offset 3), 21 (O_CLOEXEC),
+ *                         22-23 (close_range CLOEXEC); SIGUSR1 caught,
+ *                         SIGUSR2 ignored, SIGALRM blocked and pending; env,
+ *                         cwd, umask 027, RLIMIT_NOFILE 777;
+ *                         flock + fcntl lock; marker=42; 32 MiB;
+ *                         a second thread
+ *                                    fork                posix_spawn
+ *    fd without O_CLOEXEC            open                open                ok
+ *      its offset (shared)           at 3, ours ->4      at 4, ours ->5      ok
+ *    fd with O_CLOEXEC               open                closed              ok
+ *    ...
+ *    flock (per open file)           held (shared)       held (shared)       ok
+ *    fcntl lock (per process)        parent's, not ours  parent's, not ours  ok
+ *    memory                          marker=42           marker=1 (new)      ok
+ *      copy-on-write on write        8193/8192 faults    -                   ok
+ *    threads                         1 (ours: 2)         1                   ok
+ *  [parent 22656 +40.8ms] copy-on-write: reading 8192 pages faulted 0 times,
+ *                         writing them 8193 times, 2.10 us per page copied
+ *  [parent 22656 +40.8ms] a thread takes a mutex for 100 ms at a time;
+ *                         fork while it holds it, the child tries for 300 ms
+ *  [parent 22656 +342.9ms] the child's pthread_mutex_timedlock: ETIMEDOUT (the
+ *                          copy of the mutex is locked, and its holder is
+ *                          not in the child)
+ *  [parent 22656 +422.5ms] posix_spawn instead: 0; fork with pthread_atfork: 0
+ *                          (fork waited 78.0 ms for the holder).  Fork before
+ *                          threads start is the third fix (a forkserver)
+ *  [parent 22656 +422.6ms] Python: logging does Fix 2 (os.register_at_fork);
+ *                          3.12 warns when os.fork() runs with threads;
+ *                          3.14 starts processes with forkserver by default
+ *                          on Linux (gh-84559)
+ *  result: rows=18/18 deadlock=ETIMEDOUT spawn=0 atfork=0 OK
  * Try this: dup2() instead of dup3(.., O_CLOEXEC) for fd 21 (its row flips);
  *          delete the pthread_atfork() line (that child times out too);
  *          --mib 512 (the copy is paid by the writer, page by page).

@@ -362,7 +362,8 @@ static bool place_workers(hwloc_topology_t t, struct shared *sh, int n,
 		if (!quiet)
 			mp_say("parent", "worker %d (pid %jd) %s PU P#%d: "
 			       "cpubind %s,\n  seen there %ld/%ld times "
-			       "inside, on P#%d from outside", i, (intmax_t)pid[i],
+			       "inside, on P#%d from outside",
+			       i, (intmax_t)pid[i],
 			       bind ? "bound to" : "unbound, distrib says",
 			       want, s->bound_ok ? "that PU" : "wider",
 			       s->samples - s->off, s->samples, outside[i]);
@@ -386,11 +387,14 @@ static int membind(hwloc_topology_t t, size_t bytes, int *tried, bool csv)
 	    hwloc_get_cpubind(t, old, HWLOC_CPUBIND_PROCESS) ||
 	    hwloc_set_cpubind(t, pu->cpuset, HWLOC_CPUBIND_PROCESS))
 		mp_die("hwloc_get/set_cpubind");
-	const struct hwloc_topology_support *sup = hwloc_topology_get_support(t);
+	const struct hwloc_topology_support *sup =
+	    hwloc_topology_get_support(t);
 
-	/* A container may forbid mbind() (seccomp): then say so, judge nothing. */
+	/* A container may forbid mbind() (seccomp): then say so, judge
+	 * nothing. */
 	*tried = !sup->membind->alloc_membind ||
-		 !sup->membind->get_area_memlocation ? 0 : nodes < 4 ? nodes : 4;
+		 !sup->membind->get_area_memlocation ? 0 :
+		 nodes < 4 ? nodes : 4;
 	if (*tried == 0 && !csv)
 		printf("  memory binding: not supported here, skipped\n");
 	for (int k = 0; k < *tried; k++) {
@@ -412,7 +416,8 @@ static int membind(hwloc_topology_t t, size_t bytes, int *tried, bool csv)
 		if (hwloc_get_area_memlocation(t, m, bytes, where,
 					       HWLOC_MEMBIND_BYNODESET))
 			mp_die("hwloc_get_area_memlocation");
-		uint64_t sum = 0, want = 0x0101010101010101u * (uint64_t)(k + 1);
+		uint64_t sum = 0,
+			 want = 0x0101010101010101u * (uint64_t)(k + 1);
 		int64_t best = INT64_MAX;
 
 		for (int r = 0; r < 3; r++, sum = 0) {  /* best of 3 reads */
@@ -420,12 +425,14 @@ static int membind(hwloc_topology_t t, size_t bytes, int *tried, bool csv)
 
 			for (size_t i = 0; i < bytes / 8; i++)
 				sum += m[i];
-			best = mp_now_ns() - t0 < best ? mp_now_ns() - t0 : best;
+			best =
+			    mp_now_ns() - t0 < best ? mp_now_ns() - t0 : best;
 			want = r ? want : want * (bytes / 8);
 			if (sum != want)
 				best = -1;  /* a wrong read: never "on node" */
 		}
-		bool on = hwloc_bitmap_isequal(where, node->nodeset) && best > 0;
+		bool on =
+		    hwloc_bitmap_isequal(where, node->nodeset) && best > 0;
 		char loc[64];
 
 		good += on;
@@ -469,7 +476,8 @@ int main(int argc, char *argv[])
 			 "workers to place (0 = one per PU)"),
 		MP_OPT_L("rounds", &rounds, 1, 100000000,
 			 "ping-pong round trips per run"),
-		MP_OPT_L("repeat", &repeat, 1, REPMAX, "runs per pair (median)"),
+		MP_OPT_L("repeat", &repeat, 1, REPMAX,
+			 "runs per pair (median)"),
 		MP_OPT_D("seconds", &seconds, 0.01, 60,
 			 "stop a run early after this long"),
 		MP_OPT_L("mem-mib", &mem_mib, 1, 4096,

@@ -21,18 +21,17 @@
  *          parent only watches the clock: a message run that does not end
  *          in 2 s (plus 200 us a round trip, 1 ms a message), or lock
  *          workers not gone 3 s after they were told to stop, are killed:
- *          the run fails, and so does the rest of that row.  Messages carry their
- *          number, checked on arrival with the last word, and every 8th
- *          is checksummed word by word (summing every 64 KiB message
- *          would add a third to the transfer it measures); one-way runs
- *          send message 1 with a middle word flipped, which the checksum
- *          must catch (the check checked); every lock guards a plain
- *          "read, add one, write back" counter that must come out exact
- *          (lock workers run for --lock-ms, each pinned to its own CPU so
- *          that they really overlap).  Beside each row a probe runs the
- *          same calls in a bare loop (no numbering, no checksum, no
- *          counter), alternating with the measured runs; "ratio" is best
- *          measured run / best probe run.
+ *          the run fails, and so does the rest of that row.  Messages carry
+ *          their number, checked on arrival with the last word, and every 8th
+ *          is checksummed word by word (summing every 64 KiB message would add
+ *          a third to the transfer it measures); one-way runs send message 1
+ *          with a middle word flipped, which the checksum must catch (the check
+ *          checked); every lock guards a plain "read, add one, write back"
+ *          counter that must come out exact (lock workers run for --lock-ms,
+ *          each pinned to its own CPU so that they really overlap).  Beside
+ *          each row a probe runs the same calls in a bare loop (no numbering,
+ *          no checksum, no counter), alternating with the measured runs;
+ *          "ratio" is best measured run / best probe run.
  * Reading: a blocking round trip costs two wake-ups of a sleeping process
  *          (microseconds, whatever carries the bytes); spinning on shared
  *          memory skips them while each side has a CPU of its own; an
@@ -293,7 +292,8 @@ static void xsend(const struct mech *m, struct ch *c, int k, struct msg *b,
 	switch (m->fam) {
 	case FD:
 		for (size_t off = 0; off < n;) {  /* streams may take part */
-			ssize_t w = write(c->wfd[k], (char *)b->w + off, n - off);
+			ssize_t w = write(c->wfd[k], (char *)b->w + off,
+					  n - off);
 
 			MP_CHECK(w);
 			off += (size_t)w;
@@ -325,7 +325,8 @@ static void xrecv(const struct mech *m, struct ch *c, int k, struct msg *b,
 	switch (m->fam) {
 	case FD:
 		for (size_t off = 0; off < n; off += (size_t)r) {
-			MP_CHECK(r = read(c->rfd[k], (char *)b->w + off, n - off));
+			MP_CHECK(r = read(c->rfd[k], (char *)b->w + off,
+					  n - off));
 			if (r == 0)
 				mp_die("%s: the other side is gone", m->name);
 		}
@@ -667,7 +668,8 @@ static double lock_run(int kind, struct shared *sh, const char *path,
 			}
 			lock_op(kind, sh, fd, true);
 			if (!probe) {
-				long v = sh->counter;  /* racy without the lock */
+				/* racy without the lock */
+				long v = sh->counter;
 
 				sh->counter = v + 1;
 			}
@@ -746,8 +748,8 @@ static void row(struct tally *t, const char *table, const char *name,
 		t->lat_probe[t->nlat++] = pbest;
 	}
 	if (t->csv)
-		printf("%s,%s,%s,%.3f,%.3f,%.3f,%.3f,%.3f\n", table, name, param,
-		       s.med, s.min, s.max, pbest, ratio);
+		printf("%s,%s,%s,%.3f,%.3f,%.3f,%.3f,%.3f\n", table, name,
+		       param, s.med, s.min, s.max, pbest, ratio);
 	else
 		printf("%-18s %5s %8.*f %8.*f..%-8.*f %8.*f %5.2fx%s%s\n",
 		       name, param, prec, s.med, prec, s.min, prec, s.max,
@@ -800,7 +802,8 @@ int main(int argc, char *argv[])
 			 "64 KiB messages per bandwidth run"),
 		MP_OPT_D("lock-ms", &ms, 0.1, 10000,
 			 "milliseconds per lock run"),
-		MP_OPT_L("procs", &procs, 1, MAXP, "contend with 2..N processes"),
+		MP_OPT_L("procs", &procs, 1, MAXP,
+			 "contend with 2..N processes"),
 		MP_OPT_L("repeat", &repeat, 1, NREP, "runs per row (median)"),
 		MP_OPT_F("full", &full, "the long run: 20000 rounds, 2000 "
 			 "messages, 200 lock-ms, 4 procs, 7 repeats"),
@@ -929,8 +932,8 @@ int main(int argc, char *argv[])
 	 *    contending for it, each counting under the lock. */
 	if (!csv)
 		printf("%-18s %5s %8s %8s..%-8s %8s %6s procs: ns\n",
-		       "lock pair, ns", "procs", "median", "min", "max", "probe",
-		       "ratio");
+		       "lock pair, ns", "procs", "median", "min", "max",
+		       "probe", "ratio");
 	for (int k = 0; k < NLOCK; k++) {
 		char tail[160] = "";
 
@@ -969,7 +972,8 @@ int main(int argc, char *argv[])
 			x[r] = lock_run(k, sh, tmp.lock, 1, ms, false,
 					&lock_ok);
 		}
-		row(&t, "lock_ns", lock_name[k], "1", x, p, repeat, true, 1, tail);
+		row(&t, "lock_ns", lock_name[k], "1", x, p, repeat, true, 1,
+		    tail);
 		if (k == SYSVSEM) {
 			MP_CHECK(semctl(sh->semid, 0, IPC_RMID));
 			sh->semid = -1;
@@ -1047,8 +1051,8 @@ int main(int argc, char *argv[])
 			mp_die("mp_table_new");
 		pt->xnames = t.lat_name;
 		for (int i = 0; i < t.nlat; i++)
-			MP_CHECK(mp_table_add(pt, (double[]){ i, t.lat_med[i],
-							      t.lat_probe[i] }));
+			MP_CHECK(mp_table_add(
+			    pt, (double[]){ i, t.lat_med[i], t.lat_probe[i] }));
 		if (mp_plot(pt, plot) == -1 && errno != ENOENT)
 			mp_die("plot");
 		mp_table_free(pt);

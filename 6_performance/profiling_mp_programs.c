@@ -292,9 +292,9 @@ static double run(struct shared *sh, bool fix, int nw, long tasks, long work,
 			moved = mp_now_ns();
 		cpu_then = cpu;
 		if (mp_now_ns() - moved > 3000000000) {
-			mp_say("parent", "%d workers used no CPU for 3 s: stuck "
-			       "(a lock that is not process-shared?); stopped",
-			       running);
+			mp_say("parent", "%d workers used no CPU for 3 s: "
+			       "stuck (a lock that is not process-shared?); "
+			       "stopped", running);
 			for (int w = 0; w < nw; w++) {
 				MP_CHECK(kill(pid[w], SIGKILL));
 				mp_waitpid(pid[w]);

@@ -65,8 +65,10 @@ struct mp_queue {
 	/* Set once by close(), after the tail's closed bit: consumers poll this
 	 * read-mostly flag instead of the producers' busy tail line. */
 	_Atomic uint32_t closed;
-	_Alignas(CACHE_LINE) _Atomic uint64_t tail;  /* producers' next ticket */
-	_Alignas(CACHE_LINE) _Atomic uint64_t head;  /* consumers' next ticket */
+	/* producers' next ticket */
+	_Alignas(CACHE_LINE) _Atomic uint64_t tail;
+	/* consumers' next ticket */
+	_Alignas(CACHE_LINE) _Atomic uint64_t head;
 	_Alignas(CACHE_LINE) struct event not_empty;  /* consumers sleep here */
 	_Alignas(CACHE_LINE) struct event not_full;   /* producers sleep here */
 	_Alignas(CACHE_LINE) unsigned char slots[];
@@ -165,7 +167,8 @@ static long claim_put(struct mp_queue *q, size_t n, uint64_t *first)
 
 		while (k < n) {
 			uint64_t seq = atomic_load_explicit(
-				&slot_at(q, pos + k)->seq, memory_order_acquire);
+				&slot_at(q, pos + k)->seq,
+				memory_order_acquire);
 
 			if (seq != 2 * (pos + k))
 				break;
@@ -178,8 +181,8 @@ static long claim_put(struct mp_queue *q, size_t n, uint64_t *first)
 				&q->tail, memory_order_relaxed);
 
 			/* seq < 2*pos: the slot still holds an item of the
-			 * previous lap, the queue is full.  Otherwise our view of
-			 * the tail was stale (another producer moved on). */
+			 * previous lap, the queue is full.  Otherwise our view
+			 * of the tail was stale (another producer moved on). */
 			if ((int64_t)(seq - 2 * pos) < 0 && now == pos)
 				return 0;
 			pos = now;
@@ -205,7 +208,8 @@ static long claim_get(struct mp_queue *q, size_t n, uint64_t *first)
 
 		while (k < n) {
 			uint64_t seq = atomic_load_explicit(
-				&slot_at(q, pos + k)->seq, memory_order_acquire);
+				&slot_at(q, pos + k)->seq,
+				memory_order_acquire);
 
 			if (seq != 2 * (pos + k) + 1)
 				break;
@@ -333,7 +337,8 @@ static long wait_for(struct mp_queue *q, struct event *ev,
 		 * once more: a publish before our count is seen here, one after
 		 * it sees the count and moves the word before waking.  Without
 		 * this last look, an item put since the look above (by someone
-		 * who saw no sleeper, so woke nobody) would be slept through. */
+		 * who saw no sleeper, so woke nobody) would be slept
+		 * through. */
 		uint32_t seen = atomic_load_explicit(&ev->word,
 						     memory_order_seq_cst);
 

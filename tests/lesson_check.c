@@ -1,7 +1,8 @@
 /* tests/lesson_check.c -- the lesson harness: runs one lesson and checks the
  * command-line contract of DESIGN.md
  *
- * Usage: lesson_check MODE [--verdict] [--timeout S] [--after S] -- PROGRAM [ARGS...]
+ * Usage: lesson_check MODE [--verdict] [--timeout S] [--after S]
+ *                     -- PROGRAM [ARGS...]
  *   run     exit status 0; with --verdict, at least one "result: ... OK" line
  *           on stdout and no "result:" line that does not end in OK
  *   help    PROGRAM --help: exit 0 and "Usage:" on stdout
@@ -350,11 +351,14 @@ static bool finish(struct run *r, double deadline, bool exited)
 			int *fd = i == 0 ? &r->out : &r->err;
 
 			if (len > 0 && i == 0)
-				append(&r->outbuf, &r->outlen, buf, (size_t)len);
+				append(&r->outbuf, &r->outlen, buf,
+				       (size_t)len);
 			else if (len > 0)
-				append(&r->errbuf, &r->errlen, buf, (size_t)len);
+				append(&r->errbuf, &r->errlen, buf,
+				       (size_t)len);
 			else {
-				close(*fd);  /* a read end at EOF: nothing to lose */
+				/* a read end at EOF: nothing to lose */
+				close(*fd);
 				*fd = -1;
 			}
 		}
@@ -444,8 +448,9 @@ int main(int argc, char *argv[])
 	if (i >= argc || strcmp(argv[i], "--") != 0 || i + 1 >= argc ||
 	    timeout <= 0) {
 		fprintf(stderr, "usage: lesson_check run|help|badopt|sigint|"
-				"memcheck [--verdict] [--timeout S] [--after S] "
-				"[--valgrind PATH] -- PROGRAM [ARGS...]\n");
+				"memcheck [--verdict] [--timeout S] "
+				"[--after S] [--valgrind PATH] -- PROGRAM "
+				"[ARGS...]\n");
 		return 2;
 	}
 
@@ -518,7 +523,8 @@ int main(int argc, char *argv[])
 		if (!exited)
 			nanosleep(&(struct timespec){ 0, 50000000 }, NULL);
 		if (exited || kill(r.pid, SIGINT) == -1)
-			fail("the program ended before it could be interrupted");
+			fail("the program ended before it could be "
+			     "interrupted");
 	}
 	if (strcmp(mode, "head") == 0) {
 		/* Like head -1: the first line, then the read end closed. */
@@ -590,9 +596,9 @@ int main(int argc, char *argv[])
 		bool found = r.errbuf &&
 			     strstr(r.errbuf, tsan ? "WARNING: ThreadSanitizer"
 						   : "MEMCHECK-ERROR");
-		bool verdict_line = r.outbuf && (strncmp(r.outbuf, "result: ",
-							 8) == 0 ||
-						 strstr(r.outbuf, "\nresult: "));
+		bool verdict_line =
+		    r.outbuf && (strncmp(r.outbuf, "result: ", 8) == 0 ||
+				 strstr(r.outbuf, "\nresult: "));
 
 		if (found || (WIFEXITED(r.status) &&
 			      WEXITSTATUS(r.status) == bad_exit))

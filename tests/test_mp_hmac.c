@@ -35,7 +35,8 @@ static void test_sha256_matches_fips_180_2(void **state)
 			     "b00361a396177a9cb410ff61f20015ad");
 	expect_sha("", 0, "e3b0c44298fc1c149afbf4c8996fb924"
 			  "27ae41e4649b934ca495991b7852b855");
-	const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+	const char *two =
+	    "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
 
 	expect_sha(two, strlen(two), "248d6a61d20638b8e5c026930c3e6039"
 				     "a33ce45964ff2167f6ecedd419db06c1");
@@ -69,8 +70,10 @@ static void test_hmac_sha256_matches_rfc_4231(void **state)
 	expect_hmac(k3, sizeof k3, m3, sizeof m3,
 		    "773ea91e36800e46854db8ebd09181a7"
 		    "2959098b3ef8c122d9635514ced565fe");
-	memset(k6, 0xaa, sizeof k6);  /* test case 6: a key longer than a block */
-	const char *m6 = "Test Using Larger Than Block-Size Key - Hash Key First";
+	/* test case 6: a key longer than a block */
+	memset(k6, 0xaa, sizeof k6);
+	const char *m6 =
+	    "Test Using Larger Than Block-Size Key - Hash Key First";
 
 	expect_hmac(k6, sizeof k6, m6, strlen(m6),
 		    "60e431591ee0b67f0d8a26aacbf5b77f"

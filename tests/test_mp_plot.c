@@ -340,7 +340,8 @@ int main(void)
 		cmocka_unit_test(
 			test_without_gnuplot_one_line_says_how_to_get_it),
 		cmocka_unit_test(test_a_failing_gnuplot_is_reported),
-		cmocka_unit_test(test_gnuplot_draws_in_the_terminal_and_into_svg),
+		cmocka_unit_test(
+			test_gnuplot_draws_in_the_terminal_and_into_svg),
 		cmocka_unit_test(test_plot_option_is_taken_out_of_argv),
 		cmocka_unit_test(
 			test_plot_option_refuses_other_files_with_exit_2),

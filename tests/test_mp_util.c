@@ -195,8 +195,10 @@ static void test_help_prints_usage_and_exits_0(void **state)
 		"A test program.\n"
 		"\n"
 		"Options:\n"
-		"  --procs N              worker processes (default 9, range 1..64)\n"
-		"  --ratio X              a fraction (default 0.25, range 0..1)\n"
+		"  --procs N              worker processes "
+		"(default 9, range 1..64)\n"
+		"  --ratio X              a fraction "
+		"(default 0.25, range 0..1)\n"
 		"  --csv                  print CSV\n"
 		"  --name S               a label (default none)\n"
 		"  -h, --help             print this help and exit\n");
@@ -515,7 +517,8 @@ static void check_stop(int sig, enum stop_mode mode)
 
 	assert_int_equal(shm_open(dropped, O_RDONLY, 0), -1);  /* cleaned up */
 	assert_int_equal(errno, ENOENT);
-	assert_int_equal(mp_shm_unlink(kept), 0);  /* its cleanup was cancelled */
+	/* its cleanup was cancelled */
+	assert_int_equal(mp_shm_unlink(kept), 0);
 }
 
 static void test_stop_on_sigterm_reaps_children_and_runs_cleanups(void **state)
@@ -704,7 +707,8 @@ static void test_watchdog_ends_a_stuck_run_with_mismatch(void **state)
 	run_child(stuck_under_a_watchdog, NULL, &r);
 	assert_exited(&r, 1);
 	assert_string_equal(r.out,
-			    "result: no verdict within 0.2 s (a test) MISMATCH\n");
+			    "result: no verdict within 0.2 s (a test) "
+			    "MISMATCH\n");
 	assert_int_equal(sscanf(r.err, "%ld %63s", &grandchild, name), 2);
 	assert_int_equal(kill((pid_t)grandchild, 0), -1);
 	assert_int_equal(errno, ESRCH);
@@ -917,20 +921,24 @@ int main(void)
 		cmocka_unit_test(test_waitpid_returns_the_raw_status),
 		cmocka_unit_test(test_fork_flushes_stdout_first),
 		cmocka_unit_test(test_ipc_name_carries_program_what_and_pid),
-		cmocka_unit_test(test_stop_on_sigterm_reaps_children_and_runs_cleanups),
+		cmocka_unit_test(
+		    test_stop_on_sigterm_reaps_children_and_runs_cleanups),
 		cmocka_unit_test(test_stop_on_sigint_exits_130),
 		cmocka_unit_test(test_stop_on_sighup_and_sigquit_too),
-		cmocka_unit_test(test_stop_finds_children_with_no_free_descriptor),
+		cmocka_unit_test(
+		    test_stop_finds_children_with_no_free_descriptor),
 		cmocka_unit_test(test_stop_continues_a_stopped_child),
 		cmocka_unit_test(test_stop_kills_a_child_that_ignores_sigterm),
 		cmocka_unit_test(test_closed_stdout_ends_quietly_and_cleans_up),
-		cmocka_unit_test(test_fork_child_stops_when_its_parent_is_killed),
+		cmocka_unit_test(
+		    test_fork_child_stops_when_its_parent_is_killed),
 		cmocka_unit_test(test_options_refuse_leading_blanks),
 		cmocka_unit_test(test_watchdog_ends_a_stuck_run_with_mismatch),
 		cmocka_unit_test(test_atcleanup_holds_16_then_enomem),
 		cmocka_unit_test(test_python3_is_what_configure_found),
 		cmocka_unit_test(test_run_twin_hands_over_lines_and_status),
-		cmocka_unit_test(test_run_twin_stops_the_whole_group_on_timeout),
+		cmocka_unit_test(
+		    test_run_twin_stops_the_whole_group_on_timeout),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -412,9 +412,9 @@ static void test_every_item_received_exactly_once(void **state)
 
 				for (size_t j = 0; j < k; j++)
 					buf[j] = (uint64_t)p * M + i + j;
-				ssize_t put = p == 0 ? mp_queue_put_many(q, buf, k)
-					      : mp_queue_put(q, buf) == 0 ? 1
-									  : -1;
+				ssize_t put =
+				    p == 0 ? mp_queue_put_many(q, buf, k)
+				    : mp_queue_put(q, buf) == 0 ? 1 : -1;
 
 				if (put != (ssize_t)k)
 					_exit(1);

@@ -189,7 +189,8 @@ static int child_attaches(void *arg)
 	return munmap(q, a->n) == 0 ? 0 : 4;
 }
 
-static void test_named_segment_attaches_by_name_and_unlink_removes_it(void **state)
+static void
+test_named_segment_attaches_by_name_and_unlink_removes_it(void **state)
 {
 	char name[96];
 	size_t n = 2 * MIB;
@@ -409,7 +410,8 @@ static void test_memfd_is_shared_across_fork_without_a_name(void **state)
 
 	assert_true(len > 0);
 	link[len] = '\0';
-	assert_string_equal(link, "/memfd:mpp-test_shared_memory-memfd (deleted)");
+	assert_string_equal(link,
+			    "/memfd:mpp-test_shared_memory-memfd (deleted)");
 	assert_false(in_dev_shm("/mpp-test_shared_memory-memfd"));
 	assert_int_equal(munmap(r.p, r.n), 0);
 	assert_int_equal(close(r.fd), 0);
@@ -593,17 +595,39 @@ static void test_mp_shm_attach_refuses_an_empty_segment(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(test_child_writes_are_seen_by_parent_byte_for_byte, unlink_all),
-		cmocka_unit_test_teardown(test_named_segment_attaches_by_name_and_unlink_removes_it, unlink_all),
-		cmocka_unit_test_teardown(test_ftruncate_sets_the_size_and_growth_keeps_data, unlink_all),
-		cmocka_unit_test_teardown(test_map_private_writes_stay_private, unlink_all),
-		cmocka_unit_test_teardown(test_memfd_is_shared_across_fork_without_a_name, unlink_all),
-		cmocka_unit_test_teardown(test_mp_shm_refuses_size_zero_with_einval, unlink_all),
-		cmocka_unit_test_teardown(test_mp_shm_create_refuses_a_taken_name_with_eexist, unlink_all),
-		cmocka_unit_test_teardown(test_mp_shm_attach_unlink_and_free, unlink_all),
-		cmocka_unit_test_teardown(test_mp_shm_create_leaves_no_name_when_it_fails, unlink_all),
-		cmocka_unit_test_teardown(test_mp_shm_attach_refuses_an_empty_segment, unlink_all),
-		cmocka_unit_test_teardown(test_mp_shm_create_reports_enospc_on_a_full_dev_shm, unlink_all),
+		cmocka_unit_test_teardown(
+		    test_child_writes_are_seen_by_parent_byte_for_byte,
+		    unlink_all),
+		cmocka_unit_test_teardown(
+		    test_named_segment_attaches_by_name_and_unlink_removes_it,
+		    unlink_all),
+		cmocka_unit_test_teardown(
+		    test_ftruncate_sets_the_size_and_growth_keeps_data,
+		    unlink_all),
+		cmocka_unit_test_teardown(
+		    test_map_private_writes_stay_private,
+		    unlink_all),
+		cmocka_unit_test_teardown(
+		    test_memfd_is_shared_across_fork_without_a_name,
+		    unlink_all),
+		cmocka_unit_test_teardown(
+		    test_mp_shm_refuses_size_zero_with_einval,
+		    unlink_all),
+		cmocka_unit_test_teardown(
+		    test_mp_shm_create_refuses_a_taken_name_with_eexist,
+		    unlink_all),
+		cmocka_unit_test_teardown(
+		    test_mp_shm_attach_unlink_and_free,
+		    unlink_all),
+		cmocka_unit_test_teardown(
+		    test_mp_shm_create_leaves_no_name_when_it_fails,
+		    unlink_all),
+		cmocka_unit_test_teardown(
+		    test_mp_shm_attach_refuses_an_empty_segment,
+		    unlink_all),
+		cmocka_unit_test_teardown(
+		    test_mp_shm_create_reports_enospc_on_a_full_dev_shm,
+		    unlink_all),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -93,10 +93,12 @@ static void init_mutex(pthread_mutex_t *m, int type, bool robust)
 	pthread_mutexattr_t a;
 
 	assert_int_equal(pthread_mutexattr_init(&a), 0);
-	assert_int_equal(pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED), 0);
+	assert_int_equal(
+	    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED), 0);
 	assert_int_equal(pthread_mutexattr_settype(&a, type), 0);
 	if (robust)
-		assert_int_equal(pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST), 0);
+		assert_int_equal(
+		    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST), 0);
 	assert_int_equal(pthread_mutex_init(m, &a), 0);
 	assert_int_equal(pthread_mutexattr_destroy(&a), 0);
 }
@@ -106,7 +108,8 @@ static void init_cond(pthread_cond_t *c)
 	pthread_condattr_t a;
 
 	assert_int_equal(pthread_condattr_init(&a), 0);
-	assert_int_equal(pthread_condattr_setpshared(&a, PTHREAD_PROCESS_SHARED), 0);
+	assert_int_equal(
+	    pthread_condattr_setpshared(&a, PTHREAD_PROCESS_SHARED), 0);
 	assert_int_equal(pthread_condattr_setclock(&a, CLOCK_MONOTONIC), 0);
 	assert_int_equal(pthread_cond_init(c, &a), 0);
 	assert_int_equal(pthread_condattr_destroy(&a), 0);
@@ -221,7 +224,8 @@ static void test_named_semaphore_excludes_across_processes(void **state)
 	run_exclusion(NAMED_SEM);
 }
 
-static void test_unnamed_pshared_semaphore_excludes_across_processes(void **state)
+static void
+test_unnamed_pshared_semaphore_excludes_across_processes(void **state)
 {
 	(void)state;
 	run_exclusion(UNNAMED_SEM);
@@ -269,7 +273,8 @@ static void test_recursive_mutex_depth_and_owner(void **state)
 	for (int i = 0; i < 3; i++) /* RLock.acquire() three times */
 		assert_int_equal(lock_2s(&o->m), 0);
 	probe(o);
-	assert_int_equal(o->unlock_rc, EPERM); /* "cannot release un-acquired" */
+	/* "cannot release un-acquired" */
+	assert_int_equal(o->unlock_rc, EPERM);
 	assert_int_equal(o->trylock_rc, EBUSY);
 	for (int i = 0; i < 2; i++)
 		assert_int_equal(pthread_mutex_unlock(&o->m), 0);
@@ -323,7 +328,8 @@ static void bound_worker(void *arg, int id)
 		int seen = b->max_inside;
 
 		while (now > seen &&
-		       !atomic_compare_exchange_weak(&b->max_inside, &seen, now))
+		       !atomic_compare_exchange_weak(&b->max_inside, &seen,
+						     now))
 			;
 		sched_yield(); /* stay inside a while: let others try */
 		b->inside--;
@@ -613,7 +619,8 @@ static void test_condition_signal_one_broadcast_all(void **state)
 	assert_int_equal(pthread_cond_signal(&t->cv), 0);
 	ok[1] = settle(t, 1, WAITERS - 1, 1);
 	signal_wakes = t->wakes;
-	/* notify_all(): every sleeper wakes; one ticket, the rest sleep again. */
+	/* notify_all(): every sleeper wakes; one ticket, the rest sleep
+	 * again. */
 	t->tickets = 1;
 	assert_int_equal(pthread_cond_broadcast(&t->cv), 0);
 	ok[2] = settle(t, 2, WAITERS - 2, signal_wakes + WAITERS - 1);
@@ -682,7 +689,8 @@ static void test_barrier_phases_never_interleave(void **state)
 
 	(void)state;
 	assert_int_equal(pthread_barrierattr_init(&a), 0);
-	assert_int_equal(pthread_barrierattr_setpshared(&a, PTHREAD_PROCESS_SHARED), 0);
+	assert_int_equal(
+	    pthread_barrierattr_setpshared(&a, PTHREAD_PROCESS_SHARED), 0);
 	assert_int_equal(pthread_barrier_init(&p->bar, &a, PROCS), 0);
 	assert_int_equal(pthread_barrierattr_destroy(&a), 0);
 	spawn(pids, PROCS, phase_worker, p);
@@ -775,8 +783,10 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pshared_mutex_excludes_across_processes),
-		cmocka_unit_test(test_named_semaphore_excludes_across_processes),
-		cmocka_unit_test(test_unnamed_pshared_semaphore_excludes_across_processes),
+		cmocka_unit_test(
+		    test_named_semaphore_excludes_across_processes),
+		cmocka_unit_test(
+		    test_unnamed_pshared_semaphore_excludes_across_processes),
 		cmocka_unit_test(test_recursive_mutex_depth_and_owner),
 		cmocka_unit_test(test_errorcheck_mutex_refuses_non_owner),
 		cmocka_unit_test(test_semaphore_bound_never_exceeded),
@@ -788,7 +798,8 @@ int main(void)
 		cmocka_unit_test(test_condition_signal_one_broadcast_all),
 		cmocka_unit_test(test_barrier_phases_never_interleave),
 		cmocka_unit_test(test_robust_mutex_owner_death_then_consistent),
-		cmocka_unit_test(test_robust_mutex_unrecoverable_without_consistent),
+		cmocka_unit_test(
+		    test_robust_mutex_unrecoverable_without_consistent),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

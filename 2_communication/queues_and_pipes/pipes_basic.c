@@ -14,12 +14,21 @@
  *          close, dup, poll, signal(SIGPIPE, SIG_IGN), EPIPE.
  * Usage:   pipes_basic [--messages N (2000, 1..10^9)]
  *            [--rounds N (2000, 1..10^9)] [--children N (3, 1..16)]
- * Output:  [parent 18114 +2.0ms] pipe: 2000 framed messages (0..299 bytes) to the child; it saw every one, then EOF
- *          [parent 18114 +102.3ms] a forgotten copy of the write end: no EOF after 100 ms; after closing it: POLLHUP and read() = 0
- *          [parent 18114 +128.4ms] socketpair: 2000 round trips, 12.8 us each, every reply checked
- *          [parent 18114 +128.7ms] write to a pipe nobody reads: the child (SIGPIPE default) was killed by SIGPIPE; we (SIGPIPE ignored, as Python) got write() = -1 EPIPE
- *          [parent 18114 +136.0ms] poll over 3 pipes: 2000 + 2000 + 2000 messages, then EOF from each
- *          result: pipe 2000/2000 + EOF, forgotten copy held EOF, socketpair 2000/2000, SIGPIPE + EPIPE, poll 6000/6000 OK
+ * Output:  [parent 18114 +2.0ms] pipe: 2000 framed messages (0..299 bytes) to
+ *                                the child; it saw every one, then EOF
+ *          [parent 18114 +102.3ms] a forgotten copy of the write end:
+ *                                  no EOF after 100 ms; after closing it:
+ *                                  POLLHUP and read() = 0
+ *          [parent 18114 +128.4ms] socketpair: 2000 round trips, 12.8 us each,
+ *                                  every reply checked
+ *          [parent 18114 +128.7ms] write to a pipe nobody reads:
+ *                                  the child (SIGPIPE default) was killed by
+ *                                  SIGPIPE; we (SIGPIPE ignored, as Python) got
+ *                                  write() = -1 EPIPE
+ *          [parent 18114 +136.0ms] poll over 3 pipes: 2000 + 2000 + 2000
+ *                                  messages, then EOF from each
+ *          result: pipe 2000/2000 + EOF, forgotten copy held EOF,
+ *                  socketpair 2000/2000, SIGPIPE + EPIPE, poll 6000/6000 OK
  * Try this: delete the child's close(fd[1]) in one_way(): the child then
  *          holds a write end itself and would wait forever for EOF; here it
  *          gives up after 2 s and the verdict says MISMATCH.  The same
@@ -116,7 +125,8 @@ static long recv_msg(int fd, void *buf, size_t cap)
 	uint32_t len = ntohl(be);
 
 	if (len > cap)
-		mp_die("a message of %" PRIu32 " bytes, room for %zu", len, cap);
+		mp_die("a message of %" PRIu32 " bytes, room for %zu", len,
+		       cap);
 	got = read_full(fd, buf, len);
 	if (got == -1)
 		return -2;
@@ -139,7 +149,8 @@ static bool is_msg(const unsigned char *buf, long len, long s, long i)
 {
 	unsigned char want[MAX_MSG];
 
-	return len == make_msg(want, s, i) && memcmp(buf, want, (size_t)len) == 0;
+	return len == make_msg(want, s, i) &&
+	       memcmp(buf, want, (size_t)len) == 0;
 }
 
 static bool exited_0(pid_t pid)
@@ -176,9 +187,9 @@ static bool one_way(long n)
 	MP_CHECK(close(fd[1]));  /* the last write end: the child sees EOF */
 	bool ok = exited_0(pid);
 
-	mp_say("parent", "pipe: %ld framed messages (0..%d bytes) to the child; "
-	       "%s", n, MAX_MSG - 1, ok ? "it saw every one, then EOF"
-				      : "it saw a MISMATCH");
+	mp_say("parent", "pipe: %ld framed messages (0..%d bytes) to the "
+	       "child; %s", n, MAX_MSG - 1,
+	       ok ? "it saw every one, then EOF" : "it saw a MISMATCH");
 	return ok;
 }
 
@@ -338,7 +349,8 @@ static bool poll_many(long nchild, long n)
 				continue;
 			}
 			bad += len == -2;
-			MP_CHECK(close(pf[c].fd));  /* EOF: this child is done */
+			/* EOF: this child is done */
+			MP_CHECK(close(pf[c].fd));
 			pf[c].fd = -1;
 			open--;
 		}

@@ -13,13 +13,22 @@
  *          mq_getattr/mq_setattr (O_NONBLOCK), mq_close, mq_unlink.
  * Usage:   priority_queue_example [--workers N (3, 1..16)]
  *            [--tasks N (3000, 1..10^9)]
- * Output:  [parent 18121 +0.1ms] mq_open /mpp-priority_queue_example-tasks-18121: maxmsg 8, msgsize 64 (limits: msg_max 10, msgsize_max 8192)
- *          [parent 18121 +0.3ms] received: [9] page on-call, [7] restore, [5] reindex a, [5] reindex b, [5] reindex c, [2] report, [1] backup, [0] vacuum
- *          [parent 18121 +0.3ms] full queue, O_NONBLOCK: mq_send EAGAIN; a 16-byte buffer: mq_receive EMSGSIZE
- *          [parent 18121 +100.4ms] empty queue: mq_timedreceive ETIMEDOUT after 100.1 ms
- *          [parent 18121 +106.7ms] 3 workers took 3000 tasks (ids sum 4498500), 3 STOP after the last task
- *          [parent 18121 +106.8ms] mq_unlink: /dev/mqueue/mpp-priority_queue_example-tasks-18121 is gone
- *          result: order highest-first, EAGAIN+EMSGSIZE+ETIMEDOUT, 3000/3000 tasks OK
+ * Output:  [parent 18121 +0.1ms] mq_open
+ *            /mpp-priority_queue_example-tasks-18121: maxmsg 8,
+ *            msgsize 64 (limits: msg_max 10, msgsize_max 8192)
+ *          [parent 18121 +0.3ms] received: [9] page on-call, [7] restore,
+ *            [5] reindex a, [5] reindex b, [5] reindex c, [2] report,
+ *            [1] backup, [0] vacuum
+ *          [parent 18121 +0.3ms] full queue, O_NONBLOCK: mq_send EAGAIN;
+ *            a 16-byte buffer: mq_receive EMSGSIZE
+ *          [parent 18121 +100.4ms] empty queue: mq_timedreceive ETIMEDOUT
+ *            after 100.1 ms
+ *          [parent 18121 +106.7ms] 3 workers took 3000 tasks (ids sum 4498500),
+ *            3 STOP after the last task
+ *          [parent 18121 +106.8ms] mq_unlink:
+ *            /dev/mqueue/mpp-priority_queue_example-tasks-18121 is gone
+ *          result: order highest-first, EAGAIN+EMSGSIZE+ETIMEDOUT,
+ *                  3000/3000 tasks OK
  * Try this: cat /dev/mqueue/<name> while it runs with --tasks 100000000
  *          (QSIZE is the bytes queued); --workers 1 shows the same order.
  *          Send the STOPs at priority 9: workers leave before the last

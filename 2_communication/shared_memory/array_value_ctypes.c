@@ -15,17 +15,26 @@
  * C:       a PTHREAD_PROCESS_SHARED + PTHREAD_MUTEX_RECURSIVE mutex (the
  *          RLock), _Atomic loads and stores, atomic_fetch_add, alignas(64)
  *          against false sharing, in one MAP_SHARED mapping made before fork.
- * Usage:   array_value_ctypes [--procs N (4, 1..64)] [--iters N (20000, 1..10^7)]
+ * Usage:   array_value_ctypes [--procs N (4, 1..64)]
+ *                             [--iters N (20000, 1..10^7)]
  *                             [--fs-iters N (20000000, 1000..10^9)]
- * Output:  [parent 4320 +0.8ms] Value(lock=False), v.value += 1: 21024 of 80000, 58976 updates lost (0.4 ms)
- *          [parent 4320 +4.5ms] v.value += 1 (default RLock): 27809 of 80000, 52191 updates lost (3.3 ms)
- *          [parent 4320 +9.2ms] with v.get_lock(): v.value += 1: 80000 of 80000, 0 updates lost (4.3 ms)
- *          [parent 4320 +9.9ms] atomic_fetch_add (no lock): 80000 of 80000, 0 updates lost (0.1 ms)
- *          [parent 4320 +164.1ms] Array('l', 2): one counter per process, packed 8 to a cache line: 2.13 ns/increment
- *          [parent 4320 +164.1ms] the same counters padded to 64 bytes each: 0.25 ns/increment
- *          [parent 4320 +164.1ms] (CPU time, median of 5 runs of 2 workers pinned to CPUs 0 and 1)
- *          result: lost 58976 without a lock, 52191 with a lock per access; get_lock=80000 atomic=80000
- *                  expected=80000; slots exact, padded 64 B apart, packed/padded 8.5x (2x at least) OK      (one line)
+ * Output:  [parent 4320 +0.8ms] Value(lock=False), v.value += 1:
+ *                               21024 of 80000, 58976 updates lost (0.4 ms)
+ *          [parent 4320 +4.5ms] v.value += 1 (default RLock): 27809 of 80000,
+ *                               52191 updates lost (3.3 ms)
+ *          [parent 4320 +9.2ms] with v.get_lock(): v.value += 1:
+ *                               80000 of 80000, 0 updates lost (4.3 ms)
+ *          [parent 4320 +9.9ms] atomic_fetch_add (no lock): 80000 of 80000,
+ *                               0 updates lost (0.1 ms)
+ *          [parent 4320 +164.1ms] Array('l', 2): one counter per process,
+ *                                 packed 8 to a cache line: 2.13 ns/increment
+ *          [parent 4320 +164.1ms] the same counters padded to 64 bytes each:
+ *                                 0.25 ns/increment
+ *          [parent 4320 +164.1ms] (CPU time, median of 5 runs of 2 workers
+ *                                 pinned to CPUs 0 and 1)
+ *          result: lost 58976 without a lock, 52191 with a lock per access;
+ *                  get_lock=80000 atomic=80000 expected=80000; slots exact,
+ *                  padded 64 B apart, packed/padded 8.5x (2x at least) OK
  * Try this: delete the alignas(LINE) of padded[]: both layouts share a
  *          line, the ratio reads about 1x, the slots are 8 B apart, and
  *          the verdict says MISMATCH (the layout is judged even when a
@@ -298,9 +307,10 @@ static void slot_phase(struct shared *sh, long iters, const int cpu[2],
 	*packed = pk[FS_PAIRS / 2];
 	*padded = pd[FS_PAIRS / 2];
 	*on_cpu = oc[FS_PAIRS];
-	mp_say("parent", "Array('l', 2): %s: %.2f ns/increment", variant_name[PACKED],
-	       *packed);
-	mp_say("parent", "%s: %.2f ns/increment", variant_name[PADDED], *padded);
+	mp_say("parent", "Array('l', 2): %s: %.2f ns/increment",
+	       variant_name[PACKED], *packed);
+	mp_say("parent", "%s: %.2f ns/increment", variant_name[PADDED],
+	       *padded);
 	mp_say("parent", "(CPU time, median of %d runs of 2 workers pinned to "
 	       "CPUs %d and %d)", FS_PAIRS, cpu[0], cpu[1]);
 }
@@ -310,15 +320,16 @@ int main(int argc, char *argv[])
 	long procs = 4, iters = 20000, fs_iters = 20000000;
 	const struct mp_opt opts[] = {
 		MP_OPT_L("procs", &procs, 1, MAX_PROCS, "worker processes"),
-		MP_OPT_L("iters", &iters, 1, 10000000, "increments of the Value per worker"),
+		MP_OPT_L("iters", &iters, 1, 10000000,
+			 "increments of the Value per worker"),
 		MP_OPT_L("fs-iters", &fs_iters, 1000, 1000000000,
 			 "increments of its own Array slot per worker, per "
 			 "run of the false-sharing step"),
 	};
 
-	mp_parse_options(argc, argv, "Value and Array in shared memory: no lock, "
-			 "Python's lock, get_lock(), atomics; then false sharing.",
-			 opts, sizeof opts / sizeof opts[0]);
+	mp_parse_options(argc, argv, "Value and Array in shared memory: no "
+			 "lock, Python's lock, get_lock(), atomics; then false "
+			 "sharing.", opts, sizeof opts / sizeof opts[0]);
 	mp_stop_on_signals();
 
 	/* 1. One shared mapping, zero-filled, and the recursive lock in it. */
@@ -379,7 +390,8 @@ int main(int argc, char *argv[])
 			       on_cpu * 100);
 	} else {
 		mp_say("parent", "false sharing: only one CPU usable here, so "
-		       "two workers never store at the same time: not measured");
+		       "two workers never store at the same time: not "
+		       "measured");
 	}
 
 	/* The layout, judged whatever the timing: packed slots are 8 bytes
@@ -390,8 +402,8 @@ int main(int argc, char *argv[])
 			      (ptrdiff_t)sizeof(long);
 
 	if (!layout)
-		mp_say("parent", "padded slots %td bytes apart, not one %d-byte "
-		       "line each", step, LINE);
+		mp_say("parent", "padded slots %td bytes apart, not one "
+		       "%d-byte line each", step, LINE);
 
 	/* 4. Clean up and judge.  Lost updates are reported, not judged: a
 	 *    lucky run may lose none (the race is still there). */
@@ -408,8 +420,8 @@ int main(int argc, char *argv[])
 
 	if (!reaped)
 		mp_say("parent", "a child was never joined (no waitpid)");
-	bool ok = locked == want && atomic == want && slots && fs_ok && reaped &&
-		  busy == 0 && layout;
+	bool ok = locked == want && atomic == want && slots && fs_ok &&
+		  reaped && busy == 0 && layout;
 	char fs[64];
 
 	if (fs_judged)

@@ -28,14 +28,23 @@
  *          message boundaries: no length prefix), SO_RCVTIMEO; then the
  *          same dict and list in MAP_SHARED memory under a shared mutex.
  * Usage:   manager_dict_list [--clients N (2, 1..16)] [--ops N (1000, 1..10^6)]
- *                            [--keys N (256, 1..4096)] [--python-ops N (1000, 0..10^6)]
- * Output:  [parent 30446 +1.1ms] manager 30448 listens on @mpp-manager_dict_list-manager-30446-56a7729c (abstract: no file)
- *          [parent 30446 +93.8ms] wrong key: refused (1); other user: refused by SO_PEERCRED (1); malformed request: EINVAL, then served on (1)
- *          [parent 30446 +134.9ms] through the manager: 29677 ns per call, contents exact
- *          [parent 30446 +137.0ms] shared memory + mutex: 30 ns per call, contents exact
- *          [python 30451] Manager proxies: 35189 ns per call; plain dict and list: 27 ns; 1303x
- *          result: 2 clients x 1000 rounds, manager 29677 ns/call, shared memory 30 ns/call, 979x,
- *                  contents exact, intruders refused OK      (one line)
+ *                            [--keys N (256, 1..4096)]
+ *                            [--python-ops N (1000, 0..10^6)]
+ * Output:  [parent 30446 +1.1ms] manager 30448 listens on
+ *                                @mpp-manager_dict_list-manager-30446-56a7729c
+ *                                (abstract: no file)
+ *          [parent 30446 +93.8ms] wrong key: refused (1);
+ *                                 other user: refused by SO_PEERCRED (1);
+ *                                 malformed request: EINVAL, then served on (1)
+ *          [parent 30446 +134.9ms] through the manager: 29677 ns per call,
+ *                                  contents exact
+ *          [parent 30446 +137.0ms] shared memory + mutex: 30 ns per call,
+ *                                  contents exact
+ *          [python 30451] Manager proxies: 35189 ns per call; plain dict and
+ *                         list: 27 ns; 1303x
+ *          result: 2 clients x 1000 rounds, manager 29677 ns/call,
+ *                  shared memory 30 ns/call, 979x, contents exact,
+ *                  intruders refused OK
  *          (on a loaded 2-vCPU VM a call through the manager took 8-121 us from
  *          run to run, one in shared memory 26-299 ns)
  * Try this: taskset -c 0 ./manager_dict_list: a call is two wake-ups, and
@@ -229,7 +238,8 @@ static bool answer_challenge(int fd, const uint8_t key[32])
 		return false;
 	memcpy(reply, "{sha256}", PREFIX);
 	mp_hmac_sha256(key, 32, msg + head, (size_t)n - head, reply + PREFIX);
-	if (send(fd, reply, sizeof reply, MSG_NOSIGNAL) != (ssize_t)sizeof reply)
+	if (send(fd, reply, sizeof reply, MSG_NOSIGNAL) !=
+	    (ssize_t)sizeof reply)
 		return false;
 	n = recv(fd, msg, sizeof msg, 0);
 	return n == sizeof WELCOME - 1 && memcmp(msg, WELCOME, (size_t)n) == 0;
@@ -494,16 +504,18 @@ int main(int argc, char *argv[])
 {
 	long clients = 2, ops = 1000, keys = 256, py_ops = 1000;
 	const struct mp_opt opts[] = {
-		MP_OPT_L("clients", &clients, 1, MAX_CLIENTS, "client processes"),
-		MP_OPT_L("ops", &ops, 1, 1000000, "set+get+append rounds per client"),
+		MP_OPT_L("clients", &clients, 1, MAX_CLIENTS,
+			 "client processes"),
+		MP_OPT_L("ops", &ops, 1, 1000000,
+			 "set+get+append rounds per client"),
 		MP_OPT_L("keys", &keys, 1, 4096, "distinct keys per client"),
 		MP_OPT_L("python-ops", &py_ops, 0, 1000000,
 			 "rounds for the Python twin (0: skip it)"),
 	};
 
 	mp_parse_options(argc, argv, "A dict and a list owned by a server "
-			 "process (Python's Manager), against the same in shared "
-			 "memory.", opts, sizeof opts / sizeof opts[0]);
+			 "process (Python's Manager), against the same in "
+			 "shared memory.", opts, sizeof opts / sizeof opts[0]);
 	mp_stop_on_signals();
 
 	/* 1. Sizes: a dict at most half full, a list for every append. */

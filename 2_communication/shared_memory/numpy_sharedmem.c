@@ -16,12 +16,19 @@
  *          shm_basics), row blocks [r0, r1) per worker; then pipe(2) pairs
  *          (pipe2 O_NONBLOCK) per worker with poll + read/write loops that
  *          handle short transfers and give up after 2 s without progress.
- * Usage:   numpy_sharedmem [--rows N (2048, 1..16384)] [--cols N (512, 1..8192)]
+ * Usage:   numpy_sharedmem [--rows N (2048, 1..16384)]
+ *                          [--cols N (512, 1..8192)]
  *                          [--procs N (4, 1..64)] [--rounds N (3, 1..10^6)]
- * Output:  [parent 4402 +11.2ms] 2048 x 512 doubles (8.0 MiB) in /mpp-numpy_sharedmem-matrix-4402, 4 workers, 3 rounds of b[r0:r1] += 1
- *          [parent 4402 +14.9ms] shared memory: 2.1 ms, 0 bytes copied, sum=526787328 exact
- *          [parent 4402 +82.4ms] pipes: 53.5 ms, 48.0 MiB through pipes (each byte copied into the kernel and out again), sum=526787328 exact
- *          result: sum=526787328 shared, 526787328 pipes, expected 526787328; pipes took 25.4x the time, 48.0 MiB copied vs 0 OK
+ * Output:  [parent 4402 +11.2ms] 2048 x 512 doubles (8.0 MiB) in
+ *                                /mpp-numpy_sharedmem-matrix-4402, 4 workers,
+ *                                3 rounds of b[r0:r1] += 1
+ *          [parent 4402 +14.9ms] shared memory: 2.1 ms, 0 bytes copied,
+ *                                sum=526787328 exact
+ *          [parent 4402 +82.4ms] pipes: 53.5 ms, 48.0 MiB through pipes (each
+ *                                byte copied into the kernel and out again),
+ *                                sum=526787328 exact
+ *          result: sum=526787328 shared, 526787328 pipes, expected 526787328;
+ *                  pipes took 25.4x the time, 48.0 MiB copied vs 0 OK
  * Try this: --rounds 20 (both grow with the rounds, but a pipe round moves
  *          16 MiB through the kernel); --procs 1; --rows 8192 --cols 4096
  *          (256 MiB: the pipes version holds it twice, the parent's copy
@@ -258,7 +265,8 @@ int main(int argc, char *argv[])
 		MP_OPT_L("rows", &rows, 1, 16384, "matrix rows"),
 		MP_OPT_L("cols", &cols, 1, 8192, "matrix columns"),
 		MP_OPT_L("procs", &procs, 1, MAX_PROCS, "worker processes"),
-		MP_OPT_L("rounds", &rounds, 1, 1000000, "times every element gets += 1"),
+		MP_OPT_L("rounds", &rounds, 1, 1000000,
+			 "times every element gets += 1"),
 	};
 
 	mp_parse_options(argc, argv, "A matrix of doubles in shared memory "

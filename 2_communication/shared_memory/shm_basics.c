@@ -20,15 +20,27 @@
  * C:       shm_open, ftruncate, mmap, fstat, munmap, shm_unlink; posix_spawn
  *          of /proc/self/exe (a fresh image: nothing inherited but fds and
  *          the name); memfd_create, its fd passed through exec.
- * Usage:   shm_basics [--size N (1048576, 4096..2^30)] [--passes N (1, 1..10^6)]
- * Output:  [parent 4317 +0.0ms] shm_open made /dev/shm/mpp-shm_basics-seg-4317: 1048664 bytes, mode 0600
- *          [parent 4317 +2.1ms] filled 1048576 bytes, fnv1a=cac41b6939a77cb4; posix_spawn /proc/self/exe --attach /mpp-shm_basics-seg-4317
- *          [spawned 4318 +0.0ms] attached /mpp-shm_basics-seg-4317: fstat says 1048664 bytes
- *          [parent 4317 +4.4ms] spawned image read fnv1a=cac41b6939a77cb4 and wrote "hello from pid 4318, checksum ok"
- *          [parent 4317 +5.5ms] shm_unlink: the name is gone (shm_open: ENOENT) but our mapping still reads fnv1a=cac41b6939a77cb4
- *          [parent 4317 +7.8ms] memfd_create: /proc/self/fd/3 -> /memfd:mpp-shm_basics (deleted), nothing in /dev/shm
+ * Usage:   shm_basics [--size N (1048576, 4096..2^30)]
+ *                     [--passes N (1, 1..10^6)]
+ * Output:  [parent 4317 +0.0ms] shm_open made /dev/shm/mpp-shm_basics-seg-4317:
+ *                               1048664 bytes, mode 0600
+ *          [parent 4317 +2.1ms] filled 1048576 bytes, fnv1a=cac41b6939a77cb4;
+ *                               posix_spawn /proc/self/exe
+ *                               --attach /mpp-shm_basics-seg-4317
+ *          [spawned 4318 +0.0ms] attached /mpp-shm_basics-seg-4317:
+ *                                fstat says 1048664 bytes
+ *          [parent 4317 +4.4ms] spawned image read fnv1a=cac41b6939a77cb4 and
+ *                               wrote "hello from pid 4318, checksum ok"
+ *          [parent 4317 +5.5ms] shm_unlink: the name is gone
+ *                               (shm_open: ENOENT) but our mapping still
+ *                               reads fnv1a=cac41b6939a77cb4
+ *          [parent 4317 +7.8ms] memfd_create: /proc/self/fd/3 ->
+ *                               /memfd:mpp-shm_basics (deleted),
+ *                               nothing in /dev/shm
  *          ...
- *          result: named fnv1a=cac41b6939a77cb4 seen, memfd fnv1a=fb105b1a53085893 seen by another image, name gone OK
+ *          result: named fnv1a=cac41b6939a77cb4 seen,
+ *                  memfd fnv1a=fb105b1a53085893 seen by another image,
+ *                  name gone OK
  *          (the spawned image's clock starts at its own exec: +0.0ms)
  * Try this: comment out the shm_unlink() of step 3: the verdict says STILL
  *          THERE, and ls /dev/shm shows what a crashed program leaves
@@ -134,15 +146,18 @@ int main(int argc, char *argv[])
 	long size = 1 << 20, passes = 1, memfd_arg = -1;
 	const char *attach = NULL;
 	const struct mp_opt opts[] = {
-		MP_OPT_L("size", &size, 4096, 1L << 30, "data bytes in the segment"),
-		MP_OPT_L("passes", &passes, 1, 1000000, "checksum passes by the attacher"),
-		MP_OPT_S("attach", &attach, NULL),              /* the spawned image */
-		MP_OPT_L("memfd", &memfd_arg, 0, 1024, NULL),   /* the spawned image */
+		MP_OPT_L("size", &size, 4096, 1L << 30,
+			 "data bytes in the segment"),
+		MP_OPT_L("passes", &passes, 1, 1000000,
+			 "checksum passes by the attacher"),
+		/* these two are for the spawned image */
+		MP_OPT_S("attach", &attach, NULL),
+		MP_OPT_L("memfd", &memfd_arg, 0, 1024, NULL),
 	};
 
 	mp_parse_options(argc, argv, "A named shm segment attached by another "
-			 "program image, unlinked by its creator; then a memfd.",
-			 opts, sizeof opts / sizeof opts[0]);
+			 "program image, unlinked by its creator; then a "
+			 "memfd.", opts, sizeof opts / sizeof opts[0]);
 	mp_stop_on_signals();
 
 	/* 0. In the spawned image: attach by name, or by the inherited fd. */
