@@ -97,14 +97,7 @@ static void lockstep(struct shared *sh, int id, int procs, int phases)
 /* s seconds from now on CLOCK_MONOTONIC, the clock of our condition. */
 static struct timespec deadline_in(double s)
 {
-	struct timespec t;
-
-	MP_CHECK(clock_gettime(CLOCK_MONOTONIC, &t));
-	int64_t ns = t.tv_nsec + (int64_t)(s * 1e9);
-
-	t.tv_sec += ns / 1000000000;
-	t.tv_nsec = ns % 1000000000;
-	return t;
+	return mp_deadline(CLOCK_MONOTONIC, s);
 }
 
 /* Barrier.wait(timeout): the arrival index, or -1 for BrokenBarrierError.

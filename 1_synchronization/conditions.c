@@ -80,13 +80,10 @@ static bool wait_for(struct shared *sh, pthread_cond_t *cv,
 		     bool (*pred)(const struct shared *), double timeout_s,
 		     bool counted)
 {
-	struct timespec deadline;
+	/* on the condition variable's clock */
+	struct timespec deadline = mp_deadline(CLOCK_MONOTONIC, timeout_s);
 	int rc = 0;
 
-	MP_CHECK(clock_gettime(CLOCK_MONOTONIC, &deadline)); /* cv's clock */
-	int64_t ns = deadline.tv_nsec + (int64_t)(timeout_s * 1e9);
-	deadline.tv_sec += ns / 1000000000;
-	deadline.tv_nsec = ns % 1000000000;
 	while (!pred(sh) && rc == 0) {
 		if (counted) { /* a waiter: tell the parent it sleeps */
 			sh->asleep++;
@@ -129,19 +126,6 @@ static bool round_of(struct shared *sh, int tickets, bool all, int taken,
 	sh->want_asleep = asleep;
 	sh->want_wakes = wakes;
 	return wait_for(sh, &sh->changed, counts_reached, 2, false);
-}
-
-/* pthread_mutex_destroy, where EBUSY (still locked: an unlock missing)
- * is a finding for the verdict, not a reason to die: true if destroyed. */
-static bool destroy_mutex(pthread_mutex_t *m)
-{
-	int err = pthread_mutex_destroy(m);
-
-	if (err != 0 && err != EBUSY)
-		mp_die_en(err, "pthread_mutex_destroy");
-	if (err == EBUSY)
-		mp_say("parent", "pthread_mutex_destroy: EBUSY, still locked");
-	return err == 0;
 }
 
 static void init_sync(struct shared *sh)
@@ -260,7 +244,7 @@ int main(int argc, char *argv[])
 	     waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD;
 	MP_CHECK_PT(pthread_cond_destroy(&sh->cv));
 	MP_CHECK_PT(pthread_cond_destroy(&sh->changed));
-	ok = destroy_mutex(&sh->lock) && ok;
+	ok = mp_mutex_destroy(&sh->lock) && ok;
 	MP_CHECK(mp_shm_free(sh, sizeof *sh));
 	printf("result: taken=%d/%d signal=%d wake broadcast=%d/%d wakes "
 	       "timed out=%.1f ms %s\n", taken, w, signal_wakes, bcast_wakes,

@@ -106,15 +106,10 @@ static bool event_is_set(struct event *ev)
 /* Event.wait(timeout): the flag, after it went up or the timeout passed. */
 static bool event_wait(struct event *ev, double timeout_s)
 {
-	struct timespec dl;
+	/* the condition's clock */
+	struct timespec dl = mp_deadline(CLOCK_MONOTONIC, timeout_s);
 	int rc = 0;
 
-	/* the condition's clock */
-	MP_CHECK(clock_gettime(CLOCK_MONOTONIC, &dl));
-	int64_t ns = dl.tv_nsec + (int64_t)(timeout_s * 1e9);
-
-	dl.tv_sec += ns / 1000000000;
-	dl.tv_nsec = ns % 1000000000;
 	MP_CHECK_PT(pthread_mutex_lock(&ev->lock));
 	while (!ev->flag && rc == 0) /* a wake-up is a hint: look again */
 		rc = pthread_cond_timedwait(&ev->changed, &ev->lock, &dl);

@@ -59,19 +59,6 @@ struct shared {
 	long from, to;          /* an account transfer, guarded by robust */
 };
 
-/* pthread_mutex_destroy, where EBUSY (still locked: an unlock missing)
- * is a finding for the verdict, not a reason to die: true if destroyed. */
-static bool destroy_mutex(pthread_mutex_t *m)
-{
-	int err = pthread_mutex_destroy(m);
-
-	if (err != 0 && err != EBUSY)
-		mp_die_en(err, "pthread_mutex_destroy");
-	if (err == EBUSY)
-		mp_say("parent", "pthread_mutex_destroy: EBUSY, still locked");
-	return err == 0;
-}
-
 static void init_mutex(pthread_mutex_t *m, bool robust)
 {
 	pthread_mutexattr_t a;
@@ -353,7 +340,7 @@ int main(int argc, char *argv[])
 	 *    the unmapping. */
 	if (dead != ETIMEDOUT && unrec != ETIMEDOUT)
 		MP_CHECK_PT(pthread_mutex_destroy(&sh->robust));
-	bool freed = destroy_mutex(&sh->mutex);
+	bool freed = mp_mutex_destroy(&sh->mutex);
 	MP_CHECK(sem_close(sem));
 	MP_CHECK(mp_shm_free(sh, sizeof *sh));
 

@@ -61,14 +61,7 @@ struct shared {
  * ends in MISMATCH, never in a hang. */
 static struct timespec deadline_in(double s)
 {
-	struct timespec t;
-
-	MP_CHECK(clock_gettime(CLOCK_MONOTONIC, &t));
-	int64_t ns = t.tv_nsec + (int64_t)(s * 1e9);
-
-	t.tv_sec += ns / 1000000000;
-	t.tv_nsec = ns % 1000000000;
-	return t;
+	return mp_deadline(CLOCK_MONOTONIC, s);
 }
 
 /* sem_wait, giving up at the bound: true when we got a slot. */

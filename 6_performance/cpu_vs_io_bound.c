@@ -67,31 +67,12 @@ struct shared {
 	struct { double cpu_s, runq_s; } w[MAXTASK]; /* per worker */
 };
 
-/* CPU-bound: n steps of a 64-bit LCG (Knuth's MMIX constants); each step
- * depends on the previous one, so nothing can skip it. */
-static const uint64_t A = 6364136223846793005u, C = 1442695040888963407u;
-
+/* CPU-bound: n steps of a 64-bit LCG, mp_lcg() (each step depends on the
+ * one before, so nothing can skip it); the parent checks every task with
+ * mp_lcg_jump(), the same value in log2(n) steps. */
 static uint64_t crunch(uint64_t x, long n)
 {
-	for (long i = 0; i < n; i++)
-		x = x * A + C;
-	return x;
-}
-
-/* The same result in log2(n) steps: how the parent checks every task. */
-static uint64_t crunch_fast(uint64_t x, long n)
-{
-	uint64_t am = 1, ac = 0, m = A, c = C;
-
-	for (uint64_t k = (uint64_t)n; k; k >>= 1) {
-		if (k & 1) {
-			am *= m;
-			ac = ac * m + c;
-		}
-		c *= m + 1;
-		m *= m;
-	}
-	return am * x + ac;
+	return mp_lcg(x, (uint64_t)n);
 }
 
 /* I/O-bound: block until a timer fires, as a thread waits for a reply.
@@ -202,8 +183,9 @@ static struct row run(struct shared *sh, const struct cfg *c, int kind,
 		r.runq += sh->w[w].runq_s;
 	}
 	for (long i = 0; i < c->tasks; i++) {
+		uint64_t x = (uint64_t)i + 1;
 		uint64_t want = kind == CPU ?
-			crunch_fast((uint64_t)i + 1, c->work) : (uint64_t)i + 1;
+			mp_lcg_jump(x, (uint64_t)c->work) : x;
 
 		*ok &= atomic_load(&sh->runs[i]) == 1 && sh->result[i] == want;
 	}
@@ -239,8 +221,9 @@ static void twin_line(const char *line, void *arg)
 	int k = strcmp(kind, "cpu") != 0, e = strcmp(eng, "processes") != 0;
 
 	for (long i = 0; i < t->tasks; i++)
-		want += k == CPU ? crunch_fast((uint64_t)i + 1, t->work) :
-				   (uint64_t)i + 1;
+		want += k == CPU ?
+			mp_lcg_jump((uint64_t)i + 1, (uint64_t)t->work) :
+			(uint64_t)i + 1;
 	t->ok &= sum == want;
 	t->s[k][e][__builtin_ctz((unsigned)w)] = s;
 	t->cpu[k][e][__builtin_ctz((unsigned)w)] = cpu;

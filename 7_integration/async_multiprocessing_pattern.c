@@ -326,24 +326,14 @@ int main(int argc, char *argv[])
 	if (job >= 0)
 		return run_job(job, timeout_ms, parent);
 
-	/* 1. Ctrl-C becomes an event of the loop: block SIGINT and SIGTERM
-	 *    and read them from a signalfd (children get them unblocked). */
+	/* 1. Ctrl-C becomes an event of the loop: mp_stop_signalfd() blocks
+	 *    SIGINT, SIGTERM, SIGHUP and SIGQUIT and returns a signalfd that
+	 *    reads them (sigprocmask + signalfd; children get them unblocked;
+	 *    SIGPIPE ignored, so that `| head` shows as EPIPE). */
 	sigset_t stops;
-
-	MP_CHECK(sigemptyset(&stops));
-	MP_CHECK(sigaddset(&stops, SIGINT));
-	MP_CHECK(sigaddset(&stops, SIGTERM));
-	MP_CHECK(sigaddset(&stops, SIGHUP));   /* the terminal closed */
-	MP_CHECK(sigaddset(&stops, SIGQUIT));  /* Ctrl-\ */
-	MP_CHECK(sigprocmask(SIG_BLOCK, &stops, NULL));
-	/* `| head` exited: a write fails with EPIPE, and mp_say() then stops
-	 * the children and exits 141 quietly (no death by SIGPIPE). */
-	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
-		mp_die("signal(SIGPIPE)");
-	int ep, sfd, grace;
+	int sfd = mp_stop_signalfd(&stops), ep, grace;
 
 	MP_CHECK(ep = epoll_create1(EPOLL_CLOEXEC));
-	MP_CHECK(sfd = signalfd(-1, &stops, SFD_CLOEXEC));
 	MP_CHECK(grace = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC));
 	watch(ep, sfd, EV_SIGNAL);
 	watch(ep, grace, EV_GRACE);

@@ -65,27 +65,8 @@ enum { INLINE, OFFLOAD, NMODES, MAXCONN = 64 };
 enum { TAG_LISTEN = MAXCONN, TAG_TICK, TAG_SIGNAL, TAG_POOL };
 static const char *const mode_name[NMODES] = { "inline", "offload" };
 
-#define LCG_A 6364136223846793005u
-#define LCG_C 1442695040888963407u
-
-/* A request's CPU work: n steps of an LCG, one after the other. */
-static uint64_t lcg_run(uint64_t x, uint64_t n)
-{
-	for (uint64_t k = 0; k < n; k++)
-		x = x * LCG_A + LCG_C;
-	return x;
-}
-
-/* The same in O(log n), to check every reply: x -> a x + c composed. */
-static uint64_t lcg_jump(uint64_t x, uint64_t n)
-{
-	uint64_t a = 1, c = 0, sa = LCG_A, sc = LCG_C;
-
-	for (; n; n >>= 1, sc = sa * sc + sc, sa *= sa)
-		if (n & 1)
-			a *= sa, c = sa * c + sc;
-	return a * x + c;
-}
+/* A request's CPU work: n steps of an LCG, one after the other
+ * (mp_lcg); every reply is checked with mp_lcg_jump(), in O(log n). */
 
 struct req { uint64_t x, steps; };
 
@@ -93,7 +74,7 @@ static int serve_task(const void *arg, void *res)  /* runs in a worker */
 {
 	const struct req *r = arg;
 
-	*(uint64_t *)res = lcg_run(r->x, r->steps);
+	*(uint64_t *)res = mp_lcg(r->x, r->steps);
 	return 0;
 }
 
@@ -170,7 +151,7 @@ static void on_request(struct loop *L, struct conn *c)
 	c->have = 0;
 	c->busy = true;
 	if (L->mode == INLINE) {  /* the loop computes: nothing else runs */
-		reply(L, c, lcg_run(r.x, r.steps));
+		reply(L, c, mp_lcg(r.x, r.steps));
 		return;
 	}
 	struct mp_pool_async *h = mp_pool_apply_async(
@@ -505,21 +486,12 @@ int main(int argc, char *argv[])
 			 "through mp_pool_fd(), timed by a timerfd.", opts,
 			 sizeof opts / sizeof opts[0]);
 
-	/* 1. Ctrl-C is an event of the loop: block it, read a signalfd. */
+	/* 1. Ctrl-C is an event of the loop: mp_stop_signalfd() blocks
+	 *    SIGINT, SIGTERM, SIGHUP and SIGQUIT and returns a signalfd that
+	 *    reads them (sigprocmask + signalfd; SIGPIPE ignored, so that
+	 *    `| head` shows as EPIPE). */
 	sigset_t stops;
-	int sfd;
-
-	MP_CHECK(sigemptyset(&stops));
-	MP_CHECK(sigaddset(&stops, SIGINT));
-	MP_CHECK(sigaddset(&stops, SIGTERM));
-	MP_CHECK(sigaddset(&stops, SIGHUP));   /* the terminal closed */
-	MP_CHECK(sigaddset(&stops, SIGQUIT));  /* Ctrl-\ */
-	MP_CHECK(sigprocmask(SIG_BLOCK, &stops, NULL));
-	/* `| head` exited: a write fails with EPIPE, and mp_say() then stops
-	 * the children and exits 141 quietly (no death by SIGPIPE). */
-	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
-		mp_die("signal(SIGPIPE)");
-	MP_CHECK(sfd = signalfd(-1, &stops, SFD_CLOEXEC));
+	int sfd = mp_stop_signalfd(&stops);
 
 	/* 2. The pool, and the descriptor it offers to event loops. */
 	size_t nrec = (size_t)(clients * nreq);
@@ -567,8 +539,8 @@ int main(int argc, char *argv[])
 	cb_loop = &L;
 	int64_t t0 = mp_now_ns();
 
-	if (lcg_run(7, (uint64_t)work) != lcg_jump(7, (uint64_t)work))
-		mp_die("lcg_jump disagrees with lcg_run");
+	if (mp_lcg(7, (uint64_t)work) != mp_lcg_jump(7, (uint64_t)work))
+		mp_die("mp_lcg_jump disagrees with mp_lcg");
 	double task_ms = mp_elapsed_s(t0) * 1e3;
 
 	mp_say("loop", "listening on 127.0.0.1:%d; %ld clients x %ld "
@@ -626,8 +598,8 @@ int main(int argc, char *argv[])
 		struct rec *r = sh->rec + m * nrec;
 
 		for (size_t k = 0; k < nrec; k++) {
-			exact += r[k].ns > 0 &&
-				 r[k].reply == lcg_jump(r[k].x, (uint64_t)work);
+			exact += r[k].ns > 0 && r[k].reply ==
+				 mp_lcg_jump(r[k].x, (uint64_t)work);
 			lat[k] = r[k].ns;
 		}
 		median(lat, (long)nrec);

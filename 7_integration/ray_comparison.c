@@ -59,6 +59,7 @@
  */
 #define _GNU_SOURCE /* pipe2 */
 #include "mp.h"
+#include "ray_task.h"
 
 #include <fcntl.h>
 #include <ftw.h>
@@ -70,18 +71,6 @@ enum { PROBES = 200 };
 
 struct targ { int64_t i, work; };
 struct state { uint64_t count, sum; };
-
-static uint64_t task_value(int64_t i, int64_t work)  /* as in the MPI file */
-{
-	uint64_t x = (uint64_t)(i + 1) * 0x9E3779B97F4A7C15u;
-
-	for (int64_t k = 0; k < work; k++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-	}
-	return x;
-}
 
 static int remote_f(const void *arg, void *res)  /* f.remote(i) */
 {

@@ -22,6 +22,8 @@
  *          or "mpi,stuck,<seconds>" and exit 3 when the driver waited that
  *          long for a message that never came.
  */
+#include "ray_task.h"
+
 #include <mpi.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,19 +39,6 @@ const char *__asan_default_options(void);
 const char *__asan_default_options(void)
 {
 	return "detect_leaks=0";
-}
-
-/* The task: the same function as in ray_comparison.c. */
-static uint64_t task(int64_t i, int64_t work)
-{
-	uint64_t x = (uint64_t)(i + 1) * 0x9E3779B97F4A7C15u;
-
-	for (int64_t k = 0; k < work; k++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-	}
-	return x;
 }
 
 static void check(int rc, const char *what)
@@ -103,12 +92,12 @@ static void worker(int64_t work)
 		if (st.MPI_TAG == STOP)
 			break;
 		if (st.MPI_TAG == PING) {  /* latency probe: an empty task */
-			msg[1] = (int64_t)task(msg[0], 0);
+			msg[1] = (int64_t)task_value(msg[0], 0);
 			check(MPI_Send(msg, 2, MPI_INT64_T, DRIVER, PONG,
 				       MPI_COMM_WORLD), "send pong");
 			continue;
 		}
-		msg[1] = (int64_t)task(msg[0], work);
+		msg[1] = (int64_t)task_value(msg[0], work);
 		check(MPI_Send(&msg[1], 1, MPI_INT64_T, ACTOR, ADD,
 			       MPI_COMM_WORLD), "send add");
 		check(MPI_Send(msg, 2, MPI_INT64_T, DRIVER, RESULT,

@@ -136,6 +136,7 @@
 #define MP_POOL_INTERNAL_H
 
 #include "mp_pool.h"
+#include "mp_util.h"
 
 #include <errno.h>
 #include <linux/futex.h>
@@ -320,15 +321,6 @@ struct mp_pool {
 };
 
 /* ---- small helpers ------------------------------------------------ */
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ __volatile__("yield");
-#endif
-}
 
 static inline int64_t now_ns(void)
 {

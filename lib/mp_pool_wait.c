@@ -120,7 +120,7 @@ int mpp_wait_until(struct mp_pool *p, mpp_cond cond, void *arg,
 		}
 		if (!late && now < spin_until && !p->deferred) {
 			for (int i = 0; i < 64; i++)
-				cpu_relax();
+				mp_cpu_relax();
 			sched_yield();  /* a worker may need this CPU */
 			continue;
 		}

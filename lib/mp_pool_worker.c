@@ -60,7 +60,7 @@ static bool worker_idle(const struct mp_pool *p, bool *slept)
 		for (int i = 0; i < 16; i++) {
 			if (has_work(sh))
 				return false;
-			cpu_relax();
+			mp_cpu_relax();
 		}
 		if (atomic_load(&sh->shutdown))
 			return true;

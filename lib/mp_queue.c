@@ -31,6 +31,7 @@
  */
 #define _GNU_SOURCE
 #include "mp_queue.h"
+#include "mp_util.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -78,15 +79,6 @@ struct slot {
 	_Atomic uint64_t seq;
 	unsigned char data[];
 };
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ __volatile__("yield");
-#endif
-}
 
 static inline struct slot *slot_at(const struct mp_queue *q, uint64_t pos)
 {
@@ -319,7 +311,7 @@ static long wait_for(struct mp_queue *q, struct event *ev,
 
 		for (int spin = 0; r == 0 && !m.try_only && spin < SPIN_LIMIT;
 		     spin++) {
-			cpu_relax();
+			mp_cpu_relax();
 			r = op(q, items, n);
 		}
 		if (r != 0)

@@ -21,6 +21,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -141,6 +142,59 @@ int64_t mp_now_ns(void)
 double mp_elapsed_s(int64_t since_ns)
 {
 	return (double)(mp_now_ns() - since_ns) / 1e9;
+}
+
+/* ---- waiting and CPU-bound work --------------------------------------- */
+
+struct timespec mp_deadline(clockid_t clock, double seconds)
+{
+	struct timespec t;
+
+	MP_CHECK(clock_gettime(clock, &t));
+	int64_t ns = t.tv_nsec + (int64_t)(seconds * 1e9);
+
+	t.tv_sec += ns / 1000000000;
+	t.tv_nsec = ns % 1000000000;
+	if (t.tv_nsec < 0) {  /* a negative `seconds`: a deadline passed */
+		t.tv_nsec += 1000000000;
+		t.tv_sec--;
+	}
+	return t;
+}
+
+bool mp_mutex_destroy(pthread_mutex_t *m)
+{
+	int err = pthread_mutex_destroy(m);
+
+	if (err != 0 && err != EBUSY)
+		mp_die_en(err, "pthread_mutex_destroy");
+	if (err == EBUSY)
+		mp_say("parent", "pthread_mutex_destroy: EBUSY, still locked");
+	return err == 0;
+}
+
+uint64_t mp_lcg(uint64_t x, uint64_t n)
+{
+	for (uint64_t k = 0; k < n; k++)
+		x = x * MP_LCG_A + MP_LCG_C;
+	return x;
+}
+
+uint64_t mp_lcg_jump(uint64_t x, uint64_t n)
+{
+	/* (a, c) is the step x -> a x + c applied so far; (sa, sc) the step
+	 * applied 2^k times, squared at each bit of n. */
+	uint64_t a = 1, c = 0, sa = MP_LCG_A, sc = MP_LCG_C;
+
+	for (; n; n >>= 1) {
+		if (n & 1) {
+			a *= sa;
+			c = sa * c + sc;
+		}
+		sc = sa * sc + sc;
+		sa *= sa;
+	}
+	return a * x + c;
 }
 
 void mp_say(const char *role, const char *fmt, ...)
@@ -742,6 +796,21 @@ int mp_block_stop_signals(sigset_t *old)
 		return -1;
 	}
 	return 0;
+}
+
+int mp_stop_signalfd(sigset_t *set)
+{
+	int fd;
+
+	MP_CHECK(sigemptyset(set));
+	for (int i = 0; i < NSTOP; i++)
+		if (stop_signals[i] != SIGPIPE)
+			MP_CHECK(sigaddset(set, stop_signals[i]));
+	MP_CHECK(sigprocmask(SIG_BLOCK, set, NULL));
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		mp_die("signal(SIGPIPE)");
+	MP_CHECK(fd = signalfd(-1, set, SFD_CLOEXEC));
+	return fd;
 }
 
 int mp_restore_signals(const sigset_t *old)

@@ -18,12 +18,14 @@
 #ifndef MP_UTIL_H
 #define MP_UTIL_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 /* ---- errors ----------------------------------------------------------- */
 
@@ -79,6 +81,44 @@ int64_t mp_now_ns(void);
 
 /* Seconds since program start, for figures printed by lessons. */
 double mp_elapsed_s(int64_t since_ns);
+
+/* ---- waiting and spinning --------------------------------------------- */
+
+/* The absolute time `seconds` from now on `clock`, for the calls that wait
+ * until a deadline: CLOCK_MONOTONIC for a condition variable made with
+ * pthread_condattr_setclock(CLOCK_MONOTONIC), CLOCK_REALTIME for
+ * sem_timedwait, mq_timedreceive and pthread_mutex_timedlock. */
+struct timespec mp_deadline(clockid_t clock, double seconds);
+
+/* pthread_mutex_destroy, where EBUSY (the mutex is still locked: an unlock
+ * is missing) is a finding for a verdict, not a reason to die: it says so
+ * and returns false.  true once destroyed; dies on any other error. */
+bool mp_mutex_destroy(pthread_mutex_t *m);
+
+/* One turn of a spin-wait: tells the CPU (PAUSE on x86, YIELD on Arm) that
+ * this is a busy loop, which saves power and lets the other hardware
+ * thread of the core run. */
+static inline void mp_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
+/* ---- CPU-bound work ---------------------------------------------------- */
+
+/* n steps of the 64-bit LCG x -> A x + C (Knuth's MMIX constants): work
+ * whose every step needs the one before, so neither the compiler nor the
+ * CPU can skip or overlap steps.  The lessons' unit of CPU-bound work. */
+#define MP_LCG_A UINT64_C(6364136223846793005)
+#define MP_LCG_C UINT64_C(1442695040888963407)
+uint64_t mp_lcg(uint64_t x, uint64_t n);
+
+/* The same value in about log2(n) steps (the step composed with itself by
+ * squaring), to check a worker's answer without redoing its work. */
+uint64_t mp_lcg_jump(uint64_t x, uint64_t n);
 
 /* ---- options ---------------------------------------------------------- */
 
@@ -201,6 +241,14 @@ void mp_ipc_name(char *buf, size_t size, const char *what);
  * practice, and the ready-made cleanups below rely on that.  A signal
  * ignored when the program started (nohup's SIGHUP) stays ignored. */
 void mp_stop_on_signals(void);
+
+/* For an event loop that reads Ctrl-C as an event: block SIGINT, SIGTERM,
+ * SIGHUP (the terminal closed) and SIGQUIT (Ctrl-\), put them in *set (for
+ * children to unblock), and return a signalfd (O_CLOEXEC) that reads them.
+ * SIGPIPE is ignored, so that a `| head` that exits shows as EPIPE, and
+ * mp_say() then stops the children and exits 141 quietly.  Use it instead
+ * of mp_stop_on_signals(); dies on failure. */
+int mp_stop_signalfd(sigset_t *set);
 
 /* Block the stop signals in this thread, saving the old mask in *old (NULL:
  * not saved), and restore it.  Around a call that must not be cut short by

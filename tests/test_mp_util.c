@@ -19,6 +19,8 @@
 
 #include "mp.h"
 
+#include <sys/signalfd.h>
+
 /* ---- running a function in a child and capturing what it says --------- */
 
 struct outcome {
@@ -297,6 +299,113 @@ static void test_now_ns_is_monotonic_and_counts_sleep(void **state)
 	/* A sleep lasts at least what was asked; no upper bound asserted. */
 	assert_true(b - a >= 20 * 1000 * 1000);
 	assert_true(mp_elapsed_s(a) >= 0.020);
+}
+
+/* A deadline is `seconds` after now on the clock asked for, normalized
+ * (0 <= tv_nsec < 10^9), also for a fraction that carries into tv_sec and
+ * for a deadline already past. */
+static void test_deadline_is_now_plus_seconds_normalized(void **state)
+{
+	(void)state;
+	const double secs[] = { 0.999999999, 1.5, 2, -0.25 };
+
+	for (int c = 0; c < 2; c++) {
+		clockid_t clock = c ? CLOCK_REALTIME : CLOCK_MONOTONIC;
+
+		for (size_t k = 0; k < sizeof secs / sizeof *secs; k++) {
+			struct timespec before, after;
+
+			assert_int_equal(clock_gettime(clock, &before), 0);
+			struct timespec d = mp_deadline(clock, secs[k]);
+
+			assert_int_equal(clock_gettime(clock, &after), 0);
+			double t = (double)d.tv_sec + d.tv_nsec / 1e9;
+
+			assert_true(d.tv_nsec >= 0 && d.tv_nsec < 1000000000);
+			assert_true(t >= before.tv_sec + before.tv_nsec / 1e9 +
+					 secs[k] - 1e-6);
+			assert_true(t <= after.tv_sec + after.tv_nsec / 1e9 +
+					 secs[k] + 1e-6);
+		}
+	}
+}
+
+/* A locked mutex is not destroyed: false, and a line says why; then,
+ * unlocked, it is: true. */
+static void destroy_locked_then_unlocked(void *arg)
+{
+	pthread_mutex_t m;
+
+	(void)arg;
+	MP_CHECK_PT(pthread_mutex_init(&m, NULL));
+	MP_CHECK_PT(pthread_mutex_lock(&m));
+	bool first = mp_mutex_destroy(&m);
+
+	MP_CHECK_PT(pthread_mutex_unlock(&m));
+	bool second = mp_mutex_destroy(&m);
+
+	_exit(!first && second ? 0 : 1);
+}
+
+static void test_mutex_destroy_reports_a_locked_mutex(void **state)
+{
+	(void)state;
+	struct outcome r;
+
+	run_child(destroy_locked_then_unlocked, NULL, &r);
+	assert_exited(&r, 0);
+	assert_non_null(strstr(r.out, "pthread_mutex_destroy: EBUSY, still "
+				      "locked\n"));
+}
+
+/* The LCG: one step is A x + C; mp_lcg_jump() gives mp_lcg()'s value for
+ * every n tried, including 0 and a power of two, from several seeds. */
+static void test_lcg_jump_equals_the_steps(void **state)
+{
+	(void)state;
+	const uint64_t seeds[] = { 0, 1, 7, UINT64_MAX };
+	const uint64_t ns[] = { 0, 1, 2, 3, 64, 1000, 4097 };
+
+	assert_true(mp_lcg(0, 1) == MP_LCG_C);
+	assert_true(mp_lcg(1, 1) == MP_LCG_A + MP_LCG_C);
+	for (size_t s = 0; s < sizeof seeds / sizeof *seeds; s++)
+		for (size_t k = 0; k < sizeof ns / sizeof *ns; k++)
+			assert_true(mp_lcg_jump(seeds[s], ns[k]) ==
+				    mp_lcg(seeds[s], ns[k]));
+}
+
+/* mp_stop_signalfd(): SIGTERM sent to the process does not kill it but
+ * arrives on the descriptor; SIGPIPE is ignored (a write to a closed pipe
+ * fails with EPIPE).  Exit 0 when all of that held. */
+static void signalfd_catches_sigterm(void *arg)
+{
+	sigset_t set;
+	struct signalfd_siginfo si;
+	int p[2];
+
+	(void)arg;
+	int fd = mp_stop_signalfd(&set);
+
+	if (!sigismember(&set, SIGINT) || !sigismember(&set, SIGQUIT) ||
+	    sigismember(&set, SIGPIPE))
+		_exit(2);
+	if (kill(getpid(), SIGTERM) == -1 ||
+	    read(fd, &si, sizeof si) != (ssize_t)sizeof si ||
+	    si.ssi_signo != SIGTERM)
+		_exit(3);
+	if (pipe(p) == -1 || close(p[0]) == -1 ||
+	    write(p[1], "x", 1) != -1 || errno != EPIPE)
+		_exit(4);
+	_exit(0);
+}
+
+static void test_stop_signalfd_turns_signals_into_reads(void **state)
+{
+	(void)state;
+	struct outcome r;
+
+	run_child(signalfd_catches_sigterm, NULL, &r);
+	assert_exited(&r, 0);
 }
 
 /* ---- children --------------------------------------------------------- */
@@ -916,6 +1025,10 @@ int main(void)
 		cmocka_unit_test(test_is_main_process_only_in_the_parent),
 		cmocka_unit_test(test_say_prefixes_role_pid_and_time),
 		cmocka_unit_test(test_now_ns_is_monotonic_and_counts_sleep),
+		cmocka_unit_test(test_deadline_is_now_plus_seconds_normalized),
+		cmocka_unit_test(test_mutex_destroy_reports_a_locked_mutex),
+		cmocka_unit_test(test_lcg_jump_equals_the_steps),
+		cmocka_unit_test(test_stop_signalfd_turns_signals_into_reads),
 		cmocka_unit_test(test_wait_all_reaps_every_child),
 		cmocka_unit_test(test_wait_all_dies_on_a_failed_child),
 		cmocka_unit_test(test_waitpid_returns_the_raw_status),

@@ -157,7 +157,7 @@ static void before_sleep(void)
 	if (hook.flag) {
 		atomic_store(hook.flag, 1);
 		for (uint64_t d = xorshift(&hook.rng) % HOOK_SPINS; d > 0; d--)
-			cpu_relax();
+			mp_cpu_relax();
 	}
 	if (!hook.armed)
 		return;
@@ -691,11 +691,11 @@ static void test_ping_pong_loses_no_wake_up(void **state)
 			 * keep this one from it. */
 			for (double t = now_s() + 50e-6;
 			     !atomic_exchange(other, 0) && now_s() < t;)
-				cpu_relax();
+				mp_cpu_relax();
 			uint64_t d = xorshift(&hook.rng) % PUT_SPINS;
 
 			while (d-- > 0)
-				cpu_relax();
+				mp_cpu_relax();
 			want = ++x + 1;
 			if (mp_queue_put(q[1 - side], &x) == -1)
 				_exit(3);

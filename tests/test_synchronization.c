@@ -43,13 +43,7 @@ static void *shared(size_t size)
  * variables, REALTIME for pthread_mutex_timedlock and sem_timedwait). */
 static struct timespec deadline(clockid_t clock, int64_t ns)
 {
-	struct timespec t;
-
-	MP_CHECK(clock_gettime(clock, &t));
-	ns += t.tv_nsec;
-	t.tv_sec += ns / 1000000000;
-	t.tv_nsec = ns % 1000000000;
-	return t;
+	return mp_deadline(clock, (double)ns / 1e9);
 }
 
 /* pthread_mutex_lock bounded to 2 s: a lock that should not block but

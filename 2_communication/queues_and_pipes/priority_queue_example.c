@@ -61,11 +61,7 @@ struct shared {
  * MISMATCH instead of waiting forever on a full or empty queue. */
 static struct timespec in_s(long s)
 {
-	struct timespec t;
-
-	MP_CHECK(clock_gettime(CLOCK_REALTIME, &t));
-	t.tv_sec += s;
-	return t;
+	return mp_deadline(CLOCK_REALTIME, (double)s);
 }
 
 enum { BOUND_S = 2 }; /* nobody here waits that long on a healthy queue */

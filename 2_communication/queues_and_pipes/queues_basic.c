@@ -132,11 +132,7 @@ static void bbuf_init(struct bbuf *b)
 
 static struct timespec deadline_in(int seconds)
 {
-	struct timespec ts;
-
-	MP_CHECK(clock_gettime(CLOCK_MONOTONIC, &ts));
-	ts.tv_sec += seconds;
-	return ts;
+	return mp_deadline(CLOCK_MONOTONIC, seconds);
 }
 
 /* Returns 0, or the error number of the wait that ran out (ETIMEDOUT) or
